@@ -1,0 +1,652 @@
+"""The command line: parse options, call one library function, print the result.
+
+This is the only module that imports typer, prints, or picks exit codes (STYLE.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bulletin.errors import BulletinError, ExitCode, InputError
+
+app = typer.Typer(
+    help="Send the Borough Commander's key messages to Neighbourhood Watch co-ordinators, "
+    "and track every copy.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+contacts_app = typer.Typer(help="Validate and list contact lists.", no_args_is_help=True)
+app.add_typer(contacts_app, name="contacts")
+
+
+def fail(line: str, code: ExitCode = ExitCode.INVALID) -> typer.Exit:
+    typer.echo(f"Error: {line}", err=True)
+    return typer.Exit(int(code))
+
+
+def command(group: typer.Typer, name: str | None = None, **options: Any) -> Callable:
+    """Register a command whose `BulletinError`s become one line per problem and an exit code."""
+
+    def register(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except BulletinError as error:
+                if os.environ.get("BULLETIN_DEBUG"):
+                    raise
+                lines = error.lines()
+                for line in lines[:-1]:
+                    typer.echo(line, err=True)
+                raise fail(lines[-1] if lines else "failed", error.exit_code) from None
+
+        return group.command(name, **options)(wrapper)
+
+    return register
+
+
+def settings():
+    from bulletin.config import load_settings
+
+    return load_settings()
+
+
+def echo(text: str = "") -> None:
+    typer.echo(text)
+
+
+def note(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def console():
+    """A rich console that never truncates when output goes to a file or a pipe."""
+    from rich.console import Console
+
+    return Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+MessageArg = Annotated[
+    str, typer.Argument(help="messages/NAME.md, or just NAME", show_default=False)
+]
+
+
+# --- set-up --------------------------------------------------------------------------------
+
+
+@command(app)
+def init(directory: Annotated[Path, typer.Argument(help="folder to set up")] = Path(".")) -> None:
+    """Make a working folder: messages/, contacts/, templates/ and .env.example.
+
+    Example: bulletin init borough-bulletins
+    """
+    from bulletin.workdir import init_workdir
+
+    written = init_workdir(directory.resolve())
+    echo(
+        f"Set up {directory}: {len(written)} files (messages/, contacts/, templates/, "
+        ".env.example)."
+    )
+    echo("Next: bulletin check eu-referendum, then bulletin preview eu-referendum --format html")
+
+
+@command(app)
+def new(name: Annotated[str, typer.Argument(help="name of the new message")]) -> None:
+    """Scaffold messages/NAME.md with front matter and a Markdown body.
+
+    Example: bulletin new street-safety-july
+    """
+    from bulletin.message import scaffold
+
+    path = scaffold(name, settings().workdir, date.today())
+    echo(
+        f"Created {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}; "
+        f"edit it, then run: bulletin check {name}"
+    )
+
+
+# --- checking ------------------------------------------------------------------------------
+
+
+@command(app)
+def check(message: MessageArg) -> None:
+    """Validate a message: front matter, placeholders, templates and its audience's contacts.
+
+    Example: bulletin check eu-referendum
+    """
+    from bulletin.check import check_message
+
+    checked = check_message(message, settings())
+    for duplicate in checked.contact_list.duplicates:
+        note(str(duplicate))
+    checked.raise_for_problems("fix them and run bulletin check again")
+    recipients, postal = len(checked.recipients), len(checked.postal)
+    echo(
+        f"{checked.message.shown}: OK — {recipients} email recipient(s)"
+        + (f", {postal} postal-only" if postal else "")
+        + (
+            f", {len(checked.contact_list.duplicates)} duplicate row(s) skipped"
+            if checked.contact_list.duplicates
+            else ""
+        )
+    )
+
+
+def _load_contact_files(files: list[str] | None):
+    from bulletin import contacts
+
+    workdir = settings().workdir
+    found, problems = contacts.expand(files or ["contacts/*.csv"], workdir)
+    if problems and not found:
+        raise InputError("", problems)
+    loaded = contacts.load_contacts(found, workdir)
+    loaded.problems[:0] = problems
+    return loaded
+
+
+FilesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="CSV files or globs (default: contacts/*.csv)", show_default=False),
+]
+
+
+@command(contacts_app, "check")
+def contacts_check(files: FilesArg = None) -> None:
+    """Validate contact lists; every problem as FILE:LINE: what is wrong.
+
+    Example: bulletin contacts check contacts/coordinators.csv
+    """
+    loaded = _load_contact_files(files)
+    for duplicate in loaded.duplicates:
+        note(str(duplicate))
+    if loaded.problems:
+        raise InputError(
+            f"{len(loaded.problems)} invalid row(s) in {len(loaded.files)} file(s)", loaded.problems
+        )
+    echo(
+        f"{len(loaded.contacts)} contacts OK in {len(loaded.files)} file(s)"
+        f" ({len(loaded.emailable)} with email, {len(loaded.postal)} postal-only"
+        + (f", {len(loaded.duplicates)} duplicates skipped" if loaded.duplicates else "")
+        + ")"
+    )
+
+
+@command(contacts_app, "list")
+def contacts_list(
+    files: FilesArg = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="COLUMN=TEXT: rows whose column contains the text (any case); repeatable"
+        ),
+    ] = None,
+) -> None:
+    """List contacts as a table.
+
+    Example: bulletin contacts list --where ward=Penge
+    """
+    from rich.table import Table
+
+    from bulletin import contacts
+
+    conditions = {}
+    for condition in where or []:
+        column, sep, value = condition.partition("=")
+        if not sep or not column.strip():
+            raise typer.BadParameter(f"{condition!r}: write COLUMN=TEXT", param_hint="--where")
+        conditions[column.strip()] = value.strip()
+    loaded = _load_contact_files(files)
+    for problem in loaded.problems:
+        note(str(problem))
+    shown = contacts.where(loaded.contacts, conditions)
+    table = Table("email", "name", "ward", "role", "scheme", "source", box=None)
+    for c in shown:
+        table.add_row(
+            c.email or "(postal)", c.name, c.get("ward"), c.get("role"), c.get("scheme"), c.where
+        )
+    console().print(table)
+    echo(f"{len(shown)} of {len(loaded.contacts)} contacts")
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+class Format(StrEnum):
+    html = "html"
+    text = "text"
+    pdf = "pdf"
+    eml = "eml"
+
+
+def _checked_for_rendering(message: str):
+    from bulletin.check import check_message
+
+    checked = check_message(message, settings())
+    if checked.compiled is None:
+        checked.raise_for_problems("nothing was rendered")
+    for problem in checked.problems:
+        note(f"warning: {problem}")
+    return checked
+
+
+def _write_output(data: bytes, output: Path | None, open_it: bool, suffix: str) -> None:
+    if output is None and open_it:
+        import tempfile
+
+        handle, name = tempfile.mkstemp(prefix="bulletin-preview-", suffix=suffix)
+        os.close(handle)
+        output = Path(name)
+    if output is None:
+        if suffix == ".pdf" and sys.stdout.isatty():
+            raise InputError("a PDF cannot be shown in the terminal; add -o preview.pdf or --open")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    output.write_bytes(data)
+    note(f"Wrote {output} ({len(data):,} bytes)")
+    if open_it:
+        typer.launch(str(output))
+
+
+@command(app)
+def preview(
+    message: MessageArg,
+    format: Annotated[Format, typer.Option("--format", "-f", help="what to render")] = Format.html,
+    contact: Annotated[
+        str | None, typer.Option(help="render for this address (default: the first contact)")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="write here, not stdout", dir_okay=False)
+    ] = None,
+    open_it: Annotated[bool, typer.Option("--open", help="open the result")] = False,
+) -> None:
+    """Render a message for one contact as HTML, text, PDF or the full .eml; no credentials needed.
+
+    Example: bulletin preview eu-referendum --format pdf --contact ada.okafor@example.org -o a.pdf
+    """
+    from bulletin import preview as previews
+
+    checked = _checked_for_rendering(message)
+    data, suffix = previews.render_preview(checked, settings(), format.value, contact)
+    _write_output(data, output, open_it, suffix)
+
+
+@command(app, "print")
+def print_letters(
+    message: MessageArg,
+    notice: Annotated[
+        bool, typer.Option("--notice", help="one A4 notice for a notice board")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", dir_okay=False, help="PDF file (default: NAME-letters.pdf)"),
+    ] = None,
+) -> None:
+    """One PDF of letters for the audience's postal-only contacts, or an A4 notice.
+
+    Example: bulletin print eu-referendum --notice -o notice.pdf
+    """
+    from bulletin import preview as previews
+
+    checked = _checked_for_rendering(message)
+    data, count = previews.render_print(checked, settings(), notice=notice)
+    kind = "notice" if notice else "letters"
+    path = output or Path(f"{checked.message.name}-{kind}.pdf")
+    path.write_bytes(data)
+    echo(
+        f"Wrote {path}: "
+        + ("an A4 notice" if notice else f"{count} letter(s)")
+        + f" ({len(data):,} bytes)"
+    )
+
+
+# --- sending -------------------------------------------------------------------------------
+
+
+def _summary_lines(plan) -> list[str]:
+    message = plan.checked.message
+    lines = [
+        f"Message:   {message.shown} (reference {message.reference})",
+        f"Subject:   {message.subject}",
+        f"From:      {message.sender}",
+        f"Transport: {plan.transport.describe()}",
+        f"Audience:  {len(plan.recipients)} email recipient(s)"
+        + (
+            f"; {plan.postal_only} postal-only not emailed (use bulletin print)"
+            if plan.postal_only
+            else ""
+        ),
+    ]
+    skipped = [f"{plan.suppressed} suppressed", f"{plan.duplicates} duplicate row(s)"]
+    if plan.invalid_skipped:
+        skipped.append(f"{len(plan.invalid_skipped)} invalid row(s)")
+    lines.append("Skipped:   " + ", ".join(skipped))
+    if plan.resume is not None:
+        lines.append(
+            f"Resuming:  send #{plan.resume.id} — {plan.already_done} already done, "
+            f"{plan.to_send} to go"
+            + (
+                f", {plan.unknown} unknown (not re-sent without --resend-unknown)"
+                if plan.unknown
+                else ""
+            )
+        )
+    return lines
+
+
+def _progress(total: int):
+    """A rich progress bar on a terminal; otherwise a plain line every tenth."""
+    if sys.stderr.isatty():
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        progress = Progress(
+            TextColumn("Sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        task = progress.add_task("send", total=total)
+        return progress, lambda n: progress.advance(task, n)
+    done = [0, 0]
+
+    def log(n: int) -> None:
+        done[0] += n
+        step = max(1, total // 10)
+        if done[0] // step > done[1] or done[0] >= total:
+            done[1] = done[0] // step
+            note(f"sent {done[0]}/{total}")
+
+    from contextlib import nullcontext
+
+    return nullcontext(), log
+
+
+@command(app)
+def send(
+    message: MessageArg,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="render everything, send nothing")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    transport: Annotated[str | None, typer.Option(help="sendgrid, smtp or outbox")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="send to the next N pending only")
+    ] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="send to the valid rows, report the rest")
+    ] = False,
+    resend_unknown: Annotated[
+        bool, typer.Option(help="re-send recipients whose earlier attempt has an unknown outcome")
+    ] = False,
+    new_send: Annotated[
+        bool, typer.Option(help="start a new send of a changed message (everyone gets it again)")
+    ] = False,
+    test: Annotated[
+        str | None,
+        typer.Option(
+            help="send one copy, personalised as the first contact, to this staff address"
+        ),
+    ] = None,
+) -> None:
+    """Send a message to its audience; resumable, never sends anyone the same send twice.
+
+    Example: bulletin send eu-referendum --dry-run
+    """
+    from bulletin import send as sending
+    from bulletin.check import check_message
+
+    config = settings()
+    checked = check_message(message, config)
+    for duplicate in checked.contact_list.duplicates:
+        note(str(duplicate))
+    plan = sending.plan_send(
+        checked, config, transport_name=transport, skip_invalid=skip_invalid, new_send=new_send
+    )
+    for problem in plan.invalid_skipped:
+        note(f"skipped: {problem}")
+    for line in _summary_lines(plan):
+        note(line)
+    if test:
+        message_id = sending.send_test(plan, config, test)
+        echo(
+            f"Test copy sent to {test} via {plan.transport.name}"
+            + (f" (message id {message_id})" if message_id else "")
+            + "; not tracked."
+        )
+        return
+    if dry_run:
+        report = sending.dry_run(plan, config)
+        echo(
+            f"Dry run: rendered {report.attempted} message(s); nothing was sent. "
+            f"Run without --dry-run to send."
+        )
+        return
+    if plan.to_send == 0 and plan.resume is not None and not resend_unknown:
+        echo(f"Nothing to send: send #{plan.resume.id} has reached everyone in the audience.")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError("no terminal to confirm on; pass --yes to send without asking")
+        if not typer.confirm(f"Send to {plan.to_send} recipient(s)?", err=True):
+            raise fail("cancelled; nothing was sent")
+    bar, advance = _progress(min(plan.to_send, limit or plan.to_send))
+    try:
+        with bar:
+            report = sending.execute(
+                plan,
+                config,
+                limit=limit,
+                resend_unknown=resend_unknown,
+                new_send=new_send,
+                progress=advance,
+            )
+    except sending.Unsent as error:
+        raise fail(
+            f"{error} — nothing more was sent; recorded state is in {config.db}", ExitCode.TRANSPORT
+        ) from None
+    _report_send(report, checked.message.name, plan.transport.name)
+
+
+def _report_send(report, name: str, transport: str) -> None:
+    from bulletin.errors import Interrupted, PartialSendError
+
+    for email in report.stale_unknown:
+        note(
+            f"unknown: {email} (an earlier run stopped mid-request; not re-sent — check the "
+            f"transport's activity log, then use --resend-unknown if it never arrived)"
+        )
+    for email, error in report.failed:
+        note(f"failed: {email}: {error}")
+    for email in report.unknown:
+        note(f"unknown: {email}: no answer from the transport; not re-sent automatically")
+    verb = "written to the outbox" if transport == "outbox" else "accepted"
+    echo(
+        f"Send #{report.send_id}: {report.accepted} {verb}, {len(report.failed)} failed, "
+        f"{len(report.unknown) + len(report.stale_unknown)} unknown, "
+        f"{report.pending_left} still pending"
+        + (f", {report.dropped} dropped (suppressed)" if report.dropped else "")
+        + "."
+    )
+    if transport == "outbox" and report.accepted:
+        echo("Nothing was emailed: the outbox transport only writes .eml files.")
+    if report.interrupted:
+        raise Interrupted(
+            f"interrupted; the state is recorded. Run `bulletin send {name}` again to resume."
+        )
+    if report.failed or report.unknown:
+        raise PartialSendError(
+            f"some recipients were not sent; see `bulletin status {report.send_id}`"
+        )
+    if report.pending_left and not report.completed:
+        echo(
+            f"{report.pending_left} recipient(s) still pending: run `bulletin send {name}` "
+            "again to continue."
+        )
+
+
+@command(app)
+def status(
+    send_ref: Annotated[
+        str | None, typer.Argument(metavar="[SEND]", help="send number or message name")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", dir_okay=False, help="write one row per recipient")
+    ] = None,
+) -> None:
+    """Show sends and what happened to each recipient.
+
+    Example: bulletin status eu-referendum --csv deliveries.csv
+    """
+    import json
+
+    from bulletin import status as statuses
+    from bulletin.tracking import Tracker
+
+    config = settings()
+    if not config.db_path.exists():
+        raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
+    with Tracker(config.db_path) as tracker:
+        sends = [statuses.find_send(tracker, send_ref)] if send_ref else tracker.sends()
+        summaries = [statuses.summary(tracker, s) for s in sends]
+        if csv_path is not None:
+            rows = statuses.write_csv(tracker, sends, csv_path)
+            note(f"Wrote {csv_path}: {rows} recipient row(s)")
+    if as_json:
+        echo(json.dumps({"sends": summaries}, indent=2))
+    elif send_ref:
+        _print_send(summaries[0], statuses)
+    elif csv_path is None:
+        _print_sends(summaries)
+
+
+def _print_sends(summaries: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(
+        "send",
+        "message",
+        "subject",
+        "created",
+        "recipients",
+        "accepted",
+        "delivered",
+        "bounced",
+        "failed",
+        "unknown",
+        "pending",
+        box=None,
+    )
+    for s in summaries:
+        c = s["counts"]
+        table.add_row(
+            str(s["id"]),
+            s["message"],
+            s["subject"],
+            s["created_at"][:16],
+            str(s["recipients"]),
+            str(c["accepted"]),
+            str(c["delivered"]),
+            str(c["bounced"]),
+            str(c["failed"]),
+            str(c["unknown"]),
+            str(c["pending"]),
+        )
+    console().print(table)
+    if not summaries:
+        echo("No sends yet.")
+
+
+def _print_send(s: dict, statuses) -> None:
+    echo(f"Send #{s['id']}: {s['message']} — {s['subject']}")
+    echo(
+        f"Created {s['created_at']} via {s['transport']}; "
+        + (f"completed {s['completed_at']}" if s["completed_at"] else "not completed")
+    )
+    rates = statuses.rates(s["counts"])
+    for state in statuses.DISPLAY_ORDER:
+        count = s["counts"].get(state, 0)
+        if count or state in ("accepted", "delivered", "bounced", "failed", "unknown"):
+            rate = f"  {rates[state]:6.1%}" if state in rates else ""
+            echo(f"  {state:<13}{count:>8}{rate}")
+    echo(f"  {'recipients':<13}{s['recipients']:>8}")
+
+
+# --- suppressions --------------------------------------------------------------------------
+
+suppress_app = typer.Typer(help="The do-not-send list.", no_args_is_help=True)
+app.add_typer(suppress_app, name="suppress")
+
+
+@command(suppress_app, "add")
+def suppress_add(
+    emails: Annotated[list[str], typer.Argument(help="addresses to stop sending to")],
+    reason: Annotated[str, typer.Option(help="why (shown in the list)")] = "manual",
+) -> None:
+    """Add addresses to the do-not-send list; every later send skips them.
+
+    Example: bulletin suppress add someone@example.org --reason "asked by phone"
+    """
+    from bulletin.tracking import Tracker
+
+    with Tracker(settings().db_path) as tracker:
+        for email in emails:
+            added = tracker.suppress(email.strip(), reason, "manual")
+            echo(f"{email}: " + ("suppressed" if added else "already suppressed"))
+
+
+@command(suppress_app, "remove")
+def suppress_remove(emails: Annotated[list[str], typer.Argument(help="addresses")]) -> None:
+    """Take addresses off the do-not-send list.
+
+    Example: bulletin suppress remove someone@example.org
+    """
+    from bulletin.tracking import Tracker
+
+    with Tracker(settings().db_path) as tracker:
+        for email in emails:
+            removed = tracker.unsuppress(email)
+            echo(f"{email}: " + ("removed" if removed else "was not on the list"))
+
+
+@command(suppress_app, "list")
+def suppress_list() -> None:
+    """List the do-not-send list with reasons and dates.
+
+    Example: bulletin suppress list
+    """
+    from bulletin.tracking import Tracker
+
+    with Tracker(settings().db_path) as tracker:
+        rows = tracker.suppressions()
+    for row in rows:
+        echo(
+            f"{row['email'] or '(forgotten)'}\t{row['reason']}\t{row['source']}\t"
+            f"{row['created_at']}"
+        )
+    note(f"{len(rows)} suppressed address(es)")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,300 @@
+"""Contact lists: CSV files as spreadsheets export them → `Contact`s plus every problem found."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulletin.errors import Problem
+from bulletin.fields import ALIASES, field_key
+
+HEADER_FIELDS = ("email", "first_name", "last_name")  # these reach email headers
+KNOWN_COLUMNS = (
+    "email",
+    "first_name",
+    "last_name",
+    "ward",
+    "role",
+    "scheme",
+    "phone",
+    "address",
+    "postcode",
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Contact:
+    email: str  # normalised address, "" for a postal-only contact
+    fields: Mapping[str, str]  # field_key → value, email included
+    file: str
+    line: int
+
+    def get(self, key: str) -> str:
+        return self.fields.get(key, "")
+
+    @property
+    def first_name(self) -> str:
+        return self.get("first_name")
+
+    @property
+    def last_name(self) -> str:
+        return self.get("last_name")
+
+    @property
+    def name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+    @property
+    def postal_only(self) -> bool:
+        return not self.email
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class ContactList:
+    contacts: list[Contact] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # invalid rows: block a send
+    duplicates: list[Problem] = field(default_factory=list)  # reported, sent once
+    columns: set[str] = field(default_factory=set)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def emailable(self) -> list[Contact]:
+        return [c for c in self.contacts if c.email]
+
+    @property
+    def postal(self) -> list[Contact]:
+        return [c for c in self.contacts if c.postal_only]
+
+
+def decode(data: bytes) -> tuple[str, str]:
+    """Text and encoding of a CSV file: UTF-8 (with or without BOM), else Windows-1252."""
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252"), "windows-1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def _validator():
+    from email_validator import EmailNotValidError, validate_email
+
+    def check(address: str) -> tuple[str, str | None]:
+        try:
+            result = validate_email(address, check_deliverability=False)
+        except EmailNotValidError as error:
+            return address, str(error)
+        return result.normalized, None
+
+    return check
+
+
+def expand(patterns: Iterable[str], workdir: Path) -> tuple[list[Path], list[Problem]]:
+    """Resolve file names and globs (relative to the working folder) to CSV files."""
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        full = path if path.is_absolute() else workdir / path
+        if glob.has_magic(str(pattern)):
+            matches = sorted(Path(p) for p in glob.glob(str(full)))
+            if not matches:
+                problems.append(
+                    Problem(
+                        None,
+                        None,
+                        f"{pattern}: no contact file matches; "
+                        "add a CSV file or run `bulletin init`",
+                    )
+                )
+        elif full.is_file():
+            matches = [full]
+        else:
+            problems.append(Problem(None, None, f"{pattern}: no such contact file"))
+            matches = []
+        files.extend(m for m in matches if m not in files)
+    return files, problems
+
+
+def display_path(path: Path, workdir: Path) -> str:
+    try:
+        return str(path.relative_to(workdir))
+    except ValueError:
+        return str(path)
+
+
+def load_contacts(files: Iterable[Path], workdir: Path | None = None) -> ContactList:
+    """Load every file into one list: duplicates across files are sent once and reported."""
+    result = ContactList()
+    seen: dict[str, Contact] = {}
+    check_address = _validator()
+    for path in files:
+        shown = display_path(path, workdir) if workdir else str(path)
+        result.files.append(path)
+        _load_file(path, shown, result, seen, check_address)
+    return result
+
+
+def _load_file(
+    path: Path, shown: str, result: ContactList, seen: dict[str, Contact], check_address
+) -> None:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        result.problems.append(Problem(shown, None, f"cannot read: {error.strerror}"))
+        return
+    text, _encoding = decode(data)
+    if "\x00" in text:
+        for number, line in enumerate(text.splitlines(), 1):
+            if "\x00" in line:
+                result.problems.append(
+                    Problem(
+                        shown,
+                        number,
+                        "contains a NUL byte; re-export the file from the spreadsheet as CSV",
+                    )
+                )
+        text = text.replace("\x00", "")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    keys: list[str] = []
+    previous_end = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            result.problems.append(Problem(shown, previous_end + 1, f"not valid CSV: {error}"))
+            previous_end = reader.line_num
+            continue
+        start, previous_end = previous_end + 1, reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue  # blank rows (often trailing) are ignored
+        if header is None:
+            header = row
+            keys = _header_keys(header, shown, start, result)
+            if keys is None:
+                return
+            result.columns.update(k for k in keys if k)
+            continue
+        _load_row(row, keys, shown, start, result, seen, check_address)
+    if header is None:
+        result.problems.append(
+            Problem(shown, None, "empty file: the first row must be a header with an email column")
+        )
+
+
+def _header_keys(header: list[str], shown: str, line: int, result: ContactList) -> list[str] | None:
+    keys = [field_key(h) if h.strip() else "" for h in header]
+    problems = []
+    firsts: dict[str, str] = {}
+    for raw, key in zip(header, keys, strict=True):
+        if not key:
+            continue
+        if key in firsts:
+            problems.append(
+                Problem(
+                    shown,
+                    line,
+                    f"columns {firsts[key]!r} and {raw.strip()!r} both mean {key}; keep one",
+                )
+            )
+        firsts.setdefault(key, raw.strip())
+    if "email" not in keys and not {"address", "postcode"} <= set(keys):
+        spellings = ", ".join(sorted(k for k, v in ALIASES.items() if v == "email"))
+        problems.append(
+            Problem(
+                shown,
+                line,
+                f"no email column (the header row must name one: "
+                f"{spellings}, any case, spaces or '-'/'_' ignored)",
+            )
+        )
+    result.problems.extend(problems)
+    return None if problems else keys
+
+
+def _load_row(
+    row: list[str],
+    keys: list[str],
+    shown: str,
+    line: int,
+    result: ContactList,
+    seen: dict[str, Contact],
+    check_address,
+) -> None:
+    if len(row) > len(keys) and any(cell.strip() for cell in row[len(keys) :]):
+        result.problems.append(
+            Problem(
+                shown,
+                line,
+                f"{len(row)} fields but the header has {len(keys)}; check for a stray comma",
+            )
+        )
+        return
+    values = {key: cell.strip() for key, cell in zip(keys, row, strict=False) if key}
+    for key in HEADER_FIELDS:
+        if any(ch in values.get(key, "") for ch in "\r\n"):
+            result.problems.append(
+                Problem(
+                    shown,
+                    line,
+                    f"{key} contains a line break; names and "
+                    "addresses reach email headers and must be on one line",
+                )
+            )
+            return
+    email = values.get("email", "")
+    if email:
+        normalised, error = check_address(email)
+        if error:
+            result.problems.append(
+                Problem(shown, line, f"{email!r} is not a valid email address: {error}")
+            )
+            return
+        values["email"] = email = normalised
+        key = email.lower()
+        if key in seen:
+            first = seen[key]
+            result.duplicates.append(
+                Problem(shown, line, f"{email} is also on {first.where}; it will be sent one copy")
+            )
+            return
+    elif not (values.get("address") and values.get("postcode")):
+        result.problems.append(
+            Problem(
+                shown,
+                line,
+                "no email address (a postal-only contact needs both address and postcode)",
+            )
+        )
+        return
+    contact = Contact(email=email, fields=values, file=shown, line=line)
+    if email:
+        seen[email.lower()] = contact
+    result.contacts.append(contact)
+
+
+def matches(contact: Contact, audience: Mapping[str, Iterable[str]]) -> bool:
+    """True if the contact is in the audience: every column's value is one of those allowed."""
+    for key, allowed in audience.items():
+        if contact.get(key).casefold() not in {a.casefold() for a in allowed}:
+            return False
+    return True
+
+
+def where(contacts: Iterable[Contact], conditions: Mapping[str, str]) -> list[Contact]:
+    """Contacts whose column contains the text (case-insensitive): a lenient search for lists."""
+    folded = {field_key(k): v.casefold() for k, v in conditions.items()}
+    return [c for c in contacts if all(v in c.get(k).casefold() for k, v in folded.items())]

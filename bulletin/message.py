@@ -1,0 +1,299 @@
+"""A message file: YAML front matter, then the Markdown body (DESIGN.md, "A message")."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from email.utils import formataddr, parseaddr
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from bulletin.errors import InputError, Problem
+
+LONDON = ZoneInfo("Europe/London")
+KEYS = (
+    "subject",
+    "from",
+    "reply_to",
+    "preheader",
+    "audience",
+    "contacts",
+    "send_at",
+    "category",
+    "reference",
+)
+DEFAULT_CONTACTS = ("contacts/*.csv",)
+_FENCE = re.compile(r"^---[ \t]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    email: str
+
+    def __str__(self) -> str:
+        return formataddr((self.name, self.email)) if self.name else self.email
+
+
+@dataclass(frozen=True)
+class Message:
+    path: Path
+    shown: str  # the path as the user sees it, for problems
+    name: str
+    subject: str
+    sender: Address | None
+    reply_to: Address | None
+    preheader: str
+    audience: dict[str, tuple[str, ...]]
+    contacts: tuple[str, ...]
+    send_at: datetime | None
+    category: str
+    reference: str
+    body: str
+    body_line: int  # line number of the body's first line in the file
+    content_hash: str
+    key_lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, key: str) -> int | None:
+        return self.key_lines.get(key)
+
+
+def resolve_path(name: str, workdir: Path) -> Path:
+    """`messages/NAME.md` for a bare NAME, else the path itself (relative to the workdir)."""
+    path = Path(name).expanduser()
+    if path.suffix == "" and len(path.parts) == 1:
+        path = Path("messages") / f"{name}.md"
+    return path if path.is_absolute() else workdir / path
+
+
+def parse_address(value: object, key: str) -> tuple[Address | None, str | None]:
+    """ "Name <address>" → Address, or an error sentence."""
+    if not isinstance(value, str) or not value.strip():
+        return None, f'{key} must be text like "Name <name@example.org>"'
+    if "\r" in value or "\n" in value:
+        return None, f"{key} must be on one line (it reaches an email header)"
+    name, address = parseaddr(value)
+    if not address or "@" not in address:
+        return None, f'{key}: {value!r} has no email address; write "Name <name@example.org>"'
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        address = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        return None, f"{key}: {address!r} is not a valid email address: {error}"
+    return Address(name.strip(), address), None
+
+
+def parse_send_at(value: object) -> tuple[datetime | None, str | None]:
+    """ISO date-time; naive means Europe/London (DESIGN.md)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time())
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None, (
+                f"send_at: {value!r} is not an ISO date-time; write e.g. 2016-07-04T07:30"
+            )
+    else:
+        return None, "send_at must be an ISO date-time such as 2016-07-04T07:30"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=LONDON)
+    return moment, None
+
+
+def _key_lines(front: str, first_line: int) -> dict[str, int]:
+    lines: dict[str, int] = {}
+    try:
+        node = yaml.compose(front, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            lines[str(key_node.value)] = first_line + key_node.start_mark.line
+    return lines
+
+
+def load_message(
+    path: Path, workdir: Path, *, default_from: str = "", default_reply_to: str = ""
+) -> tuple[Message | None, list[Problem]]:
+    """Read and validate a message file, listing every problem rather than stopping at one."""
+    try:
+        shown = str(path.relative_to(workdir))
+    except ValueError:
+        shown = str(path)
+    if not path.is_file():
+        raise InputError(f"{shown}: no such message; create it with `bulletin new {path.stem}`")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{shown}: not UTF-8 text; save the message as UTF-8") from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    problems: list[Problem] = []
+
+    def problem(line: int | None, text_: str) -> None:
+        problems.append(Problem(shown, line, text_))
+
+    fences = list(_FENCE.finditer(text))
+    if not text.startswith("---") or len(fences) < 2 or fences[0].start() != 0:
+        problem(
+            1, "no front matter: start the file with a line '---', then 'subject: …', then '---'"
+        )
+        return None, problems
+    front = text[fences[0].end() : fences[1].start()]
+    body = text[fences[1].end() :].lstrip("\n")
+    body_line = text.count("\n", 0, fences[1].end()) + 1
+    body_line += len(text[fences[1].end() :]) - len(text[fences[1].end() :].lstrip("\n"))
+    try:
+        data = yaml.safe_load(front)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = 2 + mark.line if mark is not None else 1
+        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+        problem(line, f"front matter is not valid YAML: {reason}")
+        return None, problems
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problem(2, "front matter must be 'key: value' lines (subject:, from:, …)")
+        return None, problems
+    lines = _key_lines(front, 2)
+    at = lines.get
+
+    for key in data:
+        if key not in KEYS:
+            problem(
+                at(str(key)), f"unknown front matter key {key!r}; known keys: {', '.join(KEYS)}"
+            )
+
+    subject = data.get("subject")
+    if not isinstance(subject, str) or not subject.strip():
+        problem(at("subject", 1), "subject is missing; add 'subject: …' to the front matter")
+        subject = ""
+    elif "\r" in subject or "\n" in subject:
+        problem(at("subject"), "subject must be on one line")
+
+    def address_of(key: str, default: str) -> Address | None:
+        value = data.get(key, default) if data.get(key) is not None else default
+        if not value:
+            return None
+        address, error = parse_address(value, key)
+        if error:
+            problem(
+                at(key) if key in data else None, error if key in data else f"{error} (from .env)"
+            )
+        return address
+
+    sender = address_of("from", default_from)
+    if sender is None and not any(p.text.startswith("from") for p in problems):
+        problem(at("from", 1), "no sender: add 'from: Name <address>' or set BULLETIN_FROM in .env")
+    reply_to = address_of("reply_to", default_reply_to)
+
+    preheader = data.get("preheader") or ""
+    if not isinstance(preheader, str):
+        problem(at("preheader"), "preheader must be text")
+        preheader = ""
+
+    audience: dict[str, tuple[str, ...]] = {}
+    raw_audience = data.get("audience") or {}
+    if not isinstance(raw_audience, dict):
+        problem(
+            at("audience"),
+            "audience must map columns to allowed values, "
+            "e.g. 'audience: {ward: [Penge and Cator]}'",
+        )
+    else:
+        for column, allowed in raw_audience.items():
+            values = allowed if isinstance(allowed, list) else [allowed]
+            if not all(isinstance(v, str | int) for v in values) or not values:
+                problem(at("audience"), f"audience: {column} must list allowed values as text")
+                continue
+            audience[str(column)] = tuple(str(v) for v in values)
+
+    raw_contacts = data.get("contacts") or list(DEFAULT_CONTACTS)
+    if isinstance(raw_contacts, str):
+        raw_contacts = [raw_contacts]
+    if not isinstance(raw_contacts, list) or not all(isinstance(c, str) for c in raw_contacts):
+        problem(at("contacts"), "contacts must be a CSV file name or a list of them")
+        raw_contacts = list(DEFAULT_CONTACTS)
+
+    send_at = None
+    if data.get("send_at") is not None:
+        send_at, error = parse_send_at(data["send_at"])
+        if error:
+            problem(at("send_at"), error)
+
+    category = data.get("category") or ""
+    if not isinstance(category, str) or len(category) > 255 or "\n" in category:
+        problem(at("category"), "category must be one line of text, at most 255 characters")
+        category = ""
+    reference = data.get("reference") or path.stem.upper()
+    if not isinstance(reference, str | int) or "\n" in str(reference):
+        problem(at("reference"), "reference must be one line of text such as BR-2016-07-01")
+        reference = path.stem.upper()
+
+    message = Message(
+        path=path,
+        shown=shown,
+        name=path.stem,
+        subject=subject.strip(),
+        sender=sender,
+        reply_to=reply_to,
+        preheader=preheader.strip(),
+        audience=audience,
+        contacts=tuple(raw_contacts),
+        send_at=send_at,
+        category=category.strip(),
+        reference=str(reference).strip(),
+        body=body,
+        body_line=body_line,
+        content_hash=hashlib.sha256(raw).hexdigest(),
+        key_lines=lines,
+    )
+    return message, problems
+
+
+SCAFFOLD = """\
+---
+subject: "{title}"
+# from: Bromley Police <bromley.neighbourhoods@example.org>   (default: BULLETIN_FROM)
+preheader: One line shown in the inbox beside the subject
+category: key-messages
+reference: {reference}
+# audience:
+#   ward: [Penge and Cator]
+#   role: [coordinator]
+# send_at: 2016-07-04T07:30
+---
+Dear {{{{ first_name or "Co-ordinator" }}}},
+
+Write the message here in Markdown.
+
+- Key messages as bullets
+- Report crime on 999 in an emergency, 101 otherwise
+
+> A quoted statement goes in a block quote.
+
+Many thanks for your continued support.
+"""
+
+
+def scaffold(name: str, workdir: Path, today: date) -> Path:
+    """Create `messages/NAME.md` from the scaffold; refuse to overwrite."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise InputError(f"{name!r}: use letters, digits, '-', '_' or '.' for a message name")
+    path = workdir / "messages" / f"{name}.md"
+    if path.exists():
+        raise InputError(f"messages/{name}.md already exists; edit it or choose another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    title = name.replace("-", " ").replace("_", " ").capitalize()
+    reference = f"BR-{today:%Y-%m-%d}"
+    path.write_text(SCAFFOLD.format(title=title, reference=reference), encoding="utf-8")
+    return path

@@ -1,0 +1,119 @@
+"""What happened to each send: counts by state, JSON for machines, CSV for spreadsheets."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from bulletin.errors import InputError
+from bulletin.tracking import SendRow, State, Tracker
+
+CSV_COLUMNS = (
+    "send_id",
+    "email",
+    "first_name",
+    "last_name",
+    "ward",
+    "state",
+    "message_id",
+    "updated_at",
+    "error",
+    "opened",
+    "clicked",
+)
+# Shown in this order; the two flags count recipients, not states.
+DISPLAY_ORDER = (
+    "pending",
+    "sending",
+    "accepted",
+    "delivered",
+    "deferred",
+    "bounced",
+    "dropped",
+    "blocked",
+    "spamreport",
+    "unsubscribed",
+    "failed",
+    "unknown",
+    "opened",
+    "clicked",
+)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def find_send(tracker: Tracker, ref: str) -> SendRow:
+    """A send by number, or the latest send of a message name."""
+    ref = ref.strip()
+    row = tracker.get_send(int(ref)) if ref.isdigit() else None
+    if row is None and not ref.isdigit():
+        name = Path(ref).stem
+        row = tracker.latest_send(name)
+    if row is None:
+        raise InputError(f"no send {ref!r} in {tracker.path}; run `bulletin status` to list sends")
+    return row
+
+
+def summary(tracker: Tracker, send: SendRow) -> dict:
+    counts = tracker.counts(send.id)
+    return {
+        "id": send.id,
+        "message": send.message,
+        "subject": send.subject,
+        "reference": send.reference,
+        "transport": send.transport,
+        "created_at": send.created_at,
+        "completed_at": send.completed_at,
+        "recipients": sum(counts[s.value] for s in State),
+        "counts": counts,
+    }
+
+
+def rates(counts: dict[str, int]) -> dict[str, float]:
+    """Shares of recipients the transport accepted (delivered, bounced, opened…)."""
+    sent = sum(
+        counts[s]
+        for s in (
+            "accepted",
+            "delivered",
+            "deferred",
+            "bounced",
+            "dropped",
+            "blocked",
+            "spamreport",
+            "unsubscribed",
+        )
+    )
+    if not sent:
+        return {}
+    keys = (
+        "delivered",
+        "bounced",
+        "deferred",
+        "dropped",
+        "spamreport",
+        "unsubscribed",
+        "opened",
+        "clicked",
+    )
+    return {k: counts[k] / sent for k in keys}
+
+
+def neutralise(value: object) -> str:
+    """A cell a spreadsheet would run as a formula gets a leading apostrophe."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def write_csv(tracker: Tracker, sends: list[SendRow], path: Path) -> int:
+    """One row per recipient; returns the number of rows."""
+    count = 0
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for send in sends:
+            for row in tracker.delivery_rows(send.id):
+                writer.writerow(
+                    [neutralise(row[c]) if c != "send_id" else row[c] for c in CSV_COLUMNS]
+                )
+                count += 1
+    return count

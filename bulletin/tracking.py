@@ -1,0 +1,438 @@
+"""The tracking database: sends, one delivery row per recipient, events and suppressions.
+
+SQLite in WAL mode, created readable by its owner only. The schema is versioned with
+`PRAGMA user_version`: `MIGRATIONS[n]` takes a database from version n to n + 1, so later
+changes append a migration and never edit an old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from bulletin.errors import BulletinError, ExitCode
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"  # claimed; the request may be in flight
+    ACCEPTED = "accepted"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    DROPPED = "dropped"
+    BLOCKED = "blocked"
+    SPAMREPORT = "spamreport"
+    UNSUBSCRIBED = "unsubscribed"
+    FAILED = "failed"  # rejected by the transport
+    UNKNOWN = "unknown"  # the process died or the answer was lost mid-request
+
+
+# Per-recipient terminal outcomes: none of these is ever sent again by a resumed send.
+FINAL_STATES = frozenset(State) - {State.PENDING, State.SENDING}
+
+MIGRATIONS: list[str] = [
+    # 0 → 1
+    """
+    CREATE TABLE sends (
+        id INTEGER PRIMARY KEY,
+        message TEXT NOT NULL,
+        path TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        reference TEXT NOT NULL DEFAULT '',
+        category TEXT NOT NULL DEFAULT '',
+        content_hash TEXT NOT NULL,
+        transport TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        completed_at TEXT
+    );
+    CREATE INDEX sends_message ON sends(message, id);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        send_id INTEGER NOT NULL REFERENCES sends(id),
+        email TEXT NOT NULL,
+        email_key TEXT NOT NULL,
+        first_name TEXT NOT NULL DEFAULT '',
+        last_name TEXT NOT NULL DEFAULT '',
+        ward TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL DEFAULT 'pending',
+        message_id TEXT,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        opened INTEGER NOT NULL DEFAULT 0,
+        clicked INTEGER NOT NULL DEFAULT 0,
+        first_opened_at TEXT,
+        last_opened_at TEXT,
+        first_clicked_at TEXT,
+        last_clicked_at TEXT,
+        UNIQUE (send_id, email_key)
+    );
+    CREATE INDEX deliveries_state ON deliveries(send_id, state);
+    CREATE INDEX deliveries_message_id ON deliveries(message_id);
+    CREATE INDEX deliveries_email ON deliveries(email_key);
+    CREATE TABLE suppressions (
+        email_hash TEXT PRIMARY KEY,
+        email TEXT,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT 'manual',
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        sg_event_id TEXT UNIQUE,
+        delivery_id INTEGER REFERENCES deliveries(id),
+        event TEXT NOT NULL,
+        email TEXT,
+        timestamp INTEGER,
+        reason TEXT,
+        payload TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX events_delivery ON events(delivery_id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def email_hash(email: str) -> str:
+    """Suppressions are keyed by a hash so `forget` can drop the address and keep the block."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+class DatabaseError(BulletinError):
+    exit_code = ExitCode.TRANSPORT
+
+
+def explain(error: sqlite3.Error, path: Path) -> DatabaseError:
+    """A SQLite failure as one sentence saying what to do."""
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        hint = "another process holds it locked; wait for it to finish and try again"
+    elif "readonly" in text:
+        hint = "it is read-only; check the file's permissions (BULLETIN_DB)"
+    elif "disk is full" in text or "full" in text:
+        hint = "the disk is full; free some space and run the same command again"
+    elif "malformed" in text or "not a database" in text:
+        hint = "it is damaged or not a bulletin database; restore it from a backup"
+    elif "unable to open" in text:
+        hint = "it cannot be opened; check BULLETIN_DB and the folder's permissions"
+    else:
+        hint = text
+    return DatabaseError(f"tracking database {path}: {hint}")
+
+
+@dataclass(frozen=True)
+class SendRow:
+    id: int
+    message: str
+    path: str
+    subject: str
+    reference: str
+    category: str
+    content_hash: str
+    transport: str
+    created_at: str
+    completed_at: str | None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    email: str
+    email_key: str
+
+
+class Tracker:
+    """All reads and writes of the tracking database."""
+
+    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
+        self.path = path
+        try:
+            _create_private(path)
+            self.db = sqlite3.connect(
+                path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as error:
+            raise explain(error, path) from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"tracking database {self.path} was written by a newer bulletin "
+                f"(schema {version}); upgrade bulletin"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[number]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT: takes the write lock up front, so claims are atomic."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise explain(error, self.path) from None
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self.db.execute("ROLLBACK")
+            raise explain(error, self.path) from None
+
+    def execute(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(sql, params)
+        except sqlite3.Error as error:
+            raise explain(error, self.path) from None
+
+    # --- sends ---------------------------------------------------------------------------
+
+    def latest_send(self, message: str) -> SendRow | None:
+        row = self.execute(
+            "SELECT * FROM sends WHERE message = ? ORDER BY id DESC LIMIT 1", (message,)
+        ).fetchone()
+        return SendRow(**dict(row)) if row else None
+
+    def get_send(self, send_id: int) -> SendRow | None:
+        row = self.execute("SELECT * FROM sends WHERE id = ?", (send_id,)).fetchone()
+        return SendRow(**dict(row)) if row else None
+
+    def sends(self) -> list[SendRow]:
+        return [SendRow(**dict(r)) for r in self.execute("SELECT * FROM sends ORDER BY id")]
+
+    def create_send(
+        self,
+        *,
+        message: str,
+        path: str,
+        subject: str,
+        reference: str,
+        category: str,
+        content_hash: str,
+        transport: str,
+    ) -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO sends (message, path, subject, reference, category, content_hash,"
+                " transport, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (message, path, subject, reference, category, content_hash, transport, utcnow()),
+            )
+            return int(cursor.lastrowid)
+
+    def complete_if_done(self, send_id: int) -> bool:
+        """Mark the send completed once no recipient is pending or in flight."""
+        with self.transaction() as db:
+            open_ = db.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE send_id = ? AND state IN "
+                "('pending', 'sending')",
+                (send_id,),
+            ).fetchone()[0]
+            if open_ == 0:
+                db.execute(
+                    "UPDATE sends SET completed_at = COALESCE(completed_at, ?) WHERE id = ?",
+                    (utcnow(), send_id),
+                )
+            return open_ == 0
+
+    # --- deliveries ----------------------------------------------------------------------
+
+    def add_recipients(self, send_id: int, contacts: Iterable) -> int:
+        """Insert the audience as pending; recipients already recorded are left as they are."""
+        now = utcnow()
+        rows = (
+            (send_id, c.email, c.email.lower(), c.first_name, c.last_name, c.get("ward"), now, now)
+            for c in contacts
+        )
+        with self.transaction() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries (send_id, email, email_key, first_name,"
+                " last_name, ward, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return db.total_changes - before
+
+    def stale_to_unknown(self, send_id: int) -> list[str]:
+        """Recipients left `sending` by a crashed run: their fate is unknown. Call under lock."""
+        with self.transaction() as db:
+            emails = [
+                r[0]
+                for r in db.execute(
+                    "SELECT email FROM deliveries WHERE send_id = ? AND state = 'sending'",
+                    (send_id,),
+                )
+            ]
+            db.execute(
+                "UPDATE deliveries SET state = 'unknown', updated_at = ?, error = "
+                "'the sending process stopped before the transport answered' "
+                "WHERE send_id = ? AND state = 'sending'",
+                (utcnow(), send_id),
+            )
+        return emails
+
+    def unknown_to_pending(self, send_id: int) -> int:
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE deliveries SET state = 'pending', updated_at = ? "
+                "WHERE send_id = ? AND state = 'unknown'",
+                (utcnow(), send_id),
+            ).rowcount
+
+    def drop_suppressed(self, send_id: int) -> int:
+        """Pending recipients who have since been suppressed are dropped, never sent."""
+        with self.transaction() as db:
+            hashes = {
+                r["email_hash"]: r["reason"]
+                for r in db.execute("SELECT email_hash, reason FROM suppressions")
+            }
+            if not hashes:
+                return 0
+            pending = db.execute(
+                "SELECT id, email_key FROM deliveries WHERE send_id = ? AND state = 'pending'",
+                (send_id,),
+            ).fetchall()
+            now = utcnow()
+            rows = [
+                (f"suppressed: {hashes[email_hash(r['email_key'])]}", now, r["id"])
+                for r in pending
+                if email_hash(r["email_key"]) in hashes
+            ]
+            db.executemany(
+                "UPDATE deliveries SET state = 'dropped', error = ?, updated_at = ? WHERE id = ?",
+                rows,
+            )
+            return len(rows)
+
+    def claim(self, send_id: int, limit: int, after: int = 0) -> list[Claimed]:
+        """Atomically move up to `limit` pending recipients (ids above `after`) to `sending`."""
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT id, email, email_key FROM deliveries WHERE send_id = ? "
+                "AND state = 'pending' AND id > ? ORDER BY id LIMIT ?",
+                (send_id, after, limit),
+            ).fetchall()
+            now = utcnow()
+            db.executemany(
+                "UPDATE deliveries SET state = 'sending', updated_at = ? WHERE id = ?",
+                [(now, r["id"]) for r in rows],
+            )
+        return [Claimed(r["id"], r["email"], r["email_key"]) for r in rows]
+
+    def record(self, outcomes: Iterable[tuple[int, str, str | None, str | None]]) -> None:
+        """Write (delivery id, state, message id, error) outcomes from the transport."""
+        now = utcnow()
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE deliveries SET state = ?, message_id = COALESCE(?, message_id), "
+                "error = ?, updated_at = ? WHERE id = ? AND state = 'sending'",
+                [
+                    (state, message_id, error, now, delivery_id)
+                    for delivery_id, state, message_id, error in outcomes
+                ],
+            )
+
+    def counts(self, send_id: int) -> dict[str, int]:
+        counts = {state.value: 0 for state in State}
+        for row in self.execute(
+            "SELECT state, COUNT(*) FROM deliveries WHERE send_id = ? GROUP BY state", (send_id,)
+        ):
+            counts[row[0]] = row[1]
+        flags = self.execute(
+            "SELECT COALESCE(SUM(opened), 0), COALESCE(SUM(clicked), 0) "
+            "FROM deliveries WHERE send_id = ?",
+            (send_id,),
+        ).fetchone()
+        counts["opened"], counts["clicked"] = flags[0], flags[1]
+        return counts
+
+    def emails_in_state(self, send_id: int, state: State) -> list[str]:
+        return [
+            r[0]
+            for r in self.execute(
+                "SELECT email FROM deliveries WHERE send_id = ? AND state = ? ORDER BY id",
+                (send_id, state.value),
+            )
+        ]
+
+    def delivery_rows(self, send_id: int) -> Iterator[sqlite3.Row]:
+        yield from self.execute(
+            "SELECT * FROM deliveries WHERE send_id = ? ORDER BY id", (send_id,)
+        )
+
+    # --- suppressions --------------------------------------------------------------------
+
+    def suppressed_hashes(self) -> set[str]:
+        return {r[0] for r in self.execute("SELECT email_hash FROM suppressions")}
+
+    def suppress(self, email: str, reason: str, source: str = "manual") -> bool:
+        """Add an address to the do-not-send list; False if it was already there."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO suppressions (email_hash, email, reason, source,"
+                " created_at) VALUES (?, ?, ?, ?, ?)",
+                (email_hash(email), email.strip(), reason, source, utcnow()),
+            )
+            return cursor.rowcount == 1
+
+    def unsuppress(self, email: str) -> bool:
+        with self.transaction() as db:
+            return (
+                db.execute(
+                    "DELETE FROM suppressions WHERE email_hash = ?", (email_hash(email),)
+                ).rowcount
+                == 1
+            )
+
+    def suppressions(self) -> list[sqlite3.Row]:
+        return self.execute("SELECT * FROM suppressions ORDER BY created_at, email").fetchall()
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (SQLite copies its mode to -wal/-shm)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def open_tracker(path: Path) -> Tracker:
+    return Tracker(path)

@@ -1,0 +1,106 @@
+"""Transports: one small interface over SendGrid, SMTP and the outbox folder.
+
+A transport takes a batch of claimed recipients and returns one `Outcome` per recipient:
+accepted (with a message id), failed (rejected, with the reason), unknown (the request may or
+may not have gone out, so it must never be retried automatically) or pending (certainly not
+sent). Failures that stop the whole send raise `Unsent` — the batch was certainly not sent.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bulletin.config import Settings
+from bulletin.contacts import Contact
+from bulletin.errors import ConfigError, TransportError
+from bulletin.render import CompiledEmail
+from bulletin.tracking import State
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    delivery_id: int
+    contact: Contact
+    unsubscribe_url: str
+    custom_args: dict[str, str] = field(default_factory=dict)
+    subject_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery_id: int
+    state: State
+    message_id: str | None = None
+    error: str | None = None
+
+
+class Unsent(TransportError):
+    """The transport cannot be used (auth, unreachable, interrupted): nothing in the batch went."""
+
+
+class Transport(Protocol):
+    name: str
+    batch_size: int
+
+    def describe(self) -> str: ...
+
+    def open(self) -> None: ...
+
+    def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+class Waiter:
+    """Sleeps for back-off, waking early when the user interrupts (Ctrl-C / SIGTERM)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
+    def wait(self, seconds: float) -> bool:
+        """False if interrupted while waiting."""
+        return not self.stop.wait(max(0.0, seconds))
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop.is_set()
+
+
+def backoff(attempt: int, cap: float, base: float = 1.0) -> float:
+    """Exponential back-off with full jitter."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def make_transport(
+    settings: Settings, name: str | None = None, waiter: Waiter | None = None
+) -> Transport:
+    """The transport DESIGN.md picks: `--transport`, else BULLETIN_TRANSPORT, else the default."""
+    name = name or settings.transport
+    waiter = waiter or Waiter()
+    if name == "sendgrid":
+        if not settings.sendgrid_api_key:
+            raise ConfigError(
+                "the sendgrid transport needs SENDGRID_API_KEY; set it in .env "
+                "(or use --transport outbox to write .eml files)"
+            )
+        from bulletin.transports.sendgrid import SendGridTransport
+
+        return SendGridTransport(settings, waiter)
+    if name == "smtp":
+        if not settings.smtp_host:
+            raise ConfigError("the smtp transport needs SMTP_HOST; set it in .env")
+        from bulletin.transports.smtp import SmtpTransport
+
+        return SmtpTransport(settings, waiter)
+    if name == "outbox":
+        from bulletin.transports.outbox import OutboxTransport
+
+        return OutboxTransport(settings)
+    raise ConfigError(f"unknown transport {name!r}; use sendgrid, smtp or outbox")
+
+
+Progress = Callable[[int], None]

@@ -1,0 +1,60 @@
+"""The outbox transport: one .eml file per recipient; nothing is emailed."""
+
+from __future__ import annotations
+
+import os
+from email.utils import make_msgid
+
+from bulletin.config import Settings
+from bulletin.render import CompiledEmail, build_mime, mime_bytes
+from bulletin.tracking import State
+from bulletin.transports import Outcome, Outgoing
+
+
+class OutboxTransport:
+    name = "outbox"
+    batch_size = 500
+
+    def __init__(self, settings: Settings) -> None:
+        self.folder = settings.resolve(settings.outbox)
+
+    def describe(self) -> str:
+        return f"outbox: .eml files in {self.folder}/ (nothing is emailed)"
+
+    def open(self) -> None:
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]:
+        outcomes = []
+        domain = compiled.message.sender.email.rsplit("@", 1)[-1]
+        for item in batch:
+            rendered = compiled.render(item.contact, item.unsubscribe_url)
+            if item.subject_prefix:
+                rendered = type(rendered)(
+                    item.subject_prefix + rendered.subject, rendered.html, rendered.text
+                )
+            message_id = make_msgid(domain=domain)
+            mime = build_mime(
+                compiled,
+                rendered,
+                item.contact.email,
+                to_name=item.contact.name,
+                unsubscribe_url=item.unsubscribe_url,
+                message_id=message_id,
+            )
+            name = f"{item.custom_args.get('bulletin_send', 'test')}-{item.delivery_id:07d}.eml"
+            _write_private(self.folder / name, mime_bytes(mime))
+            outcomes.append(Outcome(item.delivery_id, State.ACCEPTED, message_id))
+        return outcomes
+
+    def close(self) -> None:
+        pass
+
+
+def _write_private(path, data: bytes) -> None:
+    """Write atomically with mode 0600: a crash never leaves half a message."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)

@@ -1,0 +1,72 @@
+"""`bulletin init`: a working folder with the packaged example, layouts and sample contacts."""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+
+from bulletin.errors import InputError
+
+ENV_EXAMPLE = """\
+# Copy to .env and fill in. Real environment variables win over this file.
+# Without SENDGRID_API_KEY or BULLETIN_TRANSPORT, bulletin writes .eml files to outbox/.
+
+# BULLETIN_TRANSPORT=sendgrid            # sendgrid | smtp | outbox
+# SENDGRID_API_KEY=SG.xxxxxxxx
+# BULLETIN_SENDGRID_URL=https://api.sendgrid.com
+BULLETIN_FROM="Bromley Police <bromley.neighbourhoods@example.org>"
+# BULLETIN_REPLY_TO="Bromley Safer Neighbourhoods <bromley.snt@example.org>"
+# BULLETIN_DB=bulletin.db
+# BULLETIN_OUTBOX=outbox
+# BULLETIN_TIMEOUT=30
+
+# SMTP_HOST=smtp.example.org
+# SMTP_PORT=587
+# SMTP_USERNAME=
+# SMTP_PASSWORD=
+# SMTP_SECURITY=starttls                 # starttls | ssl | none
+
+# Signed unsubscribe links and the webhook receiver (bulletin events serve)
+# Make a secret with: python -c "import secrets; print(secrets.token_urlsafe(32))"
+# BULLETIN_SECRET=a-long-random-string
+# BULLETIN_PUBLIC_URL=https://bulletin.example.org
+# SENDGRID_WEBHOOK_PUBLIC_KEY=MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE...
+
+# Scheduled sends (bulletin run)
+# BULLETIN_LOG=bulletin.log
+# BULLETIN_STALE_AFTER_HOURS=24
+"""
+
+FOLDERS = ("messages", "contacts", "templates")
+
+
+def packaged(folder: str) -> Path:
+    return Path(str(resources.files("bulletin") / "data" / folder))
+
+
+def init_workdir(target: Path) -> list[Path]:
+    """Copy the packaged defaults into `target`; refuse to overwrite anything."""
+    plan: list[tuple[Path, Path]] = []
+    for folder in FOLDERS:
+        source = packaged(folder)
+        for file in sorted(source.rglob("*")):
+            if file.is_file() and "__pycache__" not in file.parts:
+                plan.append((file, target / folder / file.relative_to(source)))
+    clashes = [dest for _, dest in plan if dest.exists()]
+    if (target / ".env.example").exists():
+        clashes.append(target / ".env.example")
+    if clashes:
+        names = ", ".join(str(c.relative_to(target)) for c in clashes[:5])
+        raise InputError(
+            f"{target}: already has {names}; nothing was changed "
+            "(move them away or choose another folder)"
+        )
+    written = []
+    for source, dest in plan:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        written.append(dest)
+    (target / ".env.example").write_text(ENV_EXAMPLE, encoding="utf-8")
+    written.append(target / ".env.example")
+    return written
