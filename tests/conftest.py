@@ -12,15 +12,22 @@ from bulletin.cli import app
 from bulletin.config import Settings, load_settings
 from bulletin.workdir import init_workdir
 
+from servers import SendGridStub, SmtpSink
+
 ENV_PREFIXES = ("BULLETIN_", "SENDGRID_", "SMTP_")
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                   "ALL_PROXY")
+API_KEY = "SG.test-key-canary-7f3a"
+SECRET = "test-secret-canary-91b2"
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own settings must never leak into a test."""
+    """A developer's own settings (or a CI proxy) must never leak into a test."""
     for name in list(os.environ):
-        if name.startswith(ENV_PREFIXES):
+        if name.startswith(ENV_PREFIXES) or name in PROXY_VARIABLES:
             monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @pytest.fixture
@@ -41,6 +48,51 @@ def settings(workdir: Path) -> Settings:
 @pytest.fixture
 def db_path(workdir: Path) -> Path:
     return workdir / "bulletin.db"
+
+
+@pytest.fixture
+def sendgrid_server():
+    """The SendGrid stand-in on 127.0.0.1 (tests/servers.py)."""
+    with SendGridStub(api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_server():
+    """A real aiosmtpd server on 127.0.0.1 collecting what it receives."""
+    with SmtpSink() as server:
+        yield server
+
+
+@pytest.fixture
+def sendgrid_env(sendgrid_server, monkeypatch: pytest.MonkeyPatch):
+    """Environment that makes bulletin send through the stand-in, retrying quickly."""
+    for name, value in {
+        "SENDGRID_API_KEY": API_KEY,
+        "BULLETIN_SENDGRID_URL": sendgrid_server.url,
+        "BULLETIN_SECRET": SECRET,
+        "BULLETIN_PUBLIC_URL": "https://bulletin.example.org",
+        "BULLETIN_RETRY_MAX_WAIT": "0.05",
+        "BULLETIN_TIMEOUT": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return sendgrid_server
+
+
+@pytest.fixture
+def smtp_env(smtp_server, monkeypatch: pytest.MonkeyPatch):
+    for name, value in {
+        "BULLETIN_TRANSPORT": "smtp",
+        "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_SECURITY": "none",
+        "BULLETIN_SECRET": SECRET,
+        "BULLETIN_PUBLIC_URL": "https://bulletin.example.org",
+        "BULLETIN_RETRY_MAX_WAIT": "0.05",
+        "BULLETIN_TIMEOUT": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return smtp_server
 
 
 class Cli:
