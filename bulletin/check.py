@@ -10,7 +10,12 @@ from bulletin.contacts import Contact, ContactList
 from bulletin.errors import InputError, Problem
 from bulletin.fields import field_key
 from bulletin.message import Message, load_message, resolve_path
-from bulletin.render import CompiledEmail, compile_email
+from bulletin.render import (
+    CompiledEmail,
+    compile_email,
+    template_environment,
+    template_problem,
+)
 
 ALWAYS_AVAILABLE = {"email"}
 
@@ -53,7 +58,7 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
     compiled, render_problems = compile_email(
         message, settings.workdir, organisation=settings.organisation, unit=settings.unit
     )
-    problems += render_problems
+    problems += render_problems + _print_layout_problems(settings)
     contact_list = ContactList()
     audience: list[Contact] = []
     if include_contacts:
@@ -64,20 +69,20 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
         contact_list = contacts_module.load_contacts(files, settings.workdir)
         problems += contact_list.problems
         audience_filter = {field_key(k): v for k, v in message.audience.items()}
-        for column in audience_filter:
-            if files and column not in contact_list.columns:
-                problems.append(
-                    Problem(
-                        message.shown,
-                        message.line_of("audience"),
-                        f"audience: no contact list has a column {column!r}",
-                    )
+        missing = [c for c in audience_filter if files and c not in contact_list.columns]
+        for column in missing:
+            problems.append(
+                Problem(
+                    message.shown,
+                    message.line_of("audience"),
+                    f"audience: no contact list has a column {column!r}",
                 )
+            )
         audience = [c for c in contact_list.contacts if contacts_module.matches(c, audience_filter)]
         if compiled is not None and files:
             problems += _placeholder_problems(message, compiled, contact_list)
             problems += _subject_field_problems(compiled, audience)
-        if files and not contact_list.problems and not audience:
+        if files and not contact_list.problems and not missing and not audience:
             problems.append(
                 Problem(
                     message.shown,
@@ -86,6 +91,17 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                 )
             )
     return Checked(message, compiled, contact_list, audience, problems)
+
+
+def _print_layout_problems(settings: Settings) -> list[Problem]:
+    """print.html is only rendered by `print`; parse it here so check finds its mistakes too."""
+    import jinja2
+
+    try:
+        template_environment(settings.workdir).get_template("print.html")
+    except jinja2.TemplateError as error:
+        return [template_problem(error, settings.workdir)]
+    return []
 
 
 def _placeholder_problems(
@@ -101,20 +117,12 @@ def _placeholder_problems(
             problems.append(
                 Problem(
                     message.shown,
-                    _line_of_placeholder(message, placeholder.name),
+                    placeholder.line,
                     f"{{{{ {placeholder.name} }}}}: no contact column "
                     f"{placeholder.name!r} (columns: {columns})",
                 )
             )
     return problems
-
-
-def _line_of_placeholder(message: Message, name: str) -> int | None:
-    text = message.path.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
-    for number, line in enumerate(text.split("\n"), 1):
-        if "{{" in line and name in line:
-            return number
-    return None
 
 
 def _subject_field_problems(compiled: CompiledEmail, audience: list[Contact]) -> list[Problem]:

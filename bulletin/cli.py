@@ -109,7 +109,8 @@ def new(name: Annotated[str, typer.Argument(help="name of the new message")]) ->
     """
     from bulletin.message import scaffold
 
-    path = scaffold(name, settings().workdir, date.today())
+    config = settings()
+    path = scaffold(name, config.workdir, date.today(), default_from=config.sender)
     echo(
         f"Created {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}; "
         f"edit it, then run: bulletin check {name}"
@@ -209,6 +210,8 @@ def contacts_list(
     loaded = _load_contact_files(files)
     for problem in loaded.problems:
         note(str(problem))
+    if unknown := contacts.unknown_columns(conditions, loaded.columns):
+        raise InputError("", unknown)
     shown = contacts.where(loaded.contacts, conditions)
     table = Table("email", "name", "ward", "role", "scheme", "source", box=None)
     for c in shown:
@@ -442,7 +445,14 @@ def send(
         )
         return
     if plan.to_send == 0 and plan.resume is not None and not resend_unknown:
-        echo(f"Nothing to send: send #{plan.resume.id} has reached everyone in the audience.")
+        echo(
+            f"Nothing to send: send #{plan.resume.id} has no pending recipients"
+            + (
+                f"; {plan.unknown} unknown (use --resend-unknown if they never arrived)."
+                if plan.unknown
+                else "."
+            )
+        )
         return
     if not yes:
         if not sys.stdin.isatty():
@@ -493,7 +503,7 @@ def _report_send(report, name: str, transport: str) -> None:
         raise Interrupted(
             f"interrupted; the state is recorded. Run `bulletin send {name}` again to resume."
         )
-    if report.failed or report.unknown:
+    if report.failed or report.unknown or report.stale_unknown:
         raise PartialSendError(
             f"some recipients were not sent; see `bulletin status {report.send_id}`"
         )
@@ -586,10 +596,13 @@ def _print_send(s: dict, statuses) -> None:
     rates = statuses.rates(s["counts"])
     for state in statuses.DISPLAY_ORDER:
         count = s["counts"].get(state, 0)
-        if count or state in ("accepted", "delivered", "bounced", "failed", "unknown"):
+        if count or state in statuses.ALWAYS_SHOWN:
             rate = f"  {rates[state]:6.1%}" if state in rates else ""
             echo(f"  {state:<13}{count:>8}{rate}")
     echo(f"  {'recipients':<13}{s['recipients']:>8}")
+    if rates:
+        basis = statuses.rates_basis(s["counts"])
+        echo(f"  (rates are shares of the {basis} recipient(s) handed to the transport)")
 
 
 # --- suppressions --------------------------------------------------------------------------
@@ -645,6 +658,135 @@ def suppress_list() -> None:
             f"{row['created_at']}"
         )
     note(f"{len(rows)} suppressed address(es)")
+
+
+# --- scheduled sends (issue 6) -------------------------------------------------------------
+
+
+@command(app)
+def run(
+    messages: Annotated[
+        Path, typer.Option(file_okay=False, help="folder of messages to look at")
+    ] = Path("messages"),
+    now: Annotated[
+        str | None,
+        typer.Option(metavar="ISO", help="act as if it were this time (naive: Europe/London time)"),
+    ] = None,
+    stale_after: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            metavar="HOURS",
+            help="hours after send_at a never-sent message counts as stale "
+            "(default: BULLETIN_STALE_AFTER_HOURS or 24)",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="say what was considered and why")
+    ] = False,
+) -> None:
+    """For cron: send every message whose send_at is due and not yet sent; quiet if nothing is.
+
+    Example: bulletin run --verbose
+    """
+    from bulletin import run as runs
+
+    try:
+        moment = runs.parse_now(now) if now else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--now") from None
+    result = runs.run_due(settings(), messages=messages, now=moment, stale_after_hours=stale_after)
+    for problem, line in result.lines(verbose):
+        (note if problem else echo)(line)
+    if result.exit_code:
+        raise typer.Exit(int(result.exit_code))
+
+
+# --- delivery events and reports (issue 5) ---------------------------------------------------
+
+events_app = typer.Typer(
+    help="SendGrid delivery events: receive them, or load a downloaded file.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
+
+
+@command(events_app, "serve")
+def events_serve(
+    host: Annotated[
+        str, typer.Option(help="address to listen on (a reverse proxy exposes it)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8025,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="accept unsigned event posts (local tests only)")
+    ] = False,
+) -> None:
+    """Receive SendGrid's Event Webhook at POST /events and serve the /unsubscribe pages.
+
+    Example: bulletin events serve --port 8025
+    """
+    from bulletin import server as servers
+
+    config = settings()
+    server = servers.make_server(config, host, port, insecure=insecure, log=note)
+    for line in servers.startup_warnings(server):
+        note(line)
+    note(f"Listening on {server.url} (POST /events, /unsubscribe); database {config.db}")
+    servers.serve(server)
+
+
+@command(events_app, "import")
+def events_import(
+    file: Annotated[
+        Path, typer.Argument(help="a JSON array, or one event per line (.gz too)", dir_okay=False)
+    ],
+) -> None:
+    """Load SendGrid events from a downloaded file; safe to run again on the same file.
+
+    Example: bulletin events import sendgrid-events.json
+    """
+    from bulletin import events
+    from bulletin.tracking import Tracker
+
+    with Tracker(settings().db_path) as tracker:
+        tally = events.import_events(tracker, file)
+    echo(f"{file}: {events.describe(tally)}")
+    if tally.malformed:
+        more = tally.malformed - len(tally.problems)
+        raise InputError(
+            f"{tally.malformed} malformed item(s) in {file} were skipped"
+            + (f" ({more} more not listed)" if more else "")
+            + "; everything else was imported",
+            tally.problems,
+        )
+
+
+@command(app)
+def report(
+    send_ref: Annotated[str, typer.Argument(metavar="SEND", help="send number or message name")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", dir_okay=False, help="HTML file (default: NAME-report.html)"
+        ),
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report of a send: rates, a chart over time, bounces, wards.
+
+    Example: bulletin report eu-referendum -o report.html
+    """
+    from bulletin import report as reports
+    from bulletin import status as statuses
+    from bulletin.tracking import Tracker
+
+    config = settings()
+    if not config.db_path.exists():
+        raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
+    with Tracker(config.db_path) as tracker:
+        send = statuses.find_send(tracker, send_ref)
+        page = reports.render_report(tracker, send, config)
+    path = output or Path(f"{send.message}-report.html")
+    path.write_text(page, encoding="utf-8")
+    echo(f"Wrote {path} ({len(page.encode()):,} bytes): send #{send.id}, {send.subject}")
 
 
 def main() -> None:

@@ -294,6 +294,16 @@ def matches(contact: Contact, audience: Mapping[str, Iterable[str]]) -> bool:
     return True
 
 
+def unknown_columns(conditions: Iterable[str], columns: set[str]) -> list[Problem]:
+    """A `--where` column that no list has would silently match nothing: say so instead."""
+    known = ", ".join(sorted(columns)) or "none"
+    return [
+        Problem(None, None, f"--where {name}: no contact list has that column (columns: {known})")
+        for name in conditions
+        if field_key(name) not in columns
+    ]
+
+
 def where(contacts: Iterable[Contact], conditions: Mapping[str, str]) -> list[Contact]:
     """Contacts whose column contains the text (case-insensitive): a lenient search for lists."""
     folded = {field_key(k): v.casefold() for k, v in conditions.items()}

@@ -7,7 +7,7 @@ module finds the placeholders with a regular expression and everything else is t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bulletin.errors import Problem
 
@@ -47,7 +47,9 @@ _INNER = re.compile(
         (?:\bor\s*(?:"(?P<dq>[^"{}\n]*)"|'(?P<sq>[^'{}\n]*)'))?\s*$""",
     re.VERBOSE,
 )
-_TAGS = re.compile(r"\{%|%\}|\{#|#\}")
+# A whole `{% … %}` or `{# … #}` on one line is one problem; a lone `{%` is one too. A lone `{#`
+# is left alone: `## Heading {#anchor}` is Markdown's attribute-list syntax, not a comment.
+_TAGS = re.compile(r"\{%[^\n]*?%\}|\{#[^\n]*?#\}|\{%")
 
 
 def field_key(name: str) -> str:
@@ -61,6 +63,7 @@ class Placeholder:
     name: str  # as written
     key: str  # field_key(name)
     fallback: str = ""
+    line: int | None = field(default=None, compare=False)  # where it is written, for problems
 
 
 Segment = str | Placeholder
@@ -93,8 +96,9 @@ def parse(
             segments.append(match.group(0))
         else:
             fallback = inner.group("dq") if inner.group("dq") is not None else inner.group("sq")
+            name = inner.group("name")
             segments.append(
-                Placeholder(inner.group("name"), field_key(inner.group("name")), fallback or "")
+                Placeholder(name, field_key(name), fallback or "", line_of(match.start()))
             )
         pos = match.end()
     segments.append(text[pos:])

@@ -65,7 +65,8 @@ class Message:
 def resolve_path(name: str, workdir: Path) -> Path:
     """`messages/NAME.md` for a bare NAME, else the path itself (relative to the workdir)."""
     path = Path(name).expanduser()
-    if path.suffix == "" and len(path.parts) == 1:
+    # A bare name may contain dots (`bulletin new update-v1.2`): only `.md` marks a file name.
+    if path.suffix != ".md" and len(path.parts) == 1:
         path = Path("messages") / f"{name}.md"
     return path if path.is_absolute() else workdir / path
 
@@ -154,9 +155,15 @@ def load_message(
     try:
         data = yaml.safe_load(front)
     except yaml.YAMLError as error:
+        # `front` starts on the opening fence's line (after "---"), so YAML's 0-based line
+        # N is file line N + 1.
         mark = getattr(error, "problem_mark", None)
-        line = 2 + mark.line if mark is not None else 1
+        line = 1 + mark.line if mark is not None else 1
         reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+        context = getattr(error, "context", None)
+        start = getattr(error, "context_mark", None)
+        if context and start is not None and start.line != getattr(mark, "line", None):
+            reason += f" ({context} that starts on line {1 + start.line})"
         problem(line, f"front matter is not valid YAML: {reason}")
         return None, problems
     if data is None:
@@ -164,7 +171,7 @@ def load_message(
     if not isinstance(data, dict):
         problem(2, "front matter must be 'key: value' lines (subject:, from:, …)")
         return None, problems
-    lines = _key_lines(front, 2)
+    lines = _key_lines(front, 1)
     at = lines.get
 
     for key in data:
@@ -202,8 +209,16 @@ def load_message(
         preheader = ""
 
     audience: dict[str, tuple[str, ...]] = {}
-    raw_audience = data.get("audience") or {}
-    if not isinstance(raw_audience, dict):
+    raw_audience = data.get("audience", {})
+    if "audience" in data and not raw_audience:
+        # `audience:` left empty must not quietly mean everyone.
+        problem(
+            at("audience"),
+            "audience is empty; list columns and values (e.g. 'ward: [Penge and Cator]'), "
+            "or remove 'audience:' to send to everyone",
+        )
+        raw_audience = {}
+    elif not isinstance(raw_audience, dict):
         problem(
             at("audience"),
             "audience must map columns to allowed values, "
@@ -212,7 +227,10 @@ def load_message(
     else:
         for column, allowed in raw_audience.items():
             values = allowed if isinstance(allowed, list) else [allowed]
-            if not all(isinstance(v, str | int) for v in values) or not values:
+            if not values or values == [None]:
+                problem(at("audience"), f"audience: {column} lists no values; nobody would match")
+                continue
+            if not all(isinstance(v, str | int) for v in values):
                 problem(at("audience"), f"audience: {column} must list allowed values as text")
                 continue
             audience[str(column)] = tuple(str(v) for v in values)
@@ -263,7 +281,7 @@ def load_message(
 SCAFFOLD = """\
 ---
 subject: "{title}"
-# from: Bromley Police <bromley.neighbourhoods@example.org>   (default: BULLETIN_FROM)
+{from_line}
 preheader: One line shown in the inbox beside the subject
 category: key-messages
 reference: {reference}
@@ -285,8 +303,15 @@ Many thanks for your continued support.
 """
 
 
-def scaffold(name: str, workdir: Path, today: date) -> Path:
-    """Create `messages/NAME.md` from the scaffold; refuse to overwrite."""
+SCAFFOLD_FROM = '"Bromley Police <bromley.neighbourhoods@example.org>"'
+
+
+def scaffold(name: str, workdir: Path, today: date, *, default_from: str = "") -> Path:
+    """Create `messages/NAME.md` from the scaffold; refuse to overwrite.
+
+    Without BULLETIN_FROM the scaffold names a sender itself, so that `bulletin new` then
+    `bulletin check` passes in a fresh `bulletin init` folder.
+    """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise InputError(f"{name!r}: use letters, digits, '-', '_' or '.' for a message name")
     path = workdir / "messages" / f"{name}.md"
@@ -295,5 +320,12 @@ def scaffold(name: str, workdir: Path, today: date) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     title = name.replace("-", " ").replace("_", " ").capitalize()
     reference = f"BR-{today:%Y-%m-%d}"
-    path.write_text(SCAFFOLD.format(title=title, reference=reference), encoding="utf-8")
+    from_line = (
+        f"# from: {SCAFFOLD_FROM}   (default: BULLETIN_FROM)"
+        if default_from
+        else f"from: {SCAFFOLD_FROM}   # or set BULLETIN_FROM in .env and delete this line"
+    )
+    path.write_text(
+        SCAFFOLD.format(title=title, reference=reference, from_line=from_line), encoding="utf-8"
+    )
     return path

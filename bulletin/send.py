@@ -13,7 +13,7 @@ import secrets
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,11 +239,13 @@ def execute(
     new_send: bool = False,
     progress: Callable[[int], None] = lambda n: None,
     waiter: Waiter | None = None,
+    locked: bool = False,
 ) -> Report:
-    """Deliver the plan under the send lock; safe to re-run after any crash."""
+    """Deliver the plan under the send lock (`locked`: the caller holds it); safe to re-run."""
     waiter = waiter or getattr(plan.transport, "waiter", None) or Waiter()
     checked, compiled, message = plan.checked, plan.checked.compiled, plan.checked.message
-    with send_lock(settings.db_path), Tracker(settings.db_path) as tracker:
+    lock = nullcontext() if locked else send_lock(settings.db_path)
+    with lock, Tracker(settings.db_path) as tracker:
         latest = None if new_send else tracker.latest_send(message.name)
         if latest is not None:
             _refuse_changed(latest, checked, tracker)
@@ -262,6 +264,7 @@ def execute(
         report.stale_unknown = tracker.stale_to_unknown(send_id)
         if resend_unknown:
             tracker.unknown_to_pending(send_id)
+            report.stale_unknown = []  # they are pending again: this run sends them
         suppressed = tracker.suppressed_hashes()
         audience = [c for c in checked.recipients if email_hash(c.email) not in suppressed]
         tracker.add_recipients(send_id, audience)
@@ -340,8 +343,11 @@ def _deliver(
             )
         try:
             results = transport.send(compiled, items) if items else []
-        except Unsent:
-            tracker.record([(i.delivery_id, State.PENDING, None, None) for i in items] + outcomes)
+        except Unsent as error:
+            finished = [(o.delivery_id, o.state, o.message_id, o.error) for o in error.outcomes]
+            done = {o.delivery_id for o in error.outcomes}
+            unsent = [(i.delivery_id, State.PENDING, None, None) for i in items]
+            tracker.record([u for u in unsent if u[0] not in done] + finished + outcomes)
             raise
         outcomes += [(o.delivery_id, o.state, o.message_id, o.error) for o in results]
         tracker.record(outcomes)

@@ -68,33 +68,44 @@ def summary(tracker: Tracker, send: SendRow) -> dict:
     }
 
 
+# Listed by `status SEND` even at zero (issue 5); other states only when someone is in them.
+ALWAYS_SHOWN = (
+    "accepted",
+    "delivered",
+    "deferred",
+    "bounced",
+    "dropped",
+    "spamreport",
+    "unsubscribed",
+    "failed",
+    "unknown",
+    "opened",
+    "clicked",
+)
+HANDED_OVER = (
+    "accepted",
+    "delivered",
+    "deferred",
+    "bounced",
+    "dropped",
+    "blocked",
+    "spamreport",
+    "unsubscribed",
+    "unknown",
+)
+
+
+def rates_basis(counts: dict[str, int]) -> int:
+    """Recipients handed to the transport: what every rate is a share of."""
+    return sum(counts[s] for s in HANDED_OVER)
+
+
 def rates(counts: dict[str, int]) -> dict[str, float]:
-    """Shares of recipients the transport accepted (delivered, bounced, opened…)."""
-    sent = sum(
-        counts[s]
-        for s in (
-            "accepted",
-            "delivered",
-            "deferred",
-            "bounced",
-            "dropped",
-            "blocked",
-            "spamreport",
-            "unsubscribed",
-        )
-    )
+    """Shares of the recipients handed to the transport (delivered, bounced, opened…)."""
+    sent = rates_basis(counts)
     if not sent:
         return {}
-    keys = (
-        "delivered",
-        "bounced",
-        "deferred",
-        "dropped",
-        "spamreport",
-        "unsubscribed",
-        "opened",
-        "clicked",
-    )
+    keys = (*HANDED_OVER, "opened", "clicked")
     return {k: counts[k] / sent for k in keys}
 
 

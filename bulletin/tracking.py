@@ -419,6 +419,128 @@ class Tracker:
     def suppressions(self) -> list[sqlite3.Row]:
         return self.execute("SELECT * FROM suppressions ORDER BY created_at, email").fetchall()
 
+    # --- delivery events (issue 5) -------------------------------------------------------
+    # The batch helpers below run inside a caller's `transaction()`: bulletin/events.py reads
+    # the current state and writes the outcome of a whole batch in one short transaction.
+
+    def get_delivery(self, delivery_id: int) -> sqlite3.Row | None:
+        return self.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+
+    def deliveries_by_id(self, ids: Iterable[int]) -> list[sqlite3.Row]:
+        return _select_in(
+            self.db, "SELECT id, send_id, email, email_key, state FROM deliveries WHERE id IN", ids
+        )
+
+    def deliveries_by_message_id(self, message_ids: Iterable[str]) -> list[sqlite3.Row]:
+        return _select_in(
+            self.db,
+            "SELECT id, send_id, email, email_key, state, message_id FROM deliveries "
+            "WHERE message_id IN",
+            message_ids,
+        )
+
+    def latest_deliveries_by_email(self, email_keys: Iterable[str]) -> list[sqlite3.Row]:
+        """Per address, its delivery in the latest send that got past `pending`."""
+        # SQLite returns the bare columns of the row that holds MAX(id).
+        return _select_in(
+            self.db,
+            "SELECT MAX(id) AS id, send_id, email, email_key, state FROM deliveries "
+            "WHERE state != 'pending' AND email_key IN",
+            email_keys,
+            "GROUP BY email_key",
+        )
+
+    def known_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+        rows = _select_in(self.db, "SELECT sg_event_id FROM events WHERE sg_event_id IN", event_ids)
+        return {r[0] for r in rows}
+
+    def insert_events(self, rows: Iterable[tuple]) -> None:
+        """(sg_event_id, delivery_id, event, email, timestamp, reason, payload, received_at)."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO events (sg_event_id, delivery_id, event, email, timestamp,"
+            " reason, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def set_states(self, rows: Iterable[tuple[str, str | None, str, int]]) -> None:
+        """(state, error, updated_at, delivery id); the caller has decided precedence."""
+        self.db.executemany(
+            "UPDATE deliveries SET state = ?, error = ?, updated_at = ? WHERE id = ?", rows
+        )
+
+    def mark_engagement(self, kind: str, rows: Iterable[tuple[str, str, int]]) -> None:
+        """Set the opened/clicked flag and widen first/last times: (first, last, delivery id)."""
+        column = {"open": "opened", "click": "clicked"}[kind]
+        self.db.executemany(
+            f"UPDATE deliveries SET {column} = 1, "
+            f"first_{column}_at = CASE WHEN first_{column}_at IS NULL OR first_{column}_at > ?1 "
+            f"THEN ?1 ELSE first_{column}_at END, "
+            f"last_{column}_at = CASE WHEN last_{column}_at IS NULL OR last_{column}_at < ?2 "
+            f"THEN ?2 ELSE last_{column}_at END WHERE id = ?3",
+            rows,
+        )
+
+    def suppress_many(self, rows: Iterable[tuple[str, str, str]]) -> int:
+        """(email, reason, source) onto the do-not-send list; returns how many were new."""
+        now = utcnow()
+        before = self.db.total_changes
+        self.db.executemany(
+            "INSERT OR IGNORE INTO suppressions (email_hash, email, reason, source, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(email_hash(e), e.strip(), reason, source, now) for e, reason, source in rows],
+        )
+        return self.db.total_changes - before
+
+    def is_suppressed(self, email: str) -> bool:
+        row = self.execute(
+            "SELECT 1 FROM suppressions WHERE email_hash = ?", (email_hash(email),)
+        ).fetchone()
+        return row is not None
+
+    def first_event_times(self, send_id: int) -> list[sqlite3.Row]:
+        """Per delivery of a send and event type, the earliest event timestamp."""
+        return self.execute(
+            "SELECT e.delivery_id, e.event, MIN(e.timestamp) AS timestamp FROM events e "
+            "JOIN deliveries d ON d.id = e.delivery_id WHERE d.send_id = ? "
+            "AND e.timestamp IS NOT NULL GROUP BY e.delivery_id, e.event",
+            (send_id,),
+        ).fetchall()
+
+    def ward_counts(self, send_id: int) -> list[sqlite3.Row]:
+        return self.execute(
+            "SELECT ward, COUNT(*) AS recipients, SUM(state NOT IN ('pending', 'sending', "
+            "'failed', 'unknown')) AS sent, "
+            "SUM(state IN ('delivered', 'spamreport', 'unsubscribed')) AS delivered, "
+            "SUM(state IN ('bounced', 'dropped', 'blocked')) AS bounced, "
+            "SUM(state IN ('spamreport', 'unsubscribed')) AS unsubscribed, "
+            "SUM(opened) AS opened, SUM(clicked) AS clicked "
+            "FROM deliveries WHERE send_id = ? GROUP BY ward ORDER BY ward",
+            (send_id,),
+        ).fetchall()
+
+    def failure_rows(self, send_id: int) -> list[sqlite3.Row]:
+        return self.execute(
+            "SELECT state, error FROM deliveries WHERE send_id = ? "
+            "AND state IN ('bounced', 'dropped', 'blocked', 'failed')",
+            (send_id,),
+        ).fetchall()
+
+    def unmatched_event_count(self) -> int:
+        return self.execute("SELECT COUNT(*) FROM events WHERE delivery_id IS NULL").fetchone()[0]
+
+
+def _select_in(
+    db: sqlite3.Connection, head: str, values: Iterable, tail: str = "", size: int = 500
+) -> list[sqlite3.Row]:
+    """`head (?, ?, …) tail` over `values` in chunks that stay under SQLite's variable limit."""
+    values = list(dict.fromkeys(values))
+    rows: list[sqlite3.Row] = []
+    for start in range(0, len(values), size):
+        chunk = values[start : start + size]
+        marks = ", ".join("?" * len(chunk))
+        rows += db.execute(f"{head} ({marks}) {tail}", chunk).fetchall()
+    return rows
+
 
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]

@@ -39,7 +39,10 @@ class Outcome:
 
 
 class Unsent(TransportError):
-    """The transport cannot be used (auth, unreachable, interrupted): nothing in the batch went."""
+    """The transport cannot be used (auth, unreachable, interrupted): nothing in the batch went,
+    except the recipients in `outcomes` (finished before the transport had to stop)."""
+
+    outcomes: list[Outcome] | tuple[()] = ()
 
 
 class Transport(Protocol):

@@ -146,7 +146,11 @@ class SendGridTransport:
         if not personalizations:
             return outcomes
         body = dict(template["body"], personalizations=personalizations)
-        state, message_id, error = self._post(body)
+        try:
+            state, message_id, error = self._post(body)
+        except Unsent as stop:
+            stop.outcomes = outcomes  # recipients failed here, before the request
+            raise
         return outcomes + [Outcome(i.delivery_id, state, message_id, error) for i in included]
 
     def _post(self, body: dict) -> tuple[State, str | None, str | None]:

@@ -72,7 +72,18 @@ class SmtpTransport:
 
     def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]:
         domain = compiled.message.sender.email.rsplit("@", 1)[-1]
-        return [self._send_one(compiled, item, domain) for item in batch]
+        outcomes: list[Outcome] = []
+        for item in batch:
+            if self.waiter.interrupted:  # Ctrl-C: abandon the rest of the batch, unsent
+                outcomes.append(Outcome(item.delivery_id, State.PENDING, error="interrupted"))
+                continue
+            try:
+                outcomes.append(self._send_one(compiled, item, domain))
+            except Unsent as error:
+                # Those already accepted must be recorded, or a re-run would send them twice.
+                error.outcomes = outcomes
+                raise
+        return outcomes
 
     def _send_one(self, compiled: CompiledEmail, item: Outgoing, domain: str) -> Outcome:
         rendered = compiled.render(item.contact, item.unsubscribe_url)

@@ -1,0 +1,544 @@
+"""SendGrid delivery events: parse them, map them to deliveries, apply them to the tracking DB.
+
+Events reach us twice over: posted to `bulletin events serve` (bulletin/server.py), or
+downloaded and loaded with `bulletin events import FILE`. Both end in `apply_events`, which
+handles one batch in one short transaction, so a `bulletin send` running in another process
+only ever waits milliseconds for the database.
+
+Rules (issue 5):
+- An event maps to a delivery by the custom_args every send attaches (`bulletin_send`,
+  `bulletin_delivery`, top-level keys of the event). Without them, by `sg_message_id` (its
+  part before the first "." is the X-Message-Id we stored; one request, and so one id, covers
+  up to 1,000 recipients, so the address picks among them), then by the address alone (its
+  latest send that got past `pending`). Custom args that name no delivery of this database
+  (another installation, a deleted database) are not guessed at: the event is kept unmatched.
+- Duplicates (same `sg_event_id`; SendGrid retries) are ignored. An event without an id gets
+  one made from a hash of its content, so replaying it is ignored too.
+- Events arrive out of order, so a state only ever moves up this ladder:
+  sending/unknown/failed < accepted (processed) < deferred < delivered
+  < bounced = dropped = blocked < spamreport = unsubscribed.
+  A bounce after `delivered` wins: mailbox providers do bounce asynchronously after accepting,
+  and the bounce is the more useful truth. `delivered` never overwrites a bounce. Equal ranks
+  keep the first outcome recorded. `pending` rows are never changed (they were not sent).
+  `open` and `click` only set flags and first/last times.
+- Hard bounces (type "bounce", not "blocked"), drops for a bounced/invalid/unsubscribed/spam-
+  reporting address, spam reports and unsubscribes put the address on the suppression list.
+- Events that match no delivery are still stored (delivery_id NULL) and counted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from bulletin.errors import InputError, Problem
+from bulletin.tracking import Tracker, explain, utcnow
+
+BATCH_SIZE = 5000
+MAX_PROBLEMS = 100  # listed; the rest are only counted
+MAX_REASON = 1000
+
+# Event type → the delivery state it records.
+STATE_FOR_EVENT = {
+    "processed": "accepted",
+    "deferred": "deferred",
+    "delivered": "delivered",
+    "dropped": "dropped",
+    "spamreport": "spamreport",
+    "unsubscribe": "unsubscribed",
+    "group_unsubscribe": "unsubscribed",
+}
+ENGAGEMENT = ("open", "click")
+RANK = {
+    "sending": 0,
+    "unknown": 0,
+    "failed": 0,
+    "accepted": 1,
+    "deferred": 2,
+    "delivered": 3,
+    "bounced": 4,
+    "dropped": 4,
+    "blocked": 4,
+    "spamreport": 5,
+    "unsubscribed": 5,
+}
+# SendGrid's `dropped` reasons that say the address itself must not be mailed again; others
+# ("Invalid SMTPAPI header", "Spam Content") are about the message, not the address.
+_SUPPRESSING_DROPS = re.compile(
+    r"^\s*(bounced address|unsubscribed address|spam reporting address|invalid( address| email)?"
+    r"\s*$)",
+    re.IGNORECASE,
+)
+
+
+def moves_up(current: str, new: str) -> bool:
+    """True if a delivery in state `current` should now be recorded as `new`."""
+    if current not in RANK or new not in RANK:
+        return False
+    return RANK[new] > RANK[current]
+
+
+@dataclass(slots=True)
+class Event:
+    """One SendGrid event, with what we need to apply it; `payload` is its JSON text."""
+
+    kind: str
+    sg_event_id: str
+    email: str
+    timestamp: int | None
+    send_id: int | None
+    delivery_id: int | None
+    message_id: str | None
+    reason: str | None
+    bounce_type: str
+    payload: str
+    has_custom_args: bool = False
+    test_copy: bool = False
+    group: str = ""
+
+    @property
+    def state(self) -> str | None:
+        """The delivery state this event records, if any."""
+        if self.kind == "bounce":
+            return "blocked" if self.bounce_type == "blocked" else "bounced"
+        return STATE_FOR_EVENT.get(self.kind)
+
+    def suppression(self) -> str | None:
+        """The reason to put the address on the do-not-send list, or None."""
+        reason = (self.reason or "").strip()
+        if self.kind == "bounce" and self.bounce_type != "blocked":
+            return f"hard bounce: {reason}" if reason else "hard bounce"
+        if self.kind == "dropped" and _SUPPRESSING_DROPS.match(reason):
+            return f"dropped by SendGrid: {reason}"
+        if self.kind == "spamreport":
+            return "spam report"
+        if self.kind == "unsubscribe":
+            return "unsubscribed (SendGrid)"
+        if self.kind == "group_unsubscribe":
+            return "unsubscribed from SendGrid group" + (f" {self.group}" if self.group else "")
+        return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isdigit() and len(value) <= 15:
+        return int(value)
+    return None
+
+
+def _timestamp(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def parse_event(obj: Any, payload: str | None = None) -> Event:
+    """An `Event` from one decoded JSON value; ValueError saying why it is not an event."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected an event object, found {type(obj).__name__}")
+    kind = obj.get("event")
+    if not isinstance(kind, str) or not kind.strip():
+        raise ValueError('an event object without an "event" type')
+    if payload is None:
+        payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    event_id = obj.get("sg_event_id")
+    if not isinstance(event_id, str) or not event_id:
+        canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        event_id = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    email = obj.get("email")
+    message_id = obj.get("sg_message_id")
+    reason = obj.get("reason")
+    if not isinstance(reason, str) or not reason:
+        reason = obj.get("response")
+    bounce_type = obj.get("type")
+    group = obj.get("asm_group_id")
+    return Event(
+        kind=kind.strip().lower(),
+        sg_event_id=event_id,
+        email=email.strip() if isinstance(email, str) else "",
+        timestamp=_timestamp(obj.get("timestamp")),
+        send_id=_int(obj.get("bulletin_send")),
+        delivery_id=_int(obj.get("bulletin_delivery")),
+        message_id=(message_id.split(".", 1)[0] or None) if isinstance(message_id, str) else None,
+        reason=reason[:MAX_REASON] if isinstance(reason, str) and reason else None,
+        bounce_type=bounce_type.strip().lower() if isinstance(bounce_type, str) else "",
+        payload=payload,
+        has_custom_args="bulletin_delivery" in obj or "bulletin_send" in obj,
+        test_copy="bulletin_test" in obj,
+        group=str(group) if isinstance(group, int | str) and not isinstance(group, bool) else "",
+    )
+
+
+@dataclass
+class Tally:
+    """What a batch (or a whole import) did."""
+
+    received: int = 0
+    applied: int = 0  # new events matched to a delivery
+    duplicates: int = 0
+    unknown: int = 0  # new events for no known delivery, stored unmatched
+    changed: int = 0  # deliveries whose state changed
+    suppressed: int = 0  # addresses newly added to the suppression list
+    problems: list[Problem] = field(default_factory=list)
+    malformed: int = 0
+
+    def add(self, other: Tally) -> None:
+        self.received += other.received
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.unknown += other.unknown
+        self.changed += other.changed
+        self.suppressed += other.suppressed
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "unknown": self.unknown,
+            "changed": self.changed,
+            "suppressed": self.suppressed,
+            "malformed": self.malformed,
+        }
+
+
+def iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(slots=True)
+class _Target:
+    id: int
+    email: str
+    state: str
+    error: str | None = None
+    changed: bool = False
+
+
+def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | None], dict]:
+    """The delivery each event belongs to (None if unknown), fetched in a few queries."""
+    targets: dict[int, _Target] = {}
+
+    def target(row) -> _Target:
+        found = targets.get(row["id"])
+        if found is None:
+            found = targets[row["id"]] = _Target(row["id"], row["email"], row["state"])
+        return found
+
+    by_id = {r["id"]: r for r in tracker.deliveries_by_id(e.delivery_id for e in events)}
+    matched: list[_Target | None] = [None] * len(events)
+    fallback: list[int] = []
+    for index, event in enumerate(events):
+        if event.test_copy:
+            continue
+        if event.has_custom_args:
+            row = by_id.get(event.delivery_id) if event.delivery_id is not None else None
+            if (
+                row is not None
+                and (event.send_id is None or row["send_id"] == event.send_id)
+                and (not event.email or row["email_key"] == event.email.lower())
+            ):
+                matched[index] = target(row)
+            continue
+        fallback.append(index)
+    if not fallback:
+        return matched, targets
+    by_message: dict[tuple[str, str], Any] = {}
+    only: dict[str, Any] = {}
+    rows = tracker.deliveries_by_message_id(
+        events[i].message_id for i in fallback if events[i].message_id
+    )
+    for row in rows:
+        by_message[(row["message_id"], row["email_key"])] = row
+        only[row["message_id"]] = None if row["message_id"] in only else row
+    by_address: list[int] = []
+    for index in fallback:
+        event = events[index]
+        row = None
+        if event.message_id:
+            row = (
+                by_message.get((event.message_id, event.email.lower()))
+                if event.email
+                else only.get(event.message_id)
+            )
+        if row is not None:
+            matched[index] = target(row)
+        elif event.email:
+            by_address.append(index)
+    if by_address:
+        latest = {
+            r["email_key"]: r
+            for r in tracker.latest_deliveries_by_email(events[i].email.lower() for i in by_address)
+        }
+        for index in by_address:
+            row = latest.get(events[index].email.lower())
+            if row is not None:
+                matched[index] = target(row)
+    return matched, targets
+
+
+def apply_events(tracker: Tracker, events: Sequence[Event], *, now: str | None = None) -> Tally:
+    """Record a batch of events and what they mean, in one transaction; returns the tally."""
+    now = now or utcnow()
+    tally = Tally(received=len(events))
+    try:
+        with tracker.transaction():
+            _apply(tracker, events, now, tally)
+    except sqlite3.Error as error:
+        raise explain(error, tracker.path) from None
+    return tally
+
+
+def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) -> None:
+    seen = tracker.known_event_ids(e.sg_event_id for e in events)
+    fresh: list[Event] = []
+    for event in events:
+        if event.sg_event_id in seen:
+            tally.duplicates += 1
+        else:
+            seen.add(event.sg_event_id)
+            fresh.append(event)
+    if not fresh:
+        return
+    matched, targets = _match(tracker, fresh)
+    rows: list[tuple] = []
+    engagement: dict[str, dict[int, list[str]]] = {"open": {}, "click": {}}
+    suppress: list[tuple[str, str, str]] = []
+    for event, target in zip(fresh, matched, strict=True):
+        rows.append(
+            (
+                event.sg_event_id,
+                target.id if target else None,
+                event.kind,
+                event.email or (target.email if target else None),
+                event.timestamp,
+                event.reason,
+                event.payload,
+                now,
+            )
+        )
+        reason = event.suppression()
+        address = target.email if target else event.email
+        if reason and "@" in address:
+            suppress.append((address, reason, "sendgrid"))
+        if target is None:
+            tally.unknown += 1
+            continue
+        tally.applied += 1
+        state = event.state
+        if state is not None and moves_up(target.state, state):
+            target.state, target.error, target.changed = state, event.reason, True
+        elif event.kind in engagement and event.timestamp is not None:
+            when = iso(event.timestamp)
+            span = engagement[event.kind].setdefault(target.id, [when, when])
+            span[0], span[1] = min(span[0], when), max(span[1], when)
+    tracker.insert_events(rows)
+    changed = [(t.state, t.error, now, t.id) for t in targets.values() if t.changed]
+    tracker.set_states(changed)
+    tally.changed += len(changed)
+    for kind, spans in engagement.items():
+        if spans:
+            tracker.mark_engagement(kind, [(a, b, i) for i, (a, b) in spans.items()])
+    if suppress:
+        tally.suppressed += tracker.suppress_many(suppress)
+
+
+def unsubscribe_by_link(tracker: Tracker, delivery_id: int, *, now: str | None = None) -> bool:
+    """A recipient used their signed link: suppress the address and record it at once.
+
+    Returns True if the address was newly suppressed (False: it already was).
+    """
+    now = now or utcnow()
+    try:
+        with tracker.transaction():
+            row = tracker.get_delivery(delivery_id)
+            if row is None:
+                return False
+            added = tracker.suppress_many([(row["email"], "unsubscribed via link", "unsubscribe")])
+            if moves_up(row["state"], "unsubscribed"):
+                tracker.set_states([("unsubscribed", None, now, delivery_id)])
+            payload = json.dumps(
+                {
+                    "event": "unsubscribe",
+                    "source": "link",
+                    "bulletin_send": str(row["send_id"]),
+                    "bulletin_delivery": str(delivery_id),
+                }
+            )
+            stamp = int(datetime.fromisoformat(now).timestamp())
+            tracker.insert_events(
+                [
+                    (
+                        f"bulletin-unsubscribe:{delivery_id}",
+                        delivery_id,
+                        "unsubscribe",
+                        row["email"],
+                        stamp,
+                        "unsubscribed via link",
+                        payload,
+                        now,
+                    )
+                ]
+            )
+            return added == 1
+    except sqlite3.Error as error:
+        raise explain(error, tracker.path) from None
+
+
+# --- reading a downloaded file ---------------------------------------------------------------
+
+_GAP = re.compile("[ \t\r\n,\ufeff]*")  # whitespace, commas between elements, a stray BOM
+_LINE_START = re.compile(r"\n[ \t\r]*([\[{])")
+CHUNK = 1 << 20  # read 1 MB at a time; one event may be at most this big
+
+
+def iter_json(
+    handle: IO[str], name: str, *, chunk: int = CHUNK, lookahead: int = CHUNK
+) -> Iterator[tuple[int, Any, str] | Problem]:
+    """(line, value, its text) for each event in a JSON array or JSON-lines stream.
+
+    Streams: never holds more than about two chunks. Accepts one array, several arrays, one
+    object per line, or a mix. A malformed value is reported once as a `Problem` and
+    skipped up to the next line that starts a new object or array.
+    """
+    decode = json.JSONDecoder().raw_decode
+    buf, pos, line, eof, in_array = "", 0, 1, False, False
+
+    def fill() -> None:
+        nonlocal buf, pos, eof
+        text = handle.read(chunk)
+        eof = not text
+        buf, pos = buf[pos:] + text, 0
+
+    while True:
+        while not eof and len(buf) - pos < lookahead:
+            fill()
+        gap = _GAP.match(buf, pos).end()
+        if gap > pos:
+            line += buf.count("\n", pos, gap)
+            pos = gap
+        if pos >= len(buf):
+            if eof:
+                return
+            continue
+        char = buf[pos]
+        if char == "[" and not in_array:
+            in_array, pos = True, pos + 1
+            continue
+        if char == "]" and in_array:
+            in_array, pos = False, pos + 1
+            continue
+        try:
+            value, end = decode(buf, pos)
+        except json.JSONDecodeError as error:
+            at = line + buf.count("\n", pos, error.pos)
+            detail = error.msg if at == line else f"{error.msg} on line {at}"
+            yield Problem(name, line, f"not valid JSON ({detail}); skipped to the next event")
+            # Resynchronise on the next line that begins with "{" or "[".
+            start = pos + 1
+            while True:
+                found = _LINE_START.search(buf, start)
+                if found:
+                    line += buf.count("\n", pos, found.start(1))
+                    pos = found.start(1)
+                    in_array = in_array and found.group(1) == "{"
+                    break
+                if eof:
+                    return
+                cut = buf.rfind("\n", start)  # keep a final newline: a line may start after it
+                cut = cut if cut > 0 else len(buf)
+                line += buf.count("\n", pos, cut)
+                pos = cut
+                fill()
+                start = 0
+            continue
+        text = buf[pos:end]
+        yield line, value, text
+        line += text.count("\n")
+        pos = end
+
+
+def read_events(path: Path) -> Iterator[Event | Problem]:
+    """Events from a downloaded file (`.gz` too), with a `Problem` for each bad item."""
+    opener: Callable[..., IO[str]] = gzip.open if path.suffix == ".gz" else open  # type: ignore[assignment]
+    try:
+        handle = opener(path, "rt", encoding="utf-8-sig", errors="replace")
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror or error})") from None
+    with handle:
+        try:
+            for item in iter_json(handle, str(path)):
+                if isinstance(item, Problem):
+                    yield item
+                    continue
+                line, value, text = item
+                try:
+                    yield parse_event(value, text)
+                except ValueError as error:
+                    yield Problem(str(path), line, str(error))
+        except (OSError, EOFError) as error:
+            raise InputError(f"{path}: cannot read it ({error})") from None
+
+
+def batched(items: Iterable[Event | Problem], size: int, tally: Tally) -> Iterator[list[Event]]:
+    """Events in lists of `size`; problems go to `tally` as they pass."""
+    batch: list[Event] = []
+    for item in items:
+        if isinstance(item, Problem):
+            tally.malformed += 1
+            if len(tally.problems) < MAX_PROBLEMS:
+                tally.problems.append(item)
+            continue
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def import_events(
+    tracker: Tracker,
+    path: Path,
+    *,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[Tally], None] = lambda tally: None,
+) -> Tally:
+    """Load a downloaded events file, committing every `batch_size` events; re-runnable."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    tally = Tally()
+    for batch in batched(read_events(path), batch_size, tally):
+        tally.add(apply_events(tracker, batch))
+        progress(tally)
+    return tally
+
+
+def describe(tally: Tally) -> str:
+    """One line saying what an import or a post did."""
+    return (
+        f"{tally.received:,} event(s): {tally.applied:,} applied, "
+        f"{tally.duplicates:,} duplicate(s) ignored, "
+        f"{tally.unknown:,} for unknown deliveries (kept), "
+        f"{tally.changed:,} delivery state(s) changed, "
+        f"{tally.suppressed:,} address(es) added to the suppression list"
+        + (f", {tally.malformed:,} malformed item(s) skipped" if tally.malformed else "")
+    )

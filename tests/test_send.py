@@ -1,0 +1,305 @@
+"""`bulletin send`: check first, summary, confirmation, dry run, test copy, limit, resume.
+
+Everything runs against real components: a `bulletin init`-ed folder, the tracking database as
+a real SQLite file and, where a network transport matters, the SendGrid stand-in.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+
+SAMPLE = 34  # email recipients in the packaged contacts/coordinators.csv
+FIRST = "margaret.okafor@example.org"  # its first row
+
+STREET = """\
+---
+subject: 'Street safety update for {{ first_name or "neighbour" }}'
+from: "Bromley Police <bromley.neighbourhoods@example.org>"
+category: street-safety
+reference: BR-TEST-1
+contacts: [lists/people.csv]
+---
+Dear {{ first_name or "Neighbour" }},
+
+Please report all hate crime to 999 in an emergency, or to 101.
+"""
+
+
+# --- helpers shared by the send test files -----------------------------------------------------
+
+
+def people(count: int, domain: str = "example.org") -> list[dict[str, str]]:
+    """`count` fictional contacts with distinct addresses."""
+    return [
+        {
+            "email": f"person{n:05d}@{domain}",
+            "first_name": f"Person{n}",
+            "last_name": "Example",
+            "ward": "Penge and Cator",
+        }
+        for n in range(1, count + 1)
+    ]
+
+
+def write_contacts(path: Path, rows: list[dict[str, str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def street_message(workdir: Path, rows: list[dict[str, str]], text: str = STREET) -> str:
+    """messages/street.md sent to `rows` (lists/people.csv); returns the message name."""
+    write_contacts(workdir / "lists" / "people.csv", rows)
+    (workdir / "messages" / "street.md").write_text(text, encoding="utf-8")
+    return "street"
+
+
+def deliveries(db: Path, send_id: int | None = None) -> dict[str, sqlite3.Row]:
+    """email (lower case) → its delivery row, read straight from the SQLite file."""
+    with sqlite3.connect(db) as connection:
+        connection.row_factory = sqlite3.Row
+        if send_id is None:
+            send_id = connection.execute("SELECT MAX(id) FROM sends").fetchone()[0]
+        rows = connection.execute("SELECT * FROM deliveries WHERE send_id = ?", (send_id,))
+        return {row["email_key"]: row for row in rows}
+
+
+def states(db: Path, send_id: int | None = None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in deliveries(db, send_id).values():
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    return counts
+
+
+def outbox_recipients(workdir: Path) -> list[str]:
+    """The To address of every .eml in the outbox (one entry per file)."""
+    return [
+        message_from_bytes(path.read_bytes(), policy=policy.default)["To"].addresses[0].addr_spec
+        for path in sorted((workdir / "outbox").glob("*.eml"))
+    ]
+
+
+# --- check first -------------------------------------------------------------------------------
+
+
+def add_invalid_row(workdir: Path) -> int:
+    """Append a row with a broken address to the sample list; returns its line number."""
+    path = workdir / "contacts" / "coordinators.csv"
+    text = path.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        text += "\n"
+    text += "not-an-address,Broken,Row,Penge and Cator,coordinator,,,,\n"
+    path.write_text(text, encoding="utf-8")
+    return text.rstrip("\n").count("\n") + 1
+
+
+def test_an_invalid_contact_row_stops_the_send_before_anything_is_written(workdir, cli):
+    line = add_invalid_row(workdir)
+    result = cli("send", "eu-referendum", "--yes", expect=1)
+    assert f"contacts/coordinators.csv:{line}: 'not-an-address'" in result.stderr
+    assert "nothing was sent" in result.stderr
+    assert "--skip-invalid" in result.stderr
+    assert not (workdir / "bulletin.db").exists()
+    assert not (workdir / "outbox").exists()
+
+
+def test_skip_invalid_sends_the_valid_rows_and_reports_the_others(workdir, cli):
+    line = add_invalid_row(workdir)
+    result = cli("send", "eu-referendum", "--yes", "--skip-invalid")
+    assert f"skipped: contacts/coordinators.csv:{line}:" in result.stderr
+    assert "1 invalid row(s)" in result.stderr
+    assert f"{SAMPLE} written to the outbox" in result.stdout
+    rows = deliveries(workdir / "bulletin.db")
+    assert len(rows) == SAMPLE and "not-an-address" not in rows
+    assert len(outbox_recipients(workdir)) == SAMPLE
+
+
+def test_a_broken_message_is_refused_even_with_skip_invalid(workdir, cli):
+    path = workdir / "messages" / "eu-referendum.md"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("{{ first_name", "{{ nickname", 1),
+        encoding="utf-8",
+    )
+    result = cli("send", "eu-referendum", "--yes", "--skip-invalid", expect=1)
+    assert "nickname" in result.stderr
+    assert not (workdir / "bulletin.db").exists()
+
+
+# --- summary and confirmation ------------------------------------------------------------------
+
+
+def test_summary_shows_subject_sender_transport_audience_and_skips(workdir, cli):
+    # A second list repeating one address, and one address on the do-not-send list.
+    write_contacts(
+        workdir / "contacts" / "extra.csv",
+        [{"email": "David.ONeill@example.com", "first_name": "David"}],
+    )
+    cli("suppress", "add", "priya.raman@example.net")
+    result = cli("send", "eu-referendum", "--dry-run")
+    summary = result.stderr
+    assert "Subject:   Key messages from the Borough Commander: we stand together" in summary
+    assert "From:      Bromley Police <bromley.neighbourhoods@example.org>" in summary
+    assert "Transport: outbox" in summary and "nothing is emailed" in summary
+    assert f"Audience:  {SAMPLE - 1} email recipient(s)" in summary
+    assert "Skipped:   1 suppressed, 1 duplicate row(s)" in summary
+    assert "contacts/extra.csv:2: David.ONeill@example.com is also on" in summary
+
+
+def test_summary_names_the_sendgrid_transport(workdir, cli, sendgrid_env):
+    result = cli("send", "eu-referendum", "--dry-run")
+    assert f"Transport: SendGrid ({sendgrid_env.url})" in result.stderr
+    assert sendgrid_env.requests == 0
+
+
+def test_without_yes_and_without_a_terminal_it_refuses_rather_than_hangs(workdir, cli):
+    result = cli("send", "eu-referendum", expect=1)
+    assert "pass --yes" in result.stderr
+    assert not (workdir / "bulletin.db").exists()
+    assert not (workdir / "outbox").exists()
+
+
+# --- dry run and test copies -------------------------------------------------------------------
+
+
+def test_dry_run_renders_everything_and_touches_neither_transport_nor_database(
+    workdir, cli, sendgrid_env
+):
+    result = cli("send", "eu-referendum", "--dry-run")
+    assert f"Dry run: rendered {SAMPLE} message(s); nothing was sent" in result.stdout
+    assert sendgrid_env.requests == 0
+    assert not (workdir / "bulletin.db").exists()
+    assert not (workdir / "bulletin.db.lock").exists()
+
+
+def test_dry_run_with_the_outbox_writes_no_files(workdir, cli):
+    cli("send", "eu-referendum", "--dry-run")
+    assert not (workdir / "outbox").exists()
+    assert not (workdir / "bulletin.db").exists()
+
+
+def test_test_copy_goes_to_one_staff_address_personalised_as_the_first_contact(
+    workdir, cli, sendgrid_env
+):
+    result = cli("send", "eu-referendum", "--test", "duty.officer@example.net")
+    assert "not tracked" in result.stdout
+    assert sendgrid_env.requests == 1
+    (request,) = sendgrid_env.accepted
+    assert request["emails"] == ["duty.officer@example.net"]
+    (personalization,) = request["body"]["personalizations"]
+    assert personalization["subject"].startswith("[TEST] Key messages")
+    assert "Margaret" in personalization["substitutions"].values()  # the first contact's name
+    assert not (workdir / "bulletin.db").exists()
+
+
+def test_test_copy_through_the_outbox(workdir, cli):
+    cli("send", "eu-referendum", "--test", "duty.officer@example.net")
+    (path,) = (workdir / "outbox").glob("*.eml")
+    mail = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert mail["To"].addresses[0].addr_spec == "duty.officer@example.net"
+    assert mail["Subject"] == "[TEST] Key messages from the Borough Commander: we stand together"
+    assert "Dear Margaret," in mail.get_body(("plain",)).get_content()
+    assert not (workdir / "bulletin.db").exists()
+
+
+def test_test_copy_rejects_a_bad_address(workdir, cli):
+    result = cli("send", "eu-referendum", "--test", "not an address", expect=1)
+    assert "--test not an address" in result.stderr
+    assert not (workdir / "outbox").exists()
+
+
+# --- limit, resume, changed messages -----------------------------------------------------------
+
+
+def test_limit_sends_the_next_n_and_a_rerun_continues(workdir, cli):
+    db = workdir / "bulletin.db"
+    result = cli("send", "eu-referendum", "--yes", "--limit", "10")
+    assert "10 written to the outbox" in result.stdout
+    assert f"{SAMPLE - 10} still pending" in result.stdout
+    assert "again to continue" in result.stdout
+    assert states(db) == {"accepted": 10, "pending": SAMPLE - 10}
+    cli("send", "eu-referendum", "--yes", "--limit", "10")
+    assert states(db) == {"accepted": 20, "pending": SAMPLE - 20}
+    result = cli("send", "eu-referendum", "--yes")
+    assert f"{SAMPLE - 20} written to the outbox" in result.stdout
+    sent = outbox_recipients(workdir)
+    assert len(sent) == SAMPLE == len(set(sent))
+    result = cli("send", "eu-referendum", "--yes")
+    assert "Nothing to send" in result.stdout
+    assert len(outbox_recipients(workdir)) == SAMPLE
+
+
+def test_resume_after_a_partial_send_never_resends_accepted_recipients(
+    workdir, cli, sendgrid_env
+):
+    cli("send", "eu-referendum", "--yes", "--limit", "7")
+    first = set(sendgrid_env.delivered_emails())
+    assert len(first) == 7
+    result = cli("send", "eu-referendum", "--yes")
+    assert "Resuming:  send #1 — 7 already done, 27 to go" in result.stderr
+    delivered = sendgrid_env.delivered_emails()
+    assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
+    assert states(workdir / "bulletin.db") == {"accepted": SAMPLE}
+
+
+def test_a_changed_message_after_a_partial_send_is_refused_unless_new_send(workdir, cli):
+    db = workdir / "bulletin.db"
+    cli("send", "eu-referendum", "--yes", "--limit", "5")
+    path = workdir / "messages" / "eu-referendum.md"
+    path.write_text(path.read_text(encoding="utf-8") + "\nP.S. One more thing.\n", "utf-8")
+
+    result = cli("send", "eu-referendum", "--yes", expect=1)
+    assert "has changed since send #1" in result.stderr and "--new-send" in result.stderr
+    assert len(outbox_recipients(workdir)) == 5
+    assert states(db, 1) == {"accepted": 5, "pending": SAMPLE - 5}
+
+    result = cli("send", "eu-referendum", "--yes", "--new-send")
+    assert f"Send #2: {SAMPLE} written to the outbox" in result.stdout
+    assert states(db, 2) == {"accepted": SAMPLE}
+    assert states(db, 1) == {"accepted": 5, "pending": SAMPLE - 5}  # the old send is untouched
+
+
+def test_a_contact_removed_from_the_list_mid_send_is_not_sent(workdir, cli):
+    name = street_message(workdir, people(6))
+    cli("send", name, "--yes", "--limit", "2")
+    street_message(workdir, people(6)[:5])  # person00006 leaves the list before the re-run
+    result = cli("send", name, "--yes", expect=3)
+    assert "person00006@example.org: no longer in the audience" in result.stderr
+    row = deliveries(workdir / "bulletin.db")["person00006@example.org"]
+    assert row["state"] == "failed"
+    assert "person00006@example.org" not in outbox_recipients(workdir)
+
+
+# --- the outbox transport ----------------------------------------------------------------------
+
+
+def test_outbox_writes_private_eml_files_and_says_nothing_was_emailed(workdir, cli):
+    result = cli("send", "eu-referendum", "--yes")
+    assert "Nothing was emailed" in result.stdout
+    folder = workdir / "outbox"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    files = list(folder.glob("*.eml"))
+    assert len(files) == SAMPLE
+    assert {path.stat().st_mode & 0o777 for path in files} == {0o600}
+    assert not list(folder.glob("*.tmp"))
+    rows = deliveries(workdir / "bulletin.db")
+    mail = message_from_bytes(files[0].read_bytes(), policy=policy.default)
+    address = mail["To"].addresses[0].addr_spec.lower()
+    assert rows[address]["message_id"] == mail["Message-ID"]
+
+
+@pytest.mark.parametrize("option", ["--transport", "--transport=smtp"])
+def test_an_unconfigured_transport_is_a_configuration_error(workdir, cli, option, monkeypatch):
+    monkeypatch.setenv("SMTP_HOST", "")
+    args = ["send", "eu-referendum", "--yes"]
+    args += [option, "sendgrid"] if option == "--transport" else [option]
+    result = cli(*args, expect=1)
+    assert ("SENDGRID_API_KEY" if option == "--transport" else "SMTP_HOST") in result.stderr
+    assert not (workdir / "bulletin.db").exists()

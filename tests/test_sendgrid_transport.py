@@ -1,0 +1,258 @@
+"""The SendGrid transport: the real `sendgrid` client against the loopback v3 stand-in.
+
+The stand-in validates every request like the real API and can misbehave on cue
+(tests/servers.py): rate limits, 5xx, a refused key, a 400, a slow or dropped answer.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from conftest import API_KEY, SECRET
+from servers import drop_after_read, drop_before_read, garbage, rate_limited, slow, status
+from test_send import SAMPLE, deliveries, people, states, street_message
+
+from bulletin.unsubscribe import verify_token
+
+NAME = 'Zoë "Zed" <O\'Neil> & Co'  # every character HTML would have to escape
+
+
+def _key_value(personalization: dict, email: str) -> None:
+    """Substitutions: the text key holds the raw value, the html key the escaped one."""
+    subs = personalization["substitutions"]
+    assert all(isinstance(v, str) for v in subs.values())
+    for key, value in subs.items():
+        if key.startswith("~h"):
+            text = subs.get("~t" + key[2:])
+            if text is not None:
+                assert value == html.escape(text)
+
+
+def test_a_large_send_is_split_into_requests_of_at_most_1000_personalizations(
+    workdir, cli, sendgrid_env
+):
+    rows = people(2500)
+    rows[1500]["first_name"] = NAME
+    name = street_message(workdir, rows)
+    result = cli("send", name, "--yes")
+    assert "Send #1: 2500 accepted, 0 failed, 0 unknown, 0 still pending." in result.stdout
+
+    assert sendgrid_env.requests == 3
+    assert [len(r["emails"]) for r in sendgrid_env.accepted] == [1000, 1000, 500]
+    delivered = sendgrid_env.delivered_emails()
+    assert len(delivered) == 2500 and set(delivered.values()) == {1}
+
+    rows_by_email = deliveries(workdir / "bulletin.db")
+    for request in sendgrid_env.accepted:
+        body = request["body"]
+        assert body["categories"] == ["street-safety"]
+        assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+        for personalization, email in zip(body["personalizations"], request["emails"], strict=True):
+            assert len(personalization["to"]) == 1 and "cc" not in personalization
+            row = rows_by_email[email]
+            # custom_args map webhook events back to the delivery; SendGrid wants strings.
+            assert personalization["custom_args"] == {
+                "bulletin_send": "1",
+                "bulletin_delivery": str(row["id"]),
+            }
+            headers = personalization["headers"]
+            assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            link = headers["List-Unsubscribe"]
+            assert "\n" not in link and "\r" not in link
+            assert link.startswith("<https://bulletin.example.org/unsubscribe?t=")
+            token = parse_qs(urlsplit(link.strip("<>")).query)["t"][0]
+            assert verify_token(SECRET, token, email)
+            _key_value(personalization, email)
+            # X-Message-Id of the request is stored with each of its deliveries.
+            assert row["message_id"] == request["message_id"]
+            assert row["state"] == "accepted"
+
+    special = sendgrid_env.accepted[1]["body"]["personalizations"][500]
+    assert special["to"] == [{"email": "person01501@example.org", "name": f"{NAME} Example"}]
+    subs = special["substitutions"]
+    assert NAME in subs.values()  # text parts and the subject get it as written
+    assert html.escape(NAME) in subs.values()  # the HTML part gets it escaped
+
+
+def test_request_uses_the_api_key_and_the_message_front_matter(workdir, cli, sendgrid_env):
+    cli("send", "eu-referendum", "--yes")
+    body = sendgrid_env.accepted[0]["body"]
+    assert body["from"] == {
+        "email": "bromley.neighbourhoods@example.org",
+        "name": "Bromley Police",
+    }
+    assert body["reply_to"]["email"] == "bromley.snt@example.org"
+    assert body["categories"] == ["key-messages"]
+    assert body["headers"] == {"X-Bulletin-Reference": "BR-2016-07-01"}
+    assert len(body["personalizations"]) == SAMPLE
+
+
+def test_oversized_personal_fields_fail_that_recipient_only(workdir, cli, sendgrid_env):
+    rows = people(3)
+    rows[1]["first_name"] = "x" * 6000  # used in subject and body: over 10,000 bytes
+    name = street_message(workdir, rows)
+    result = cli("send", name, "--yes", expect=3)
+    assert "person00002@example.org: personal fields too large for SendGrid" in result.stderr
+    assert set(sendgrid_env.delivered_emails()) == {
+        "person00001@example.org",
+        "person00003@example.org",
+    }
+    assert states(workdir / "bulletin.db") == {"accepted": 2, "failed": 1}
+
+
+# --- retried failures --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        rate_limited(reset_in=0, retry_after=0),
+        status(500),
+        status(502),
+        status(503),
+        status(504),
+        garbage(500),
+    ],
+    ids=["429", "500", "502", "503", "504", "garbage-500"],
+)
+def test_rate_limits_and_server_errors_are_retried_then_sent_once(
+    workdir, cli, sendgrid_env, fault
+):
+    sendgrid_env.script(fault, fault)
+    result = cli("send", "eu-referendum", "--yes")
+    assert f"{SAMPLE} accepted" in result.stdout
+    assert sendgrid_env.requests == 3
+    delivered = sendgrid_env.delivered_emails()
+    assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
+
+
+def _timed_send(cli) -> float:
+    started = time.monotonic()
+    cli("send", "eu-referendum", "--yes")
+    return time.monotonic() - started
+
+
+def test_a_429_retry_after_is_honoured(workdir, cli, sendgrid_env, monkeypatch):
+    monkeypatch.setenv("BULLETIN_RETRY_MAX_WAIT", "10")
+    # Jittered back-off alone would wait at most 1 s before the first retry.
+    sendgrid_env.script(rate_limited(reset_in=0, retry_after=2))
+    assert _timed_send(cli) >= 1.9
+    assert sendgrid_env.requests == 2 and len(sendgrid_env.accepted) == 1
+
+
+def test_a_429_x_ratelimit_reset_is_honoured_without_retry_after(
+    workdir, cli, sendgrid_env, monkeypatch
+):
+    monkeypatch.setenv("BULLETIN_RETRY_MAX_WAIT", "10")
+    # SendGrid's 429 carries X-RateLimit-Reset (a Unix time), no Retry-After.
+    sendgrid_env.script(rate_limited(reset_in=3, retry_after=None))
+    assert _timed_send(cli) >= 1.9  # the stub truncates the reset time to whole seconds
+    assert sendgrid_env.requests == 2 and len(sendgrid_env.accepted) == 1
+
+
+def test_persistent_503_stops_the_send_and_a_rerun_completes(workdir, cli, sendgrid_env):
+    sendgrid_env.script(*[status(503)] * 6)  # BULLETIN_RETRIES=5: one try and five retries
+    result = cli("send", "eu-referendum", "--yes", expect=4)
+    assert "SendGrid answered 503 6 times" in result.stderr
+    assert "the same command resumes" in result.stderr
+    assert sendgrid_env.requests == 6 and not sendgrid_env.accepted
+    db = workdir / "bulletin.db"
+    assert states(db) == {"pending": SAMPLE}
+
+    result = cli("send", "eu-referendum", "--yes")
+    assert f"{SAMPLE} accepted" in result.stdout
+    assert states(db) == {"accepted": SAMPLE}
+    assert set(sendgrid_env.delivered_emails().values()) == {1}
+
+
+# --- refused outright --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [401, 403])
+def test_a_refused_api_key_stops_at_once_and_never_prints_the_key(
+    workdir, cli, sendgrid_env, code
+):
+    if code == 401:
+        sendgrid_env.set_api_key("SG.some-other-key")
+    else:
+        sendgrid_env.script(status(403))
+    result = cli("send", "eu-referendum", "--yes", expect=4)
+    assert "SENDGRID_API_KEY" in result.stderr
+    assert f"({code}:" in result.stderr
+    assert API_KEY not in result.stdout + result.stderr
+    assert API_KEY[3:] not in result.stdout + result.stderr
+    assert sendgrid_env.requests == 1  # not retried
+    assert states(workdir / "bulletin.db") == {"pending": SAMPLE}  # nobody marked failed
+
+
+def test_a_400_fails_that_batch_with_sendgrids_text_and_sends_the_others(
+    workdir, cli, sendgrid_env
+):
+    name = street_message(workdir, people(2100))
+    error = {"errors": [{"field": "personalizations.0.to", "message": "Invalid recipient"}]}
+    sendgrid_env.script(slow(0), status(400, error))
+    result = cli("send", name, "--yes", expect=3)
+    assert "failed: person01001@example.org: SendGrid 400: personalizations.0.to: " in (
+        result.stderr
+    )
+    assert "Send #1: 1100 accepted, 1000 failed" in result.stdout
+    assert "bulletin status 1" in result.stderr
+    rows = deliveries(workdir / "bulletin.db")
+    failed = {email for email, row in rows.items() if row["state"] == "failed"}
+    assert failed == {f"person{n:05d}@example.org" for n in range(1001, 2001)}
+    assert rows["person01001@example.org"]["error"].endswith("Invalid recipient")
+    assert set(sendgrid_env.delivered_emails()) == set(rows) - failed
+
+    # Failed recipients are final: a re-run sends nobody again.
+    cli("send", name, "--yes")
+    assert sendgrid_env.requests == 3
+
+
+# --- no answer: the batch may have gone --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [slow(3), drop_after_read(), drop_after_read(reset=True)],
+    ids=["timeout", "dropped", "reset"],
+)
+def test_no_answer_makes_the_batch_unknown_and_it_is_resent_only_on_request(
+    workdir, cli, sendgrid_env, monkeypatch, fault
+):
+    monkeypatch.setenv("BULLETIN_TIMEOUT", "0.5")
+    sendgrid_env.script(fault)
+    result = cli("send", "eu-referendum", "--yes", expect=3)
+    assert "no answer from the transport; not re-sent automatically" in result.stderr
+    assert sendgrid_env.requests == 1  # not retried: the stand-in did accept it
+    assert len(sendgrid_env.accepted) == 1
+    db = workdir / "bulletin.db"
+    assert states(db) == {"unknown": SAMPLE}
+
+    result = cli("send", "eu-referendum", "--yes")
+    assert "--resend-unknown" in result.stdout + result.stderr
+    assert sendgrid_env.requests == 1
+
+    cli("send", "eu-referendum", "--yes", "--resend-unknown")
+    assert sendgrid_env.requests == 2
+    assert states(db) == {"accepted": SAMPLE}
+
+
+def test_a_connection_closed_before_reading_is_never_counted_as_sent(workdir, cli, sendgrid_env):
+    sendgrid_env.script(drop_before_read())
+    cli("send", "eu-referendum", "--yes", expect=3)
+    counts = states(workdir / "bulletin.db")
+    assert counts.get("accepted", 0) == 0 and not sendgrid_env.accepted
+
+
+def test_sendgrid_unreachable_stops_with_a_clear_line_and_marks_nobody_sent(
+    workdir, cli, sendgrid_env
+):
+    sendgrid_env.stop()
+    result = cli("send", "eu-referendum", "--yes", expect=4)
+    assert f"cannot reach SendGrid at {sendgrid_env.url}" in result.stderr
+    assert "BULLETIN_SENDGRID_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert states(workdir / "bulletin.db") == {"pending": SAMPLE}
