@@ -207,4 +207,5 @@ def html_to_text(html: str, width: int = TEXT_WIDTH) -> str:
 
     root = tinyhtml5.parse(html)
     body = next((e for e in root if _local(e.tag) == "body"), root)
-    return "\n\n".join(_blocks(body, width)).strip() + "\n"
+    # Strip only blank lines: a body that opens with a quote keeps its indent.
+    return "\n\n".join(_blocks(body, width)).strip("\n") + "\n"

@@ -22,10 +22,15 @@ from pathlib import Path
 from bulletin import fields
 from bulletin.contacts import Contact
 from bulletin.errors import InputError, Problem
-from bulletin.markup import html_to_text, markdown_to_html
+from bulletin.markup import URL_SCHEMES, html_to_text, markdown_to_html
 from bulletin.message import Message
 
 UNSUBSCRIBE = "@unsubscribe"  # the slot for the per-recipient unsubscribe link
+SUBJECT_RULE = "@subject_rule"  # "=====" as long as this recipient's subject (email.txt)
+URL_OF = "@url:"  # "@url:N": slot N's value where it starts a link, with its scheme checked
+# A slot whose value would start an href/src decides the link's scheme (javascript:…).
+_URL_START = re.compile("((?:href|src)\\s*=\\s*[\"']?)\ue000(\\d+)\ue001", re.IGNORECASE)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _TOKEN = re.compile("\ue000(\\d+)\ue001")
 # Bodies are encoded with BODY_POLICY (quoted-printable lines ≤ 76 columns), but headers
 # are written with this one: List-Unsubscribe must stay on one unfolded line, and the
@@ -97,12 +102,36 @@ class Slots:
             s if isinstance(s, str) else self.token_for(s.key, s.fallback) for s in segments
         )
 
+    def index_of(self, key: str) -> int | None:
+        return self._index.get((key, ""))
+
+    def guard_urls(self, html_text: str) -> str:
+        """Give each slot that starts a link its own slot whose value has a safe scheme."""
+        return _URL_START.sub(
+            lambda m: m.group(1) + self.token_for(f"{URL_OF}{m.group(2)}"), html_text
+        )
+
     def values(self, contact: Contact | None, unsubscribe_url: str = "") -> list[str]:
         get = contact.fields.get if contact is not None else {}.get
-        return [
-            unsubscribe_url if key == UNSUBSCRIBE else (get(key) or fallback)
-            for key, fallback in self.keys
-        ]
+        out: list[str] = []
+        for key, fallback in self.keys:
+            if key == UNSUBSCRIBE:
+                out.append(unsubscribe_url)
+            elif key.startswith(URL_OF):  # always after the slot it refers to
+                out.append(safe_url(out[int(key[len(URL_OF) :])]))
+            else:
+                out.append(get(key) or fallback)
+        return out
+
+
+def safe_url(value: str) -> str:
+    """The value if its scheme is one we allow in links (or it has none), else empty."""
+    # Browsers drop tabs, newlines and control characters inside URLs ("java\tscript:").
+    bare = re.sub(r"[\x00-\x20\x7f]+", "", value)
+    scheme = _SCHEME.match(bare)
+    if scheme and scheme.group(1).lower() not in URL_SCHEMES:
+        return ""
+    return value
 
 
 class _Recipient:
@@ -138,7 +167,11 @@ class CompiledEmail:
     subject_keys: frozenset[str]
 
     def values(self, contact: Contact | None, unsubscribe_url: str = "") -> list[str]:
-        return self.slots.values(contact, unsubscribe_url)
+        values = self.slots.values(contact, unsubscribe_url)
+        rule = self.slots.index_of(SUBJECT_RULE)
+        if rule is not None:
+            values[rule] = "=" * min(len(fill(self.subject, values)), 76)
+        return values
 
     def render(self, contact: Contact | None, unsubscribe_url: str = "") -> Rendered:
         values = self.values(contact, unsubscribe_url)
@@ -186,6 +219,7 @@ def compile_email(
         "sender_name": sender.name if sender else "",
         "sender_email": sender.email if sender else "",
         "unsubscribe_url": slots.token_for(UNSUBSCRIBE),
+        "subject_rule": slots.token_for(SUBJECT_RULE),
         "recipient": _Recipient(slots),
     }
     environment = template_environment(workdir)
@@ -200,7 +234,8 @@ def compile_email(
     import css_inline
 
     # keep_at_rules: the @media rules for narrow screens must survive inlining.
-    inlined = css_inline.CSSInliner(keep_at_rules=True).inline(html_layout)
+    inlined = slots.guard_urls(css_inline.CSSInliner(keep_at_rules=True).inline(html_layout))
+    body_html = slots.guard_urls(body_html)
     placeholders = tuple(fields.placeholders(subject_segments + preheader_segments + body_segments))
     return CompiledEmail(
         message=message,

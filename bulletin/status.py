@@ -118,7 +118,13 @@ def neutralise(value: object) -> str:
 def write_csv(tracker: Tracker, sends: list[SendRow], path: Path) -> int:
     """One row per recipient; returns the number of rows."""
     count = 0
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    try:
+        handle = path.open("w", newline="", encoding="utf-8")
+    except OSError as error:
+        raise InputError(
+            f"cannot write {path}: {error.strerror}; choose another --csv path"
+        ) from None
+    with handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for send in sends:

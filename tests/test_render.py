@@ -168,8 +168,10 @@ def test_text_bullets_quote_and_sign_off(margaret):
     assert text.count("\n* ") == 7
     assert "\n* We are aware that significant events at home or abroad can increase\n  " in text
     assert "\n    “The EU Referendum may have divided public opinion" in text
-    quoted = text.split("    “The EU Referendum", 1)[1].split("Many thanks", 1)[0]
-    assert all(line.startswith("    ") for line in quoted.strip("\n").splitlines() if line)
+    start = text.index("    “The EU Referendum")
+    quoted = text[start : text.index("Many thanks")].strip("\n").splitlines()
+    assert len(quoted) > 20
+    assert all(line.startswith("    ") for line in quoted if line)
     assert "Many thanks for your continued support.\n\nChris Hafford\nBorough Commander\nMet " in (
         text
     )
@@ -292,9 +294,6 @@ def test_hostile_contact_fields_appear_as_literal_text(example, name):
 
 
 def test_hostile_fields_in_the_subject_and_preheader(settings):
-    compiled = compiled_message(
-        settings, "Hi\n", front='preheader: "For {{ first_name }}"\n'
-    )  # subject has no placeholder here; the next message has one
     path = settings.workdir / "messages" / "s.md"
     path.write_text(
         "---\nsubject: News for {{ first_name }}\nfrom: p@example.org\n"
@@ -309,12 +308,35 @@ def test_hostile_fields_in_the_subject_and_preheader(settings):
     assert "For &lt;b&gt;Ann&lt;/b&gt; &amp; {{ x }}" in rendered.html
 
 
-def test_a_contact_value_cannot_become_a_javascript_link(settings):
-    compiled = compiled_message(settings, "[Your scheme]({{ website }})\n")
-    rendered = compiled.render(contact(website="javascript:alert(1)"))
-    assert "javascript:" not in rendered.html
-    safe = compiled.render(contact(website="https://example.org/elm-road"))
-    assert 'href="https://example.org/elm-road"' in safe.html
+@pytest.mark.parametrize(
+    ("value", "href"),
+    [
+        ("javascript:alert(1)", ""),
+        (" JavaScript:alert(1)", ""),
+        ("java\tscript:alert(1)", ""),
+        ("vbscript:msgbox(1)", ""),
+        ("data:text/html,<script>alert(1)</script>", ""),
+        ("https://example.org/elm-road", "https://example.org/elm-road"),
+        ("mailto:elm@example.org", "mailto:elm@example.org"),
+        ("tel:02079460101", "tel:02079460101"),
+        ("/schemes/elm-road?a=1&b=2", "/schemes/elm-road?a=1&amp;b=2"),
+        ('x" onmouseover="alert(1)', "x&quot; onmouseover=&quot;alert(1)"),
+    ],
+)
+def test_a_contact_value_that_starts_a_link_cannot_choose_a_dangerous_scheme(
+    settings, value, href
+):
+    compiled = compiled_message(
+        settings, "[Your scheme]({{ website }}) ![map]({{ website }})\n\nSee {{ website }}\n"
+    )
+    rendered = compiled.render(contact(website=value))
+    assert f'<a href="{href}"' in rendered.html
+    assert f'src="{href}"' in rendered.html
+    # The same field as text is shown as it is.
+    assert f"See {value}" in rendered.text
+    assert "See " + value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(
+        ">", "&gt;"
+    ) in rendered.html.replace("&#x27;", "'")
 
 
 def test_a_line_break_in_a_subject_field_is_refused(settings):
@@ -404,7 +426,7 @@ def test_compile_reports_problems_but_still_compiles(settings):
 
 def test_user_templates_override_the_packaged_ones(settings):
     (settings.workdir / "templates" / "email.txt").write_text(
-        "CUSTOM {{ subject }}\n{{ body }}\n", encoding="utf-8"
+        "CUSTOM {{ subject }}\n{{ body }}", encoding="utf-8"
     )
     compiled = compiled_message(settings, "Hello {{ first_name }}\n")
     assert compiled.render(contact(first_name="Ann")).text == "CUSTOM Test\nHello Ann\n"
