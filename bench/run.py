@@ -6,19 +6,25 @@
 Makes deterministic fictional contact lists (1k, 10k, 100k rows on example.org/.com/.net) in
 working folders made by `bulletin init`, starts its own loopback servers (the SendGrid stand-in
 and the aiosmtpd sink from tests/servers.py), runs every scenario a few times as a separate
-process — wall time from fork to exit, peak RSS from os.wait4 — and prints one Markdown table
-with the median time, the highest peak RSS, mailmerge's figures where it does the same job,
-the ratio, the target and pass / fall short.
+process — wall time from fork to exit, peak RSS from os.wait4, both taken in bench/spawn.py, a
+small process that forks them so the bench's own memory never counts as theirs — and prints
+one Markdown table with the median time, the highest peak RSS, mailmerge's figures where it
+does the same job, the ratio, the target and pass / fall short.
 
 mailmerge is installed, once, in bench/.venv-mailmerge (it pins its own Jinja2), so the
 project's own dependencies are never touched. It gets the same CSV file, the same Markdown body
 (its template says `Content-Type: text/markdown`) and the same SMTP sink.
 
 `--quick` runs each scenario once and shrinks the sizes where a target is a ratio or a rate
-(the comparisons at 1k, events import at 100k against a proportional target); it finishes in
-under two minutes once the mailmerge venv exists. `--check-only` is the CI smoke test: every
-scenario once at the smallest size, mailmerge left out, no timing verdicts; the exit status
-is 1 only if a scenario failed to run or its result was wrong. Tests never assert on time.
+(the SMTP comparison at 1k, events import at 100k against a proportional target, 5 webhook
+posts); it finishes in about a minute once the mailmerge venv exists. `--check-only` is the
+CI smoke test: every scenario once at the smallest size, mailmerge left out, no verdicts; the
+exit status is 1 only if a scenario failed to run or its result was wrong (never for time).
+`--profile NAME…` adds one run of those scenarios under cProfile (bench/out/profile-NAME.prof)
+and prints the top entries; `--keep` keeps the working folders under bench/out/.
+
+Every scenario checks its result, not only its exit status: the sink or stand-in must hold
+each address exactly once, the database must keep every distinct event.
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import socket
 import sqlite3
 import statistics
@@ -92,31 +97,60 @@ def clean_environment(**extra: str) -> dict[str, str]:
     return env
 
 
+class Spawner:
+    """bench/spawn.py: forks the measured commands from a ~10 MB process (see its docstring)."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-S", str(BENCH / "spawn.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, **request) -> dict:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        reply = json.loads(self.process.stdout.readline() or '{"error": "spawner died"}')
+        if "error" in reply:
+            raise Broken(f"spawner: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+_spawner: Spawner | None = None
+
+
+def spawner() -> Spawner:
+    global _spawner
+    if _spawner is None:
+        _spawner = Spawner()
+    return _spawner
+
+
 def measure(
     command: list[str], cwd: Path, env: dict[str, str], *, quiet_stdout: bool = False
 ) -> Run:
-    """Run one process to the end: wall time and its own peak RSS (os.wait4, not a delta)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
+    """Run one process to the end: wall time and its own peak RSS (os.wait4 in the spawner)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+        reply = spawner().ask(
+            op="run",
+            argv=command,
+            cwd=str(cwd),
             env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL if quiet_stdout else out,
-            stderr=err,
+            stdout=None if quiet_stdout else str(out),
+            stderr=str(err),
         )
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        err.seek(0)
         return Run(
-            seconds,
-            usage.ru_maxrss / 1024,  # kilobytes on Linux
-            process.returncode,
-            out.read().decode(errors="replace"),
-            err.read().decode(errors="replace"),
+            reply["seconds"],
+            reply["maxrss_kb"] / 1024,  # kilobytes on Linux
+            reply["code"],
+            out.read_text(errors="replace") if out.exists() else "",
+            err.read_text(errors="replace"),
         )
 
 
@@ -187,16 +221,86 @@ def table(rows: list[Row]) -> str:
 # --------------------------------------------------------------------------- data
 
 
-FIRST_NAMES = (
-    "Margaret David Priya Grace Zoë Tomasz Amara Robert Linh Fiona Sunil Rachel Elizabeth Karim "
-    "Bronwen James Imran Hannah Kwame Elif Wei Catherine Marco Nasreen Gareth Anika Harold João "
-    "Siobhán Dev Michael Olumide Petra Simon Gurpreet Aoife Chidi Ines Yusuf Malgorzata"
-).split()
-LAST_NAMES = (
-    "Okafor O'Neill Raman Hughes Mensah Lefèvre Kowalski Adeyemi Fitzgerald Nguyen MacLeod "
-    "Patel Thompson Carter Haddad Evans Murphy Ahmed Schwartz Osei Yılmaz Chen Baptiste Rossi "
-    "Begum Jenkins Singh Bennett Ferreira Kelly Shah Harris Ogunleye Novak Wright Kaur"
-).split()
+FIRST_NAMES = [
+    "Margaret",
+    "David",
+    "Priya",
+    "Grace",
+    "Zoë",
+    "Tomasz",
+    "Amara",
+    "Robert",
+    "Linh",
+    "Fiona",
+    "Sunil",
+    "Rachel",
+    "Elizabeth",
+    "Karim",
+    "Bronwen",
+    "James",
+    "Imran",
+    "Hannah",
+    "Kwame",
+    "Elif",
+    "Wei",
+    "Catherine",
+    "Marco",
+    "Nasreen",
+    "Gareth",
+    "Anika",
+    "Harold",
+    "João",
+    "Siobhán",
+    "Dev",
+    "Michael",
+    "Olumide",
+    "Petra",
+    "Simon",
+    "Gurpreet",
+    "Aoife",
+    "Chidi",
+    "Ines",
+    "Yusuf",
+    "Malgorzata",
+]
+LAST_NAMES = [
+    "Okafor",
+    "O'Neill",
+    "Raman",
+    "Hughes",
+    "Mensah",
+    "Lefèvre",
+    "Kowalski",
+    "Adeyemi",
+    "Fitzgerald",
+    "Nguyen",
+    "MacLeod",
+    "Patel",
+    "Thompson",
+    "Carter",
+    "Haddad",
+    "Evans",
+    "Murphy",
+    "Ahmed",
+    "Schwartz",
+    "Osei",
+    "Yılmaz",
+    "Chen",
+    "Baptiste",
+    "Rossi",
+    "Begum",
+    "Jenkins",
+    "Singh",
+    "Bennett",
+    "Ferreira",
+    "Kelly",
+    "Shah",
+    "Harris",
+    "Ogunleye",
+    "Novak",
+    "Wright",
+    "Kaur",
+]
 WARDS = (
     "Penge and Cator",
     "Crystal Palace",
@@ -408,14 +512,23 @@ def events(rows: list[tuple[int, int, str, str]], count: int, seed: int = 11) ->
                 made += 1
 
 
-def write_events(path: Path, rows: list[tuple[int, int, str, str]], count: int) -> int:
-    """One JSON event per line; returns the number written."""
-    written = 0
+def write_events(path: Path, rows: list[tuple[int, int, str, str]], count: int) -> tuple[int, int]:
+    """One JSON event per line; returns the number written and the number of distinct ids."""
+    written, ids = 0, set()
     with path.open("w", encoding="utf-8") as handle:
         for event in events(rows, count):
             handle.write(json.dumps(event, separators=(",", ":")) + "\n")
             written += 1
-    return written
+            ids.add(event["sg_event_id"])
+    return written, len(ids)
+
+
+def stored_events(db: Path, prefix: str = "") -> int:
+    """Events the database kept (matched or not), optionally only ids starting with prefix."""
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        return connection.execute(
+            "SELECT COUNT(*) FROM events WHERE sg_event_id LIKE ?", (prefix + "%",)
+        ).fetchone()[0]
 
 
 def webhook_signer():
@@ -435,11 +548,12 @@ def webhook_signer():
     return base64.b64encode(public).decode(), sign
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, pid: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise Broken(f"events serve exited {process.returncode} before listening")
+        code = spawner().ask(op="poll", pid=pid)["code"]
+        if code is not None:
+            raise Broken(f"events serve exited {code} before listening")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
@@ -460,6 +574,7 @@ class Bench:
         self.folders: dict[str, Path] = {}
         self.sendgrid_db: Path | None = None  # a finished 100k SendGrid send, for later rows
         self.mailmerge: Path | None = None
+        self.current = ""  # the scenario running now
 
     # helpers ---------------------------------------------------------------------------
 
@@ -523,6 +638,8 @@ class Bench:
                 f"  {row.scenario}: {who} run {number + 1}/{times} "
                 f"{run.seconds:.2f} s, {run.rss_mb:.0f} MB"
             )
+        if who == "bulletin" and self.current in (self.args.profile or ()):
+            self.profile(command, cwd, env, before, quiet_stdout)
         times_ = [r.seconds for r in runs]
         if who == "bulletin":
             row.bulletin_times = times_
@@ -535,6 +652,27 @@ class Bench:
             row.mailmerge_rss_mb = max(r.rss_mb for r in runs)
         return runs
 
+    def profile(
+        self,
+        command: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        before: Callable[[], None],
+        quiet_stdout: bool,
+    ) -> None:
+        """One more run under cProfile: bench/out/profile-NAME.prof and the top entries."""
+        import pstats
+
+        OUT.mkdir(parents=True, exist_ok=True)
+        path = OUT / f"profile-{self.current}.prof"
+        profiled = [sys.executable, "-m", "cProfile", "-o", str(path), "-m", "bulletin"]
+        before()
+        run = measure([*profiled, *command[len(self.bulletin) :]], cwd, env, quiet_stdout=True)
+        expect(run, "profiled run")
+        self.log(f"  profile ({run.seconds:.1f} s under cProfile) written to {path}")
+        stats = pstats.Stats(str(path), stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(25)
+
     def judge(self, row: Row, failures: list[str]) -> None:
         row.result = "ran" if self.check_only else verdict(failures)
 
@@ -545,7 +683,7 @@ class Bench:
     # scenarios -------------------------------------------------------------------------
 
     def help(self, row: Row) -> None:
-        runs = self.series(
+        self.series(
             row,
             self.repeats(10, 5),
             [*self.bulletin, "--help"],
@@ -553,7 +691,6 @@ class Bench:
             clean_environment(),
             check=lambda run: None if "Usage" in run.stdout else _fail("no usage text"),
         )
-        del runs
         failures: list[str] = []
         self.within(failures, row.bulletin_s, 0.3, f"{seconds(row.bulletin_s)} > 300 ms")
         self.judge(row, failures)
@@ -604,7 +741,7 @@ class Bench:
         self.judge(row, failures)
 
     def compare_dry_run(self, row: Row) -> None:
-        size = self.size("10k", "1k")
+        size = self.size("10k", "10k")
         row.scenario = f"dry run {size}: bulletin vs mailmerge --dry-run"
         self.dry_run(row, size)
         if self.check_only or not self.mailmerge:
@@ -720,7 +857,7 @@ class Bench:
         ):
             source.backup(copy)
         self.sendgrid_db = snapshot
-        row.measure = f"{max(requests)} requests"
+        row.measure = f"{max(requests)} request{'s' if max(requests) != 1 else ''}"
         failures: list[str] = []
         scale = count / 100_000
         self.within(
@@ -779,15 +916,21 @@ class Bench:
             row.result = "skipped: needs the SendGrid row"
             return
         wanted = 10_000 if self.check_only else 100_000 if self.quick else 1_000_000
-        row.scenario = f"events import, {wanted // 1000:,}k events"
+        row.scenario = f"events import, {_count(wanted)} events"
         started = time.perf_counter()
         folder = self.events_folder()
         path = self.base / f"events-{wanted}.ndjson"
-        written = write_events(path, deliveries(self.sendgrid_db), wanted)
+        written, unique = write_events(path, deliveries(self.sendgrid_db), wanted)
         self.log(
             f"wrote {written:,} events ({path.stat().st_size / 1e6:.0f} MB) "
             f"in {time.perf_counter() - started:.1f} s"
         )
+
+        def check(run: Run) -> None:
+            kept = stored_events(folder / "bulletin.db")
+            if kept != unique:
+                raise Broken(f"the database kept {kept:,} events, expected {unique:,}")
+
         self.series(
             row,
             self.repeats(3, 1),
@@ -795,6 +938,7 @@ class Bench:
             folder,
             clean_environment(BULLETIN_SECRET=SECRET, BULLETIN_PUBLIC_URL=PUBLIC_URL),
             before=lambda: self.events_folder(),
+            check=check,
         )
         row.measure = f"{written / row.bulletin_s:,.0f} events/s"
         limit = 60 * written / 1_000_000
@@ -831,12 +975,13 @@ class Bench:
             BULLETIN_PUBLIC_URL=PUBLIC_URL,
         )
         command = [*self.bulletin, "events", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        with tempfile.TemporaryFile() as err:
-            server = subprocess.Popen(
-                command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=err
-            )
+        with tempfile.TemporaryDirectory() as logs:
+            err = Path(logs) / "stderr"
+            pid = spawner().ask(
+                op="start", argv=command, cwd=str(folder), env=env, stdout=None, stderr=str(err)
+            )["pid"]
             try:
-                wait_for_port(port, server)
+                wait_for_port(port, pid)
                 rates = []
                 for number in range(rounds):
                     mine = batches[number * posts : (number + 1) * posts]
@@ -846,20 +991,20 @@ class Bench:
                     rates.append(sent / elapsed)
                     row.bulletin_times.append(elapsed)
                     self.log(f"  webhook round {number + 1}: {sent / elapsed:,.0f} events/s")
+            except Broken as error:
+                raise Broken(f"{error}: {err.read_text(errors='replace').strip()[-300:]}") from None
             finally:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    _, status, usage = _wait4(server.pid, 10)
-                except TimeoutError:
-                    server.kill()
-                    _, status, usage = os.wait4(server.pid, 0)
-                server.returncode = os.waitstatus_to_exitcode(status)
-            row.bulletin_rss_mb = usage.ru_maxrss / 1024
-        row.scenario = f"webhook: {posts} posts × 1,000 events"
+                stopped = spawner().ask(op="stop", pid=pid, timeout=10)
+            row.bulletin_rss_mb = stopped["maxrss_kb"] / 1024
+        kept = stored_events(folder / "bulletin.db", "hook-")
+        unique = len({e["sg_event_id"] for batch in batches for e in batch})
+        if kept != unique:
+            raise Broken(f"the webhook kept {kept:,} events, expected {unique:,}")
+        row.scenario = f"webhook: {posts} signed posts × 1,000 events (time per post)"
         row.runs = rounds
         rate = median(rates)
         row.bulletin_s = median(row.bulletin_times) / posts  # per post
-        row.measure = f"{rate:,.0f} events/s, per post"
+        row.measure = f"{rate:,.0f} events/s"
         self.judge(row, [] if rate >= 1000 else [f"{rate:,.0f} events/s < 1,000"])
 
     # running ---------------------------------------------------------------------------
@@ -898,6 +1043,7 @@ class Bench:
             if key not in wanted:
                 continue
             row = Row(names[key], target)
+            self.current = key
             self.log(f"{key}…")
             try:
                 scenario(row)
@@ -906,6 +1052,10 @@ class Bench:
                 self.log(f"  {key}: {row.result}")
             self.rows.append(row)
         return self.rows
+
+
+def _count(number: int) -> str:
+    return f"{number // 1_000_000}M" if number >= 1_000_000 else f"{number // 1000}k"
 
 
 def _fail(text: str) -> None:
@@ -959,21 +1109,37 @@ def _post_events(port: int, batches: list[list[dict]], sign) -> int:
     return sent
 
 
-def _wait4(pid: int, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found, status, usage = os.wait4(pid, os.WNOHANG)
-        if found:
-            return found, status, usage
-        time.sleep(0.05)
-    raise TimeoutError
+def commit_latency(folder: Path, samples: int = 40) -> float:
+    """Median seconds of one durable SQLite commit (WAL, synchronous=FULL) after a short idle.
+
+    bulletin's SMTP send commits twice per message, so this disk figure bounds it; on a
+    virtual disk it also varies from minute to minute, which is why it is printed.
+    """
+    path = folder / "commit-probe.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, state TEXT)")
+        times = []
+        for number in range(samples):
+            time.sleep(0.002)
+            started = time.perf_counter()
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("INSERT INTO t (state) VALUES (?)", (str(number),))
+            connection.execute("COMMIT")
+            times.append(time.perf_counter() - started)
+    finally:
+        connection.close()
+    return median(times)
 
 
-def machine() -> dict:
+def machine(folder: Path) -> dict:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "commit_ms": round(commit_latency(folder) * 1000, 2),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -990,6 +1156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these scenarios")
     parser.add_argument("--repeat", type=int, help="runs per scenario (overrides the defaults)")
     parser.add_argument(
+        "--profile",
+        nargs="+",
+        metavar="NAME",
+        help="one extra run of these scenarios under cProfile (bench/out/profile-NAME.prof)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the working folders (under bench/out/)"
     )
     args = parser.parse_args(argv)
@@ -1000,19 +1172,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         base = Path(tempfile.mkdtemp(prefix="bulletin-bench-"))
     try:
+        about = machine(base)
         bench = Bench(args, base)
         rows = bench.run()
+        about["commit_ms_after"] = round(commit_latency(base) * 1000, 2)
     finally:
+        if _spawner is not None:
+            _spawner.close()
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     total = time.perf_counter() - started
     mode = "check-only" if args.check_only else "quick" if args.quick else "full"
     print(table(rows))
-    print(f"\n{mode} run, {total:.0f} s; {machine()['cpus']} CPUs, Python {machine()['python']}")
+    print(
+        f"\n{mode} run, {total:.0f} s; {about['cpus']} CPUs, Python {about['python']}; "
+        f"a durable SQLite commit took {about['commit_ms']} ms before the run, "
+        f"{about['commit_ms_after']} ms after (median)"
+    )
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"mode": mode, "seconds": total, "machine": machine(), "rows": map_rows(rows)},
+                {"mode": mode, "seconds": total, "machine": about, "rows": map_rows(rows)},
                 indent=2,
                 ensure_ascii=False,
             )

@@ -8,7 +8,7 @@ from bulletin import contacts as contacts_module
 from bulletin.config import Settings
 from bulletin.contacts import Contact, ContactList
 from bulletin.errors import InputError, Problem
-from bulletin.fields import field_key
+from bulletin.fields import field_key, has_line_break
 from bulletin.message import Message, load_message, resolve_path
 from bulletin.render import (
     CompiledEmail,
@@ -130,7 +130,7 @@ def _subject_field_problems(compiled: CompiledEmail, audience: list[Contact]) ->
         Problem(c.file, c.line, f"{key} contains a line break and is used in the subject")
         for c in audience
         for key in compiled.subject_keys
-        if any(ch in c.get(key) for ch in "\r\n")
+        if has_line_break(c.get(key))
     ]
 
 

@@ -418,6 +418,10 @@ def send(
     from bulletin import send as sending
     from bulletin.check import check_message
 
+    if test and dry_run:
+        raise typer.BadParameter(
+            "--dry-run sends nothing; use one or the other", param_hint="--test"
+        )
     config = settings()
     checked = check_message(message, config)
     for duplicate in checked.contact_list.duplicates:
@@ -747,8 +751,14 @@ def events_import(
     from bulletin import events
     from bulletin.tracking import Tracker
 
+    def progress(tally: events.Tally) -> None:
+        if sys.stderr.isatty():
+            typer.echo(f"\r{tally.received:,} event(s) so far…", err=True, nl=False)
+
     with Tracker(settings().db_path) as tracker:
-        tally = events.import_events(tracker, file)
+        tally = events.import_events(tracker, file, progress=progress)
+    if sys.stderr.isatty():
+        note("")
     echo(f"{file}: {events.describe(tally)}")
     if tally.malformed:
         more = tally.malformed - len(tally.problems)
@@ -787,6 +797,53 @@ def report(
     path = output or Path(f"{send.message}-report.html")
     path.write_text(page, encoding="utf-8")
     echo(f"Wrote {path} ({len(page.encode()):,} bytes): send #{send.id}, {send.subject}")
+
+
+# --- data protection (issue 8) -------------------------------------------------------------
+
+
+@command(app)
+def forget(
+    email: Annotated[str, typer.Argument(help="the address to erase", show_default=False)],
+) -> None:
+    """Erase a person from the tracking database and outbox; a hash keeps them unmailed.
+
+    Example: bulletin forget ada.okafor@example.org
+    """
+    from bulletin import privacy
+
+    result = privacy.forget(settings(), email)
+    for line in privacy.describe_forgotten(result):
+        echo(line)
+    for row in result.contact_rows:
+        echo(f"{row.file}:{row.line}: still lists {result.email}; delete this row yourself")
+    if not result.contact_rows:
+        echo("No contact list names them any more.")
+
+
+@command(app)
+def purge(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="purge sends older than this: 400d, 8w or 2y", show_default=False
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="say what would go; change nothing")
+    ] = False,
+) -> None:
+    """Delete the per-recipient details of old sends; their totals stay in bulletin status.
+
+    Example: bulletin purge --older-than 400d
+    """
+    from bulletin import privacy
+
+    try:
+        age = privacy.parse_age(older_than)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--older-than") from None
+    echo(privacy.describe_purged(privacy.purge(settings(), age, dry_run=dry_run), dry_run))
 
 
 def main() -> None:

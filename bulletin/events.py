@@ -10,8 +10,11 @@ Rules (issue 5):
   `bulletin_delivery`, top-level keys of the event). Without them, by `sg_message_id` (its
   part before the first "." is the X-Message-Id we stored; one request, and so one id, covers
   up to 1,000 recipients, so the address picks among them), then by the address alone (its
-  latest send that got past `pending`). Custom args that name no delivery of this database
-  (another installation, a deleted database) are not guessed at: the event is kept unmatched.
+  latest send that got past `pending`). Both fallbacks start from the address's few
+  deliveries, an index lookup; an event with no address matches by `sg_message_id` only if
+  exactly one delivery has it. Custom args that name no delivery of this database (another
+  installation, a deleted database) are not guessed at, and test copies (`bulletin_test`)
+  belong to no delivery: such events are kept unmatched.
 - Duplicates (same `sg_event_id`; SendGrid retries) are ignored. An event without an id gets
   one made from a hash of its content, so replaying it is ignored too.
 - Events arrive out of order, so a state only ever moves up this ladder:
@@ -40,11 +43,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from bulletin.errors import InputError, Problem
-from bulletin.tracking import Tracker, explain, utcnow
+from bulletin.tracking import Tracker, email_hash, explain, utcnow
 
 BATCH_SIZE = 5000
 MAX_PROBLEMS = 100  # listed; the rest are only counted
+IMPORT_PRAGMAS = {"synchronous": 1, "cache_size": -65536, "wal_autocheckpoint": 16384}
 MAX_REASON = 1000
+MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 
 # Event type → the delivery state it records.
 STATE_FOR_EVENT = {
@@ -131,7 +136,7 @@ def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
+        return value if 0 <= value <= 10**15 else None  # SQLite integers stop at 2**63
     if isinstance(value, str) and value.isdigit() and len(value) <= 15:
         return int(value)
     return None
@@ -140,13 +145,14 @@ def _int(value: Any) -> int | None:
 def _timestamp(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return int(value)
     if isinstance(value, str):
         try:
-            return int(float(value))
+            value = float(value)
         except ValueError:
             return None
+    # A time a datetime can hold (1e308, 10**30 or NaN would fail later, as a 500; issue 8).
+    if isinstance(value, int | float) and 0 <= value <= MAX_TIMESTAMP:
+        return int(value)
     return None
 
 
@@ -261,38 +267,36 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
         fallback.append(index)
     if not fallback:
         return matched, targets
-    by_message: dict[tuple[str, str], Any] = {}
-    only: dict[str, Any] = {}
-    rows = tracker.deliveries_by_message_id(
-        events[i].message_id for i in fallback if events[i].message_id
-    )
-    for row in rows:
-        by_message[(row["message_id"], row["email_key"])] = row
-        only[row["message_id"]] = None if row["message_id"] in only else row
-    by_address: list[int] = []
-    for index in fallback:
+    # By address (an index lookup, a few rows each), using sg_message_id to pick the send.
+    with_address = [i for i in fallback if events[i].email]
+    candidates: dict[str, list] = {}
+    for row in tracker.deliveries_by_email(events[i].email.lower() for i in with_address):
+        candidates.setdefault(row["email_key"], []).append(row)
+    for index in with_address:
         event = events[index]
+        rows = candidates.get(event.email.lower(), [])
         row = None
         if event.message_id:
-            row = (
-                by_message.get((event.message_id, event.email.lower()))
-                if event.email
-                else only.get(event.message_id)
-            )
+            row = next((r for r in rows if r["message_id"] == event.message_id), None)
+        if row is None:  # the address's latest send that got past `pending`
+            row = max((r for r in rows if r["state"] != "pending"), key=_id, default=None)
         if row is not None:
             matched[index] = target(row)
-        elif event.email:
-            by_address.append(index)
-    if by_address:
-        latest = {
-            r["email_key"]: r
-            for r in tracker.latest_deliveries_by_email(events[i].email.lower() for i in by_address)
-        }
-        for index in by_address:
-            row = latest.get(events[index].email.lower())
+    # No address at all: the message id alone, if it names exactly one delivery.
+    bare = [i for i in fallback if not events[i].email and events[i].message_id]
+    if bare:
+        only: dict[str, Any] = {}
+        for row in tracker.deliveries_by_message_id(events[i].message_id for i in bare):
+            only[row["message_id"]] = None if row["message_id"] in only else row
+        for index in bare:
+            row = only.get(events[index].message_id)
             if row is not None:
                 matched[index] = target(row)
     return matched, targets
+
+
+def _id(row) -> int:
+    return row["id"]
 
 
 def apply_events(tracker: Tracker, events: Sequence[Event], *, now: str | None = None) -> Tally:
@@ -319,19 +323,27 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
     if not fresh:
         return
     matched, targets = _match(tracker, fresh)
+    # People erased by `bulletin forget` (issue 8): a late event keeps its type and time only.
+    forgotten = {
+        r[0]
+        for r in tracker.db.execute("SELECT email_hash FROM suppressions WHERE source = 'forget'")
+    }
     rows: list[tuple] = []
     engagement: dict[str, dict[int, list[str]]] = {"open": {}, "click": {}}
     suppress: list[tuple[str, str, str]] = []
     for event, target in zip(fresh, matched, strict=True):
+        hidden = (target is not None and not target.email) or bool(
+            forgotten and event.email and email_hash(event.email) in forgotten
+        )
         rows.append(
             (
                 event.sg_event_id,
                 target.id if target else None,
                 event.kind,
-                event.email or (target.email if target else None),
+                None if hidden else event.email or (target.email if target else None),
                 event.timestamp,
-                event.reason,
-                event.payload,
+                None if hidden else event.reason,
+                "{}" if hidden else event.payload,
                 now,
             )
         )
@@ -345,7 +357,11 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
         tally.applied += 1
         state = event.state
         if state is not None and moves_up(target.state, state):
-            target.state, target.error, target.changed = state, event.reason, True
+            target.state, target.error, target.changed = (
+                state,
+                None if hidden else event.reason,
+                True,
+            )
         elif event.kind in engagement and event.timestamp is not None:
             when = iso(event.timestamp)
             span = engagement[event.kind].setdefault(target.id, [when, when])
@@ -526,9 +542,19 @@ def import_events(
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     tally = Tally()
-    for batch in batched(read_events(path), batch_size, tally):
-        tally.add(apply_events(tracker, batch))
-        progress(tally)
+    # An import can always be run again (duplicates are ignored), so it need not wait for the
+    # disk on every commit (WAL keeps the database consistent either way); a bigger page cache
+    # and fewer, larger checkpoints halve its time (bench/events_bench.py).
+    saved = {p: tracker.execute(f"PRAGMA {p}").fetchone()[0] for p in IMPORT_PRAGMAS}
+    for pragma, value in IMPORT_PRAGMAS.items():
+        tracker.execute(f"PRAGMA {pragma}={value}")
+    try:
+        for batch in batched(read_events(path), batch_size, tally):
+            tally.add(apply_events(tracker, batch))
+            progress(tally)
+    finally:
+        for pragma, value in saved.items():
+            tracker.execute(f"PRAGMA {pragma}={value}")
     return tally
 
 

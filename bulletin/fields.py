@@ -40,6 +40,19 @@ ALIASES = {
     "zipcode": "postcode",
 }
 
+# Every character str.splitlines() breaks a line at. The email package refuses each of them in
+# a header, so a value that reaches one (a name, an address, the subject) may hold none (issue 8).
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+_LINE_BREAK = re.compile(f"[{LINE_BREAKS}]")
+
+
+def has_line_break(text: str) -> bool:
+    """True if `text` would split into more than one line anywhere (CR, LF, U+2028, …)."""
+    return _LINE_BREAK.search(text) is not None  # one regex: called per field of every row
+
+
 _SEPARATORS = re.compile(r"[\s\-_]+")
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _INNER = re.compile(

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from bulletin.errors import InputError, Problem
+from bulletin.fields import has_line_break
 
 LONDON = ZoneInfo("Europe/London")
 KEYS = (
@@ -75,7 +76,7 @@ def parse_address(value: object, key: str) -> tuple[Address | None, str | None]:
     """ "Name <address>" → Address, or an error sentence."""
     if not isinstance(value, str) or not value.strip():
         return None, f'{key} must be text like "Name <name@example.org>"'
-    if "\r" in value or "\n" in value:
+    if has_line_break(value):
         return None, f"{key} must be on one line (it reaches an email header)"
     name, address = parseaddr(value)
     if not address or "@" not in address:
@@ -83,7 +84,8 @@ def parse_address(value: object, key: str) -> tuple[Address | None, str | None]:
     from email_validator import EmailNotValidError, validate_email
 
     try:
-        address = validate_email(address, check_deliverability=False).normalized
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        address = valid.ascii_email or valid.normalized
     except EmailNotValidError as error:
         return None, f"{key}: {address!r} is not a valid email address: {error}"
     return Address(name.strip(), address), None
@@ -107,6 +109,20 @@ def parse_send_at(value: object) -> tuple[datetime | None, str | None]:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=LONDON)
     return moment, None
+
+
+def _has_surrogate(value: object, seen: set[int] | None = None) -> bool:
+    """True if a front-matter value holds a lone surrogate; YAML aliases are visited once."""
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if not isinstance(value, dict | list):
+        return False
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return False
+    seen.add(id(value))
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    return any(_has_surrogate(item, seen) for item in items)
 
 
 def _key_lines(front: str, first_line: int) -> dict[str, int]:
@@ -173,6 +189,13 @@ def load_message(
         return None, problems
     lines = _key_lines(front, 1)
     at = lines.get
+    broken = [key for key, value in data.items() if _has_surrogate(key) or _has_surrogate(value)]
+    for key in broken:  # YAML's "\ud800" escapes: not characters, and no encoder takes them
+        problem(
+            at(str(key)), f"{key!r}: an escape such as \\ud800 is not a character; type it instead"
+        )
+    if broken:
+        return None, problems
 
     for key in data:
         if key not in KEYS:
@@ -184,7 +207,7 @@ def load_message(
     if not isinstance(subject, str) or not subject.strip():
         problem(at("subject", 1), "subject is missing; add 'subject: …' to the front matter")
         subject = ""
-    elif "\r" in subject or "\n" in subject:
+    elif has_line_break(subject):
         problem(at("subject"), "subject must be on one line")
 
     def address_of(key: str, default: str) -> Address | None:
@@ -249,11 +272,11 @@ def load_message(
             problem(at("send_at"), error)
 
     category = data.get("category") or ""
-    if not isinstance(category, str) or len(category) > 255 or "\n" in category:
+    if not isinstance(category, str) or len(category) > 255 or has_line_break(category):
         problem(at("category"), "category must be one line of text, at most 255 characters")
         category = ""
     reference = data.get("reference") or path.stem.upper()
-    if not isinstance(reference, str | int) or "\n" in str(reference):
+    if not isinstance(reference, str | int) or has_line_break(str(reference)):
         problem(at("reference"), "reference must be one line of text such as BR-2016-07-01")
         reference = path.stem.upper()
 

@@ -8,8 +8,12 @@ part and left as they are for the text part — cheap enough for 100,000 recipie
 
 from __future__ import annotations
 
+import base64
+import binascii
 import html
+import random
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -31,6 +35,7 @@ URL_OF = "@url:"  # "@url:N": slot N's value where it starts a link, with its sc
 # A slot whose value would start an href/src decides the link's scheme (javascript:…).
 _URL_START = re.compile("((?:href|src)\\s*=\\s*[\"']?)\ue000(\\d+)\ue001", re.IGNORECASE)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+_URL_CONTROL = re.compile(r"[\x00-\x20\x7f]+")
 _TOKEN = re.compile("\ue000(\\d+)\ue001")
 # Bodies are encoded with BODY_POLICY (quoted-printable lines ≤ 76 columns), but headers
 # are written with this one: List-Unsubscribe must stay on one unfolded line, and the
@@ -127,7 +132,7 @@ class Slots:
 def safe_url(value: str) -> str:
     """The value if its scheme is one we allow in links (or it has none), else empty."""
     # Browsers drop tabs, newlines and control characters inside URLs ("java\tscript:").
-    bare = re.sub(r"[\x00-\x20\x7f]+", "", value)
+    bare = _URL_CONTROL.sub("", value)
     scheme = _SCHEME.match(bare)
     if scheme and scheme.group(1).lower() not in URL_SCHEMES:
         return ""
@@ -177,7 +182,7 @@ class CompiledEmail:
         values = self.values(contact, unsubscribe_url)
         escaped = [html.escape(v) for v in values]
         subject = fill(self.subject, values)
-        if "\r" in subject or "\n" in subject:
+        if fields.has_line_break(subject):
             where = contact.where if contact else "message"
             raise InputError(f"{where}: a field used in the subject contains a line break")
         return Rendered(subject, fill(self.html, escaped), fill(self.text, values))
@@ -249,6 +254,69 @@ def compile_email(
     ), problems
 
 
+ADDRESS_HEADERS = ("From", "To", "Reply-To")
+
+
+def mailbox(name: str, address: str) -> str:
+    """`Name <address>` as written in the header: printable ASCII, on one line, never re-parsed.
+
+    Given `=?utf-8?…?= <address>`, the email package decodes the name, then re-encodes only
+    part of it when writing, so a contact named `é Evil <evil@example.com>, Eve` became a
+    second To address, and one named `=?utf-8?b?QmNjOiBldmlsQGV4YW1wbGUuY29t?=` became
+    `evil@example.com` (issue 8). So a name that is not plain ASCII is written here as
+    RFC 2047 encoded-words, which decode to exactly the name and nothing else.
+    """
+    if not name:
+        return address
+    if _PLAIN_HEADER.match(name) and "=?" not in name:
+        value = formataddr((name, address))  # quotes a name with specials in it
+    else:
+        words, chunk = [], b""
+        for character in name:
+            encoded = character.encode("utf-8")
+            if len(chunk) + len(encoded) > 45:  # an encoded-word stays within 75 characters
+                cut = chunk.rfind(b" ") + 1 or len(chunk)  # between words where possible
+                words.append(chunk[:cut])
+                chunk = chunk[cut:]
+            chunk += encoded
+        words.append(chunk)
+        value = " ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
+        value += f" <{address}>"
+    return value if len(value) <= 900 else address  # a name that long is not shown
+
+
+def _headers(
+    compiled: CompiledEmail,
+    rendered: Rendered,
+    to: str,
+    to_name: str,
+    unsubscribe_url: str,
+    message_id: str | None,
+    extra_headers: dict[str, str] | None,
+    now: datetime | None,
+) -> list[tuple[str, str]]:
+    """The top-level headers of one recipient's message, in order."""
+    message = compiled.message
+    sender = message.sender
+    if sender is None:
+        raise InputError(f"{message.shown}: no sender; add 'from:' or set BULLETIN_FROM")
+    headers = [("From", mailbox(sender.name, sender.email)), ("To", mailbox(to_name, to))]
+    if message.reply_to:
+        headers.append(("Reply-To", mailbox(message.reply_to.name, message.reply_to.email)))
+    headers.append(("Subject", rendered.subject))
+    headers.append(("Date", format_datetime(now or datetime.now().astimezone())))
+    domain = sender.email.rsplit("@", 1)[-1]
+    headers.append(("Message-ID", message_id or make_msgid(domain=domain)))
+    if unsubscribe_url:
+        headers.append(("List-Unsubscribe", f"<{unsubscribe_url}>"))
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    if message.category:
+        headers.append(("X-Bulletin-Category", message.category))
+    headers.append(("X-Bulletin-Reference", message.reference))
+    headers.extend((extra_headers or {}).items())
+    return headers
+
+
 def build_mime(
     compiled: CompiledEmail,
     rendered: Rendered,
@@ -261,30 +329,73 @@ def build_mime(
     now: datetime | None = None,
 ) -> EmailMessage:
     """The full multipart/alternative message as it would be sent over SMTP."""
-    message = compiled.message
-    sender = message.sender
-    if sender is None:
-        raise InputError(f"{message.shown}: no sender; add 'from:' or set BULLETIN_FROM")
     mime = EmailMessage(policy=BODY_POLICY)
-    mime["From"] = str(sender)
-    mime["To"] = formataddr((to_name, to)) if to_name else to
-    if message.reply_to:
-        mime["Reply-To"] = str(message.reply_to)
-    mime["Subject"] = rendered.subject
-    mime["Date"] = format_datetime(now or datetime.now().astimezone())
-    domain = sender.email.rsplit("@", 1)[-1]
-    mime["Message-ID"] = message_id or make_msgid(domain=domain)
-    if unsubscribe_url:
-        mime["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    if message.category:
-        mime["X-Bulletin-Category"] = message.category
-    mime["X-Bulletin-Reference"] = message.reference
-    for name, value in (extra_headers or {}).items():
-        mime[name] = value
+    for name, value in _headers(
+        compiled, rendered, to, to_name, unsubscribe_url, message_id, extra_headers, now
+    ):
+        if name in ADDRESS_HEADERS:
+            mime.set_raw(name, value)  # already encoded: parsing it again would undo that
+        else:
+            mime[name] = value
     mime.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     mime.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
     return mime
+
+
+_PLAIN_HEADER = re.compile(r"[\x20-\x7e]*\Z")
+_PART = (
+    b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+)
+
+
+def message_bytes(
+    compiled: CompiledEmail,
+    rendered: Rendered,
+    to: str,
+    *,
+    to_name: str = "",
+    unsubscribe_url: str = "",
+    message_id: str | None = None,
+    extra_headers: dict[str, str] | None = None,
+    now: datetime | None = None,
+) -> bytes:
+    """`mime_bytes(build_mime(…))` written directly: what the SMTP and outbox transports send.
+
+    The same headers in the same order and the same multipart/alternative of quoted-printable
+    UTF-8 text and HTML, about twenty times faster: the email package's header parser and
+    generator were most of an SMTP send (issue 7). Printable ASCII headers are written as
+    they are; any other is folded by the email package, as build_mime's would be.
+    """
+    lines = []
+    for name, value in _headers(
+        compiled, rendered, to, to_name, unsubscribe_url, message_id, extra_headers, now
+    ):
+        if "\r" in value or "\n" in value:  # as EmailMessage refuses them
+            raise ValueError(f"header {name} contains a line break")
+        if len(name) + len(value) < 996 and _PLAIN_HEADER.match(value):
+            lines.append(f"{name}: {value}\r\n".encode("ascii"))
+        else:
+            lines.append(MAIL_POLICY.fold_binary(*MAIL_POLICY.header_store_parse(name, value)))
+    boundary = ("=" * 15 + f"{random.randrange(sys.maxsize):019d}==").encode("ascii")
+    lines += [
+        b"MIME-Version: 1.0\r\n",
+        b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n',
+        b"--" + boundary + b"\r\n",
+        _PART % b"plain",
+        _quoted_printable(rendered.text),
+        b"\r\n--" + boundary + b"\r\n",
+        _PART % b"html",
+        _quoted_printable(rendered.html),
+        b"\r\n--" + boundary + b"--\r\n",
+    ]
+    return b"".join(lines)
+
+
+def _quoted_printable(text: str) -> bytes:
+    """UTF-8, quoted-printable (lines ≤ 76), CRLF line ends, as the email package encodes it."""
+    lines = text.encode("utf-8").splitlines()
+    encoded = binascii.b2a_qp(b"\n".join(lines) + b"\n", istext=True)
+    return encoded.replace(b"\n", b"\r\n")
 
 
 def mime_bytes(mime: EmailMessage) -> bytes:

@@ -13,15 +13,22 @@ import secrets
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulletin.check import Checked
 from bulletin.config import Settings
 from bulletin.contacts import Contact
-from bulletin.errors import BulletinError, ConfigError, ExitCode, InputError, Problem
-from bulletin.tracking import SendRow, State, Tracker, email_hash
+from bulletin.errors import (
+    BulletinError,
+    ConfigError,
+    ExitCode,
+    InputError,
+    Interrupted,
+    Problem,
+)
+from bulletin.tracking import DatabaseError, SendRow, State, Tracker, email_hash
 from bulletin.transports import Outgoing, Transport, Unsent, Waiter, make_transport
 from bulletin.unsubscribe import make_token, unsubscribe_url
 
@@ -38,8 +45,11 @@ class Busy(BulletinError):
 def send_lock(db_path: Path) -> Iterator[None]:
     """One sending process per tracking database; the OS releases it if the holder dies."""
     path = db_path.with_name(db_path.name + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:  # a read-only or full disk (issue 8)
+        raise DatabaseError(f"cannot create the lock file {path}: {error.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -49,8 +59,9 @@ def send_lock(db_path: Path) -> Iterator[None]:
                 f"another bulletin send is running (pid {holder}); "
                 "wait for it to finish, then run the same command again"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with suppress(OSError):  # the pid only helps the message above; a full disk is no reason
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -138,9 +149,8 @@ def plan_send(
         suppressed = tracker.suppressed_hashes()
         plan.recipients = [c for c in recipients if email_hash(c.email) not in suppressed]
         plan.suppressed = len(recipients) - len(plan.recipients)
-        latest = tracker.latest_send(checked.message.name)
-        if latest is not None and not new_send:
-            _refuse_changed(latest, checked, tracker)
+        latest = _send_to_resume(tracker, checked, new_send)
+        if latest is not None:
             plan.resume = latest
             counts = tracker.counts(latest.id)
             plan.already_done = sum(
@@ -150,6 +160,19 @@ def plan_send(
             )
             plan.unknown = counts["unknown"] + counts["sending"]
     return plan
+
+
+def _send_to_resume(tracker: Tracker, checked: Checked, new_send: bool) -> SendRow | None:
+    """The send this run continues, or None to start one.
+
+    `--new-send` starts a send only for a changed message: repeating the same command after a
+    crash or Ctrl-C resumes that send instead of sending everyone a second copy.
+    """
+    latest = tracker.latest_send(checked.message.name)
+    if latest is None or (new_send and latest.content_hash != checked.message.content_hash):
+        return None
+    _refuse_changed(latest, checked, tracker)
+    return latest
 
 
 def _refuse_changed(latest: SendRow, checked: Checked, tracker: Tracker) -> None:
@@ -188,7 +211,8 @@ def send_test(plan: Plan, settings: Settings, address: str) -> str:
     from email_validator import EmailNotValidError, validate_email
 
     try:
-        address = validate_email(address, check_deliverability=False).normalized
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        address = valid.ascii_email or valid.normalized
     except EmailNotValidError as error:
         raise InputError(f"--test {address}: {error}") from None
     first = plan.recipients[0] if plan.recipients else None
@@ -246,9 +270,8 @@ def execute(
     checked, compiled, message = plan.checked, plan.checked.compiled, plan.checked.message
     lock = nullcontext() if locked else send_lock(settings.db_path)
     with lock, Tracker(settings.db_path) as tracker:
-        latest = None if new_send else tracker.latest_send(message.name)
+        latest = _send_to_resume(tracker, checked, new_send)
         if latest is not None:
-            _refuse_changed(latest, checked, tracker)
             send_id = latest.id
         else:
             send_id = tracker.create_send(
@@ -288,6 +311,13 @@ def execute(
                     progress,
                     report,
                 )
+            except KeyboardInterrupt:
+                # A second Ctrl-C abandons the request in flight: whether it went is unknown.
+                unknown = tracker.stale_to_unknown(send_id)
+                raise Interrupted(
+                    f"stopped at once: {len(unknown)} recipient(s) in flight are now unknown. "
+                    f"Run `bulletin send {message.name}` again to resume."
+                ) from None
             finally:
                 transport.close()
         report.interrupted = waiter.interrupted

@@ -21,6 +21,7 @@ import base64
 import binascii
 import html
 import json
+import re
 import signal
 import socket
 import threading
@@ -45,6 +46,7 @@ MAX_DRAIN = 64 * 1024 * 1024  # read and discard this much of an oversized body,
 TOLERANCE = 600  # seconds a signed post's timestamp may differ from our clock
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+_QUERY = re.compile(r"\?[^\s'\"]*")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the token is in the URL
@@ -119,6 +121,7 @@ class App:
         insecure: bool = False,
         log: Callable[[str], None] = lambda line: None,
         tolerance: float = TOLERANCE,
+        db_timeout: float = 10.0,
     ) -> None:
         self.settings = settings
         self.key = (
@@ -134,7 +137,7 @@ class App:
         self.log = log
         self.tolerance = tolerance
         self.lock = threading.Lock()
-        self.tracker = Tracker(settings.db_path)
+        self.tracker = Tracker(settings.db_path, timeout=db_timeout)
         self.closed = False
 
     def close(self) -> None:
@@ -193,9 +196,10 @@ def make_server(
     insecure: bool = False,
     log: Callable[[str], None] = lambda line: None,
     tolerance: float = TOLERANCE,
+    db_timeout: float = 10.0,
 ) -> EventServer:
     """A bound, not yet serving, server; ConfigError if it must not or cannot start."""
-    app = App(settings, insecure=insecure, log=log, tolerance=tolerance)
+    app = App(settings, insecure=insecure, log=log, tolerance=tolerance, db_timeout=db_timeout)
     try:
         return EventServer((host, port), app)
     except OSError as error:
@@ -257,6 +261,7 @@ main{max-width:34rem;margin:3rem auto;padding:2rem;background:#fff;border-radius
 border-top:6px solid #1d3a6e}
 h1{font-size:1.6rem;line-height:1.25;margin:0 0 1rem;color:#1d3a6e}
 p{margin:0 0 1rem}
+form{margin:1.5rem 0 2rem}
 button{font:inherit;font-weight:600;padding:.75rem 1.5rem;border:0;border-radius:6px;
 background:#1d3a6e;color:#fff;cursor:pointer}
 button:hover{background:#142a50}
@@ -301,8 +306,6 @@ def _form_token(content_type: str, body: bytes) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     server: EventServer
-    server_version = "bulletin"
-    sys_version = ""
     protocol_version = "HTTP/1.1"
     timeout = 30  # per socket read: a stalled client cannot hold a thread for long
 
@@ -329,11 +332,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         self._route("OPTIONS")
 
+    def version_string(self) -> str:
+        return "bulletin"
+
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         pass  # `_send` logs, without the query string (it holds unsubscribe tokens)
 
     def log_message(self, format: str, *args: Any) -> None:
-        self.server.app.log(f"{self.client_address[0]} {format % args}")
+        text = _QUERY.sub("?…", format % args)  # a malformed request line may hold a token
+        self.server.app.log(f"{self.client_address[0]} {text}")
 
     def _route(self, method: str) -> None:
         self._consumed = False
@@ -351,9 +358,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._unsubscribe(query)
                 return self._refuse_method("GET, HEAD, POST")
             self._text(HTTPStatus.NOT_FOUND, "Not found.")
-        except TimeoutError:
+        except TimeoutError:  # the body stalled: hang up, nothing was recorded
             self.close_connection = True
-            self._text(HTTPStatus.REQUEST_TIMEOUT, "The request body did not arrive in time.")
         except (Unavailable, BulletinError) as error:
             self._note = str(error)
             self._text(
@@ -476,7 +482,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         try:
             data = json.loads(body)
-        except ValueError:  # UnicodeDecodeError included
+        except (ValueError, RecursionError):  # UnicodeDecodeError included; deep nesting
             self._note = "not JSON"
             self._text(HTTPStatus.BAD_REQUEST, "The body is not JSON.")
             return

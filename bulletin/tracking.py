@@ -8,16 +8,18 @@ changes append a migration and never edit an old one.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from bulletin.errors import BulletinError, ExitCode
+from bulletin.errors import BulletinError, ExitCode, InputError
 
 
 class State(StrEnum):
@@ -98,6 +100,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_delivery ON events(delivery_id);
     """,
+    # 1 → 2: `bulletin purge` keeps a send's totals after deleting its rows (issue 8)
+    """
+    CREATE TABLE purged_sends (
+        send_id INTEGER PRIMARY KEY REFERENCES sends(id),
+        purged_at TEXT NOT NULL,
+        counts TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -108,7 +118,19 @@ def utcnow() -> str:
 
 def email_hash(email: str) -> str:
     """Suppressions are keyed by a hash so `forget` can drop the address and keep the block."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    return hashlib.sha256(email_key(email).encode()).hexdigest()
+
+
+def email_key(email: str) -> str:
+    """An address as contacts store it: lower case, an international domain in ASCII (xn--…)."""
+    key = email.strip().lower()
+    local, at, domain = key.rpartition("@")
+    if at and not domain.isascii():
+        import idna
+
+        with suppress(idna.IDNAError, UnicodeError):
+            key = f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    return key
 
 
 class DatabaseError(BulletinError):
@@ -122,15 +144,28 @@ def explain(error: sqlite3.Error, path: Path) -> DatabaseError:
         hint = "another process holds it locked; wait for it to finish and try again"
     elif "readonly" in text:
         hint = "it is read-only; check the file's permissions (BULLETIN_DB)"
-    elif "disk is full" in text or "full" in text:
+    elif "disk is full" in text or "full" in text or _disk_nearly_full(path):
         hint = "the disk is full; free some space and run the same command again"
     elif "malformed" in text or "not a database" in text:
         hint = "it is damaged or not a bulletin database; restore it from a backup"
     elif "unable to open" in text:
         hint = "it cannot be opened; check BULLETIN_DB and the folder's permissions"
+    elif "disk I/O error" in text:
+        hint = (
+            "writing it failed (disk I/O error); check that the disk has free space and is "
+            "writable, then run the same command again"
+        )
     else:
         hint = text
     return DatabaseError(f"tracking database {path}: {hint}")
+
+
+def _disk_nearly_full(path: Path) -> bool:
+    """SQLite reports some out-of-space failures (its WAL index) only as "disk I/O error"."""
+    try:
+        return shutil.disk_usage(path.parent).free < 1024 * 1024
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -203,14 +238,22 @@ class Tracker:
             raise explain(error, self.path) from None
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as error:
+            self._rollback()
+            if isinstance(error, sqlite3.Error):  # e.g. read-only or full mid-way (issue 8)
+                raise explain(error, self.path) from None
             raise
         try:
             self.db.execute("COMMIT")
         except sqlite3.Error as error:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise explain(error, self.path) from None
+
+    def _rollback(self) -> None:
+        """Roll back if SQLite has not already done so itself (it may, on a full disk)."""
+        if self.db.in_transaction:
+            with suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
 
     def execute(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
         try:
@@ -271,6 +314,11 @@ class Tracker:
 
     def add_recipients(self, send_id: int, contacts: Iterable) -> int:
         """Insert the audience as pending; recipients already recorded are left as they are."""
+        if self.execute("SELECT 1 FROM purged_sends WHERE send_id = ?", (send_id,)).fetchone():
+            raise InputError(
+                f"send #{send_id} was purged: who received it is no longer recorded, so it "
+                "cannot be resumed without mailing everyone again; pass --new-send to do that"
+            )
         now = utcnow()
         rows = (
             (send_id, c.email, c.email.lower(), c.first_name, c.last_name, c.get("ward"), now, now)
@@ -366,6 +414,11 @@ class Tracker:
 
     def counts(self, send_id: int) -> dict[str, int]:
         counts = {state.value: 0 for state in State}
+        purged = self.execute(
+            "SELECT counts FROM purged_sends WHERE send_id = ?", (send_id,)
+        ).fetchone()
+        if purged is not None:  # its rows are gone; `bulletin purge` kept the totals
+            return {**counts, "opened": 0, "clicked": 0, **json.loads(purged[0])}
         for row in self.execute(
             "SELECT state, COUNT(*) FROM deliveries WHERE send_id = ? GROUP BY state", (send_id,)
         ):
@@ -439,15 +492,12 @@ class Tracker:
             message_ids,
         )
 
-    def latest_deliveries_by_email(self, email_keys: Iterable[str]) -> list[sqlite3.Row]:
-        """Per address, its delivery in the latest send that got past `pending`."""
-        # SQLite returns the bare columns of the row that holds MAX(id).
+    def deliveries_by_email(self, email_keys: Iterable[str]) -> list[sqlite3.Row]:
         return _select_in(
             self.db,
-            "SELECT MAX(id) AS id, send_id, email, email_key, state FROM deliveries "
-            "WHERE state != 'pending' AND email_key IN",
+            "SELECT id, send_id, email, email_key, state, message_id FROM deliveries "
+            "WHERE email_key IN",
             email_keys,
-            "GROUP BY email_key",
         )
 
     def known_event_ids(self, event_ids: Iterable[str]) -> set[str]:
@@ -524,9 +574,6 @@ class Tracker:
             "AND state IN ('bounced', 'dropped', 'blocked', 'failed')",
             (send_id,),
         ).fetchall()
-
-    def unmatched_event_count(self) -> int:
-        return self.execute("SELECT COUNT(*) FROM events WHERE delivery_id IS NULL").fetchone()[0]
 
 
 def _select_in(

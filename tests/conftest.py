@@ -6,13 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from servers import SendGridStub, SmtpSink
 from typer.testing import CliRunner
 
 from bulletin.cli import app
 from bulletin.config import Settings, load_settings
 from bulletin.workdir import init_workdir
-
-from servers import SendGridStub, SmtpSink
 
 ENV_PREFIXES = ("BULLETIN_", "SENDGRID_", "SMTP_")
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",

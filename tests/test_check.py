@@ -145,7 +145,7 @@ MISTAKES = [
         id="unknown placeholder in body",
     ),
     pytest.param(
-        f"---\nsubject: News for {{{{ wardd }}}}\nfrom: p@example.org\n---\nBody\n",
+        "---\nsubject: News for {{ wardd }}\nfrom: p@example.org\n---\nBody\n",
         "messages/bad.md:2: {{ wardd }}: no contact column 'wardd' (columns: ",
         id="unknown placeholder in subject",
     ),
@@ -310,15 +310,23 @@ def test_a_contact_field_with_a_line_break_used_in_the_subject_is_caught(workdir
     assert lines == ["contacts/extra.csv:2: ward contains a line break and is used in the subject"]
 
 
-def test_a_broken_user_template_is_reported_with_its_line(workdir, cli):
+@pytest.mark.parametrize(
+    ("mistake", "reason"),
+    [
+        (" {% endfor %}", "Encountered unknown tag 'endfor'"),
+        (" {{ subject | }}", "expected token 'name'"),
+        (" {{ subject | nosuchfilter }}", "No filter named 'nosuchfilter'"),
+    ],
+)
+def test_a_broken_user_template_is_reported_with_its_line(workdir, cli, mistake, reason):
     template = workdir / "templates" / "email.html"
     lines = template.read_text(encoding="utf-8").splitlines(keepends=True)
-    lines[10] = lines[10].rstrip("\n") + " {{ subject | nosuchfilter }}\n"
+    lines[10] = lines[10].rstrip("\n") + mistake + "\n"
     template.write_text("".join(lines), encoding="utf-8")
     problem = problems_of(cli("check", "eu-referendum", expect=1))
     assert len(problem) == 1
     assert problem[0].startswith("templates/email.html:11: template error: ")
-    assert "nosuchfilter" in problem[0]
+    assert reason in problem[0]
 
 
 def test_an_unclosed_block_in_a_user_template(workdir, cli):

@@ -1,4 +1,4 @@
-"""Contact lists as spreadsheets export them: every quirk in DESIGN.md, every error with FILE:LINE."""
+"""Contact lists as spreadsheets export them: every quirk in DESIGN.md, errors as FILE:LINE."""
 
 from __future__ import annotations
 
@@ -163,6 +163,13 @@ def test_quoted_field_with_newlines_is_one_record(tmp_path):
             HEADER + b"ann@exa\x00mple.org,Ann,Lee,Penge\n",
             "c.csv:2: contains a NUL byte",
             id="NUL byte",
+        ),
+        pytest.param(
+            HEADER
+            + "ann@example.org,Ann\u2028Marie,Lee\x0cX,Penge\n".encode()
+            + b"bob@exa\x00mple.org,Bob,Jones,Penge\n",
+            "c.csv:3: contains a NUL byte",
+            id="NUL byte after a line with a form feed and a line separator",
         ),
         pytest.param(
             b"first_name,last_name,ward\nAnn,Lee,Penge\n",

@@ -185,7 +185,10 @@ def test_bad_send_at(value):
     ("value", "expected"),
     [
         ("Bromley Police <police@example.org>", Address("Bromley Police", "police@example.org")),
-        ('"Police, Bromley" <police@example.org>', Address("Police, Bromley", "police@example.org")),
+        (
+            '"Police, Bromley" <police@example.org>',
+            Address("Police, Bromley", "police@example.org"),
+        ),
         ("police@example.org", Address("", "police@example.org")),
         ("Zoë <zoe@EXAMPLE.org>", Address("Zoë", "zoe@example.org")),
     ],

@@ -1,4 +1,4 @@
-"""Rendering: the example letter faithfully, personalisation safely, and the message compiled once."""
+"""Rendering: the example letter faithfully, personalisation safely, each message compiled once."""
 
 from __future__ import annotations
 
@@ -276,6 +276,7 @@ HOSTILE = [
     "{{ ''.__class__.__mro__ }}",
     '"><img src=x onerror=alert(1)>',
     "Ann & Bob",
+    "**Ann** [x](javascript:alert(1))",
     "\ue0000\ue001",
 ]
 
@@ -323,9 +324,7 @@ def test_hostile_fields_in_the_subject_and_preheader(settings):
         ('x" onmouseover="alert(1)', "x&quot; onmouseover=&quot;alert(1)"),
     ],
 )
-def test_a_contact_value_that_starts_a_link_cannot_choose_a_dangerous_scheme(
-    settings, value, href
-):
+def test_a_contact_value_that_starts_a_link_cannot_choose_a_dangerous_scheme(settings, value, href):
     compiled = compiled_message(
         settings, "[Your scheme]({{ website }}) ![map]({{ website }})\n\nSee {{ website }}\n"
     )

@@ -7,7 +7,12 @@ a real SQLite file and, where a network transport matters, the SendGrid stand-in
 from __future__ import annotations
 
 import csv
+import os
+import select
 import sqlite3
+import subprocess
+import sys
+import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -166,6 +171,58 @@ def test_without_yes_and_without_a_terminal_it_refuses_rather_than_hangs(workdir
     assert not (workdir / "outbox").exists()
 
 
+def on_terminal(workdir: Path, answer: str, timeout: float = 60) -> tuple[int, str]:
+    """Run `bulletin send eu-referendum` on a pseudo-terminal, answering its question."""
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bulletin", "send", "eu-referendum"],
+        cwd=workdir,
+        env=dict(os.environ, COLUMNS="100"),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    output, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not answered and b"recipient(s)?" in output:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            output += chunk
+        return process.wait(timeout=timeout), output.decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+
+
+def test_on_a_terminal_it_asks_and_no_means_nothing_is_sent(workdir):
+    code, output = on_terminal(workdir, "n")
+    assert f"Send to {SAMPLE} recipient(s)?" in output
+    assert code == 1 and "cancelled; nothing was sent" in output
+    assert not (workdir / "outbox").exists()
+
+
+def test_on_a_terminal_yes_sends(workdir):
+    code, output = on_terminal(workdir, "y")
+    assert code == 0, output
+    assert f"Send #1: {SAMPLE} written to the outbox" in output
+    assert len(outbox_recipients(workdir)) == SAMPLE
+
+
 # --- dry run and test copies -------------------------------------------------------------------
 
 
@@ -209,6 +266,14 @@ def test_test_copy_through_the_outbox(workdir, cli):
     assert not (workdir / "bulletin.db").exists()
 
 
+def test_test_copy_and_dry_run_together_are_a_usage_error(workdir, cli, sendgrid_env):
+    result = cli(
+        "send", "eu-referendum", "--dry-run", "--test", "duty.officer@example.net", expect=2
+    )
+    assert "--test" in result.stderr
+    assert sendgrid_env.requests == 0
+
+
 def test_test_copy_rejects_a_bad_address(workdir, cli):
     result = cli("send", "eu-referendum", "--test", "not an address", expect=1)
     assert "--test not an address" in result.stderr
@@ -236,9 +301,7 @@ def test_limit_sends_the_next_n_and_a_rerun_continues(workdir, cli):
     assert len(outbox_recipients(workdir)) == SAMPLE
 
 
-def test_resume_after_a_partial_send_never_resends_accepted_recipients(
-    workdir, cli, sendgrid_env
-):
+def test_resume_after_a_partial_send_never_resends_accepted_recipients(workdir, cli, sendgrid_env):
     cli("send", "eu-referendum", "--yes", "--limit", "7")
     first = set(sendgrid_env.delivered_emails())
     assert len(first) == 7
@@ -264,6 +327,23 @@ def test_a_changed_message_after_a_partial_send_is_refused_unless_new_send(workd
     assert f"Send #2: {SAMPLE} written to the outbox" in result.stdout
     assert states(db, 2) == {"accepted": SAMPLE}
     assert states(db, 1) == {"accepted": 5, "pending": SAMPLE - 5}  # the old send is untouched
+
+
+def test_repeating_a_new_send_command_resumes_it_rather_than_sending_twice(workdir, cli):
+    db = workdir / "bulletin.db"
+    cli("send", "eu-referendum", "--yes", "--limit", "5")
+    path = workdir / "messages" / "eu-referendum.md"
+    path.write_text(path.read_text(encoding="utf-8") + "\nP.S. One more thing.\n", "utf-8")
+    cli("send", "eu-referendum", "--yes", "--new-send", "--limit", "5")
+    # The same command again (say, from the shell history after a Ctrl-C) continues send #2.
+    result = cli("send", "eu-referendum", "--yes", "--new-send")
+    assert "Resuming:  send #2 — 5 already done" in result.stderr
+    assert f"Send #2: {SAMPLE - 5} written to the outbox" in result.stdout
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM sends").fetchone()[0] == 2
+    second = list((workdir / "outbox").glob("2-*.eml"))
+    assert len(second) == SAMPLE
+    assert states(db, 2) == {"accepted": SAMPLE}
 
 
 def test_a_contact_removed_from_the_list_mid_send_is_not_sent(workdir, cli):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
-from conftest import SECRET
 from servers import SmtpSink, data_reply, drop_mid_data
 from test_send import SAMPLE, deliveries, people, states, street_message
 
@@ -21,7 +22,7 @@ def smtp_auth(monkeypatch):
             "SMTP_SECURITY": "none",
             "SMTP_USERNAME": USER,
             "SMTP_PASSWORD": PASSWORD,
-            "BULLETIN_SECRET": SECRET,
+            "BULLETIN_SECRET": "smtp-test-secret-not-a-real-one",
             "BULLETIN_PUBLIC_URL": "https://bulletin.example.org",
             "BULLETIN_RETRY_MAX_WAIT": "0.05",
             "BULLETIN_TIMEOUT": "2",
@@ -35,7 +36,7 @@ def connections(sink: SmtpSink) -> int:
 
 
 def test_one_connection_carries_every_message(workdir, cli, smtp_auth):
-    name = street_message(workdir, people(120))  # three batches of 50
+    name = street_message(workdir, people(120))
     result = cli("send", name, "--yes")
     assert "120 accepted" in result.stdout
     assert connections(smtp_auth) == 1
@@ -171,3 +172,33 @@ def test_a_failed_reconnect_mid_batch_keeps_what_was_already_accepted(workdir, c
     delivered = smtp_auth.delivered_emails()
     assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
     assert first < set(delivered)
+
+
+def test_an_interrupt_abandons_the_rest_of_the_batch(workdir, smtp_env):
+    """Ctrl-C (the waiter's stop event, as the signal handler sets it) mid-batch."""
+    from bulletin.check import check_message
+    from bulletin.config import load_settings
+    from bulletin.send import execute, plan_send
+    from bulletin.transports import Waiter
+
+    name = street_message(workdir, people(120))
+    settings = load_settings(workdir)
+    waiter = Waiter()
+
+    def interrupt_after_three() -> None:
+        while len(smtp_env.messages) < 3 and not waiter.stop.wait(0.001):
+            pass
+        waiter.stop.set()
+
+    watcher = threading.Thread(target=interrupt_after_three)
+    watcher.start()
+    try:
+        plan = plan_send(check_message(name, settings), settings, waiter=waiter)
+        report = execute(plan, settings, waiter=waiter)
+    finally:
+        waiter.stop.set()
+        watcher.join(timeout=10)
+    assert report.interrupted
+    sent = len(smtp_env.messages)
+    assert 3 <= sent < 50  # the first batch of 50 was not finished
+    assert states(workdir / "bulletin.db") == {"accepted": sent, "pending": 120 - sent}

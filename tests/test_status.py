@@ -101,7 +101,7 @@ def test_csv_has_one_row_per_recipient(workdir, cli):
 
 def test_csv_neutralises_spreadsheet_formulas(workdir, cli):
     rows = people(2)
-    rows[0].update(first_name="=HYPERLINK(\"http://example.com\")", last_name="+44 20")
+    rows[0].update(first_name='=HYPERLINK("http://example.com")', last_name="+44 20")
     rows[1].update(first_name="@SUM(A1)", last_name="-1", ward="=1+1")
     name = street_message(workdir, rows)
     cli("send", name, "--yes")
@@ -132,7 +132,7 @@ def test_csv_neutralises_spreadsheet_formulas(workdir, cli):
         written = list(csv.DictReader(handle))
     by_email = {r["email"]: r for r in written}
     first, second = by_email["person00001@example.org"], by_email["person00002@example.org"]
-    assert first["first_name"] == "'=HYPERLINK(\"http://example.com\")"
+    assert first["first_name"] == '\'=HYPERLINK("http://example.com")'
     assert first["last_name"] == "'+44 20"
     assert second["first_name"] == "'@SUM(A1)"
     assert second["last_name"] == "'-1"
@@ -144,6 +144,13 @@ def test_csv_neutralises_spreadsheet_formulas(workdir, cli):
         for column, value in row.items():
             if column != "send_id":
                 assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), (column, value)
+
+
+def test_csv_to_an_unwritable_path_is_one_clear_line(workdir, cli):
+    cli("send", "eu-referendum", "--yes", "--limit", "1")
+    result = cli("status", "--csv", "no/such/folder/out.csv", expect=1)
+    assert "cannot write no/such/folder/out.csv" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_csv_of_one_send(workdir, cli):

@@ -70,7 +70,9 @@ def test_a_pending_recipient_suppressed_between_runs_is_dropped(workdir, cli):
 
 def test_removing_a_suppression_lets_later_sends_reach_the_address(workdir, cli):
     cli("suppress", "add", "priya.raman@example.net")
-    name = street_message(workdir, [*people(2), {**people(1)[0], "email": "priya.raman@example.net"}])
+    name = street_message(
+        workdir, [*people(2), {**people(1)[0], "email": "priya.raman@example.net"}]
+    )
     cli("send", name, "--yes")
     assert "priya.raman@example.net" not in outbox_recipients(workdir)
     cli("suppress", "remove", "priya.raman@example.net")

@@ -91,8 +91,9 @@ def test_a_database_locked_by_another_writer_is_explained(db_path):
     holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with Tracker(db_path, timeout=0.1) as tracker, pytest.raises(
-            DatabaseError, match="another process holds it locked"
+        with (
+            Tracker(db_path, timeout=0.1) as tracker,
+            pytest.raises(DatabaseError, match="another process holds it locked"),
         ):
             new_send(tracker)
     finally:
@@ -209,11 +210,10 @@ def test_latest_send_is_per_message(tracker):
 
 
 def test_the_send_lock_admits_one_holder_and_names_it(db_path):
-    with send_lock(db_path):
-        with pytest.raises(Busy, match=r"another bulletin send is running \(pid \d+\)") as caught:
-            with send_lock(db_path):
-                pytest.fail("the lock was taken twice")
-        assert caught.value.exit_code == 4
+    busy = r"another bulletin send is running \(pid \d+\)"
+    with send_lock(db_path), pytest.raises(Busy, match=busy) as caught, send_lock(db_path):
+        pytest.fail("the lock was taken twice")
+    assert caught.value.exit_code == 4
     with send_lock(db_path):  # released on exit
         pass
     assert (db_path.with_name(db_path.name + ".lock")).stat().st_mode & 0o777 == 0o600

@@ -6,9 +6,9 @@ import os
 from email.utils import make_msgid
 
 from bulletin.config import Settings
-from bulletin.render import CompiledEmail, build_mime, mime_bytes
+from bulletin.render import CompiledEmail, message_bytes
 from bulletin.tracking import State
-from bulletin.transports import Outcome, Outgoing
+from bulletin.transports import Outcome, Outgoing, Unsent
 
 
 class OutboxTransport:
@@ -22,7 +22,10 @@ class OutboxTransport:
         return f"outbox: .eml files in {self.folder}/ (nothing is emailed)"
 
     def open(self) -> None:
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            raise Unsent(f"cannot create the outbox {self.folder}: {error.strerror}") from None
 
     def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]:
         outcomes = []
@@ -34,7 +37,7 @@ class OutboxTransport:
                     item.subject_prefix + rendered.subject, rendered.html, rendered.text
                 )
             message_id = make_msgid(domain=domain)
-            mime = build_mime(
+            data = message_bytes(
                 compiled,
                 rendered,
                 item.contact.email,
@@ -43,7 +46,15 @@ class OutboxTransport:
                 message_id=message_id,
             )
             name = f"{item.custom_args.get('bulletin_send', 'test')}-{item.delivery_id:07d}.eml"
-            _write_private(self.folder / name, mime_bytes(mime))
+            try:
+                _write_private(self.folder / name, data)
+            except OSError as error:  # disk full, read-only: stop, keeping what was written
+                stop = Unsent(
+                    f"cannot write to the outbox {self.folder}: {error.strerror}; "
+                    "fix that and run the same command again"
+                )
+                stop.outcomes = outcomes
+                raise stop from None
             outcomes.append(Outcome(item.delivery_id, State.ACCEPTED, message_id))
         return outcomes
 
@@ -55,6 +66,10 @@ def _write_private(path, data: bytes) -> None:
     """Write atomically with mode 0600: a crash never leaves half a message."""
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -8,14 +8,16 @@ import ssl
 from email.utils import make_msgid
 
 from bulletin.config import Settings
-from bulletin.render import CompiledEmail, Rendered, build_mime, mime_bytes
+from bulletin.render import CompiledEmail, Rendered, message_bytes
 from bulletin.tracking import State
 from bulletin.transports import Outcome, Outgoing, Unsent, Waiter, backoff
 
 
 class SmtpTransport:
     name = "smtp"
-    batch_size = 50
+    # One message per claim: each is marked `sending` before its DATA and `accepted` after its
+    # 250, so a crash leaves at most the one in flight unknown (not a whole batch).
+    batch_size = 1
 
     def __init__(self, settings: Settings, waiter: Waiter) -> None:
         self.settings = settings
@@ -92,7 +94,7 @@ class SmtpTransport:
                 item.subject_prefix + rendered.subject, rendered.html, rendered.text
             )
         message_id = make_msgid(domain=domain)
-        mime = build_mime(
+        data = message_bytes(
             compiled,
             rendered,
             item.contact.email,
@@ -113,7 +115,7 @@ class SmtpTransport:
             if self._smtp is None:
                 self._connect()
             try:
-                self._smtp.sendmail(sender, [item.contact.email], mime_bytes(mime))
+                self._smtp.sendmail(sender, [item.contact.email], data)
                 return Outcome(item.delivery_id, State.ACCEPTED, message_id)
             except smtplib.SMTPRecipientsRefused as error:
                 code, text = next(iter(error.recipients.values()))

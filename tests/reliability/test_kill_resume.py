@@ -73,7 +73,9 @@ def invoke(cli, *args: str):
     return cli.runner.invoke(app, list(args), catch_exceptions=False)
 
 
-def kill_and_resume(workdir, cli, server, db: Path, audience: set[str], args, point) -> dict:
+def kill_and_resume(
+    workdir, cli, server, db: Path, audience: set[str], args, point, *, again: bool = False
+) -> dict:
     """One repetition; returns the state counts the killed process left behind."""
     process = start(workdir, *args)
     kill_at(process, server, point)
@@ -87,10 +89,10 @@ def kill_and_resume(workdir, cli, server, db: Path, audience: set[str], args, po
     rows = states(db)
     assert_ledger(server.delivered_emails(), rows, audience, allowed=("accepted", "unknown"))
     assert (result.exit_code == 3) == ("unknown" in rows.values())
-    # A third run sends nothing more.
-    received = server.delivered_emails()
-    assert invoke(cli, *args).exit_code in (0, 3)
-    assert server.delivered_emails() == received
+    if again:  # a third run sends nothing more
+        received = server.delivered_emails()
+        assert invoke(cli, *args).exit_code in (0, 3)
+        assert server.delivered_emails() == received
     return dict(left)
 
 
@@ -107,7 +109,9 @@ def sendgrid_repeats(workdir, cli, sg, audience, monkeypatch, points, args) -> l
         db = fresh_database(workdir, monkeypatch, repeat)
         sg.reset()
         sg.script(*[slow(REQUEST_DELAY)] * 3)
-        left.append(kill_and_resume(workdir, cli, sg, db, audience, args, point))
+        left.append(
+            kill_and_resume(workdir, cli, sg, db, audience, args, point, again=repeat % 5 == 0)
+        )
     return left
 
 
@@ -125,7 +129,7 @@ def test_kill_9_of_bulletin_send_at_random_points(
 def test_kill_9_of_bulletin_run_at_random_points(workdir, cli, sendgrid_env, audience, monkeypatch):
     (workdir / "messages" / "eu-referendum.md").unlink()  # only the scheduled one is due
     (workdir / "messages" / "street.md").write_text(SCHEDULED, encoding="utf-8")
-    points = kill_points(SEED + 1, REPEATS // 2, requests=3)
+    points = kill_points(SEED + 1, REPEATS // 4, requests=3)
     args = ("run", "--now", "2026-07-06T07:31")
     left = sendgrid_repeats(workdir, cli, sendgrid_env, audience, monkeypatch, points, args)
     assert any(counts.get("sending") for counts in left)
@@ -135,11 +139,11 @@ def test_kill_9_of_an_smtp_send_at_random_points(workdir, cli, smtp_env, monkeyp
     audience = use_contacts(workdir, contacts_csv(150))  # three batches of 50 messages
     rng = random.Random(SEED + 2)
     args = ("send", "eu-referendum", "--yes")
-    for repeat in range(REPEATS // 2):
+    for repeat in range(REPEATS // 4):
         db = fresh_database(workdir, monkeypatch, repeat)
         smtp_env.reset()
         point = (rng.randint(0, 140), 0.0)
-        kill_and_resume(workdir, cli, smtp_env, db, audience, args, point)
+        kill_and_resume(workdir, cli, smtp_env, db, audience, args, point, again=repeat == 0)
 
 
 def test_kill_9_of_an_outbox_send_leaves_only_whole_files(workdir, cli, monkeypatch):
@@ -153,9 +157,10 @@ def test_kill_9_of_an_outbox_send_leaves_only_whole_files(workdir, cli, monkeypa
         outbox = workdir / f"outbox-{repeat}"
         monkeypatch.setenv("BULLETIN_OUTBOX", str(outbox))
         process = start(workdir, "send", "eu-referendum", "--yes")
+        target = rng.randint(1, 500)
         wait_until(
-            lambda o=outbox: (
-                len(list(o.glob("*.eml"))) >= rng.randint(1, 500) or process.poll() is not None
+            lambda o=outbox, p=process, n=target: (
+                len(list(o.glob("*.eml"))) >= n or p.poll() is not None
             ),
             "files in the outbox",
         )
