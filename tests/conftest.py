@@ -14,8 +14,14 @@ from bulletin.config import Settings, load_settings
 from bulletin.workdir import init_workdir
 
 ENV_PREFIXES = ("BULLETIN_", "SENDGRID_", "SMTP_")
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                   "ALL_PROXY")
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+)
 API_KEY = "SG.test-key-canary-7f3a"
 SECRET = "test-secret-canary-91b2"
 
@@ -101,12 +107,12 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(self, *args: str, expect: int = 0, input: str | None = None, env=None):
-        result = self.runner.invoke(app, list(args), input=input, env=env,
-                                    catch_exceptions=False)
+        result = self.runner.invoke(app, list(args), input=input, env=env, catch_exceptions=False)
         if result.exit_code != expect:
             raise AssertionError(
                 f"bulletin {' '.join(args)} exited {result.exit_code}, expected {expect}\n"
-                f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
+                f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+            )
         return result
 
 

@@ -21,7 +21,8 @@ def test_sendgrid_send_reaches_the_stand_in_once_each(workdir, cli, sendgrid_env
     personalization = body["personalizations"][0]
     assert set(personalization["custom_args"]) == {"bulletin_send", "bulletin_delivery"}
     assert personalization["headers"]["List-Unsubscribe"].startswith(
-        "<https://bulletin.example.org/unsubscribe?t=")
+        "<https://bulletin.example.org/unsubscribe?t="
+    )
     cli("send", "eu-referendum", "--yes")
     assert sendgrid_env.delivered_emails() == delivered
 
