@@ -28,6 +28,7 @@ class Settings:
     smtp_username: str = ""
     smtp_password: str = field(default="", repr=False)
     smtp_security: str = "starttls"
+    smtp_connections: int = 3
     secret: str = field(default="", repr=False)
     public_url: str = ""
     webhook_public_key: str = field(default="", repr=False)
@@ -126,6 +127,7 @@ def load_settings(
         smtp_host=get("SMTP_HOST", "localhost"),
         smtp_port=int(_number(env, "SMTP_PORT", default_port, int)),
         smtp_username=get("SMTP_USERNAME"),
+        smtp_connections=max(1, int(_number(env, "SMTP_CONNECTIONS", 3, int))),
         smtp_password=env.get("SMTP_PASSWORD", ""),
         smtp_security=security,
         secret=env.get("BULLETIN_SECRET", ""),

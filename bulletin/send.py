@@ -341,53 +341,75 @@ def _deliver(
     report: Report,
 ) -> None:
     after = 0
-    while not waiter.interrupted:
-        size = (
-            transport.batch_size
-            if limit is None
-            else min(transport.batch_size, limit - report.attempted)
-        )
-        if size <= 0:
-            break
-        claimed = tracker.claim(send_id, size, after)
-        if not claimed:
-            break
-        after = claimed[-1].id
-        items: list[Outgoing] = []
-        outcomes: list[tuple[int, str, str | None, str | None]] = []
-        for row in claimed:
-            contact = by_key.get(row.email_key)
-            if contact is None:
-                outcomes.append(
-                    (row.id, State.FAILED, None, "no longer in the audience or the contact lists")
-                )
-                continue
-            token = make_token(secret, send_id, row.id, contact.email)
-            items.append(
-                Outgoing(
-                    row.id,
-                    contact,
-                    unsubscribe_url(base, token),
-                    {"bulletin_send": str(send_id), "bulletin_delivery": str(row.id)},
-                )
+    unrecorded: list[tuple[int, str, str | None, str | None]] = []
+    try:
+        while not waiter.interrupted:
+            size = (
+                transport.batch_size
+                if limit is None
+                else min(transport.batch_size, limit - report.attempted)
             )
-        try:
-            results = transport.send(compiled, items) if items else []
-        except Unsent as error:
-            finished = [(o.delivery_id, o.state, o.message_id, o.error) for o in error.outcomes]
-            done = {o.delivery_id for o in error.outcomes}
-            unsent = [(i.delivery_id, State.PENDING, None, None) for i in items]
-            tracker.record([u for u in unsent if u[0] not in done] + finished + outcomes)
-            raise
-        outcomes += [(o.delivery_id, o.state, o.message_id, o.error) for o in results]
-        tracker.record(outcomes)
-        report.attempted += len(claimed)
-        emails = {row.id: row.email for row in claimed}
-        for delivery_id, state, _, error in outcomes:
-            if state == State.ACCEPTED:
-                report.accepted += 1
-            elif state == State.FAILED:
-                report.failed.append((emails[delivery_id], error or ""))
-            elif state == State.UNKNOWN:
-                report.unknown.append(emails[delivery_id])
-        progress(len(claimed))
+            if size <= 0:
+                break
+            # The last batch's outcomes are committed together with this claim.
+            claimed = tracker.claim(send_id, size, after, record=unrecorded)
+            unrecorded = []
+            if not claimed:
+                break
+            after = claimed[-1].id
+            unrecorded = _send_batch(
+                tracker, transport, compiled, send_id, claimed, by_key, secret, base
+            )
+            report.attempted += len(claimed)
+            emails = {row.id: row.email for row in claimed}
+            for delivery_id, state, _, error in unrecorded:
+                if state == State.ACCEPTED:
+                    report.accepted += 1
+                elif state == State.FAILED:
+                    report.failed.append((emails[delivery_id], error or ""))
+                elif state == State.UNKNOWN:
+                    report.unknown.append(emails[delivery_id])
+            progress(len(claimed))
+    finally:
+        if unrecorded:
+            tracker.record(unrecorded)
+
+
+def _send_batch(
+    tracker: Tracker,
+    transport: Transport,
+    compiled,
+    send_id: int,
+    claimed: list,
+    by_key: dict[str, Contact],
+    secret: str,
+    base: str,
+) -> list[tuple[int, str, str | None, str | None]]:
+    """Send one claimed batch; return its outcomes (recorded by the caller)."""
+    items: list[Outgoing] = []
+    outcomes: list[tuple[int, str, str | None, str | None]] = []
+    for row in claimed:
+        contact = by_key.get(row.email_key)
+        if contact is None:
+            outcomes.append(
+                (row.id, State.FAILED, None, "no longer in the audience or the contact lists")
+            )
+            continue
+        token = make_token(secret, send_id, row.id, contact.email)
+        items.append(
+            Outgoing(
+                row.id,
+                contact,
+                unsubscribe_url(base, token),
+                {"bulletin_send": str(send_id), "bulletin_delivery": str(row.id)},
+            )
+        )
+    try:
+        results = transport.send(compiled, items) if items else []
+    except Unsent as error:
+        finished = [(o.delivery_id, o.state, o.message_id, o.error) for o in error.outcomes]
+        done = {o.delivery_id for o in error.outcomes}
+        unsent = [(i.delivery_id, State.PENDING, None, None) for i in items]
+        tracker.record([u for u in unsent if u[0] not in done] + finished + outcomes)
+        raise
+    return outcomes + [(o.delivery_id, o.state, o.message_id, o.error) for o in results]

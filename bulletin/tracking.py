@@ -384,9 +384,20 @@ class Tracker:
             )
             return len(rows)
 
-    def claim(self, send_id: int, limit: int, after: int = 0) -> list[Claimed]:
-        """Atomically move up to `limit` pending recipients (ids above `after`) to `sending`."""
+    def claim(
+        self,
+        send_id: int,
+        limit: int,
+        after: int = 0,
+        record: Iterable[tuple[int, str, str | None, str | None]] = (),
+    ) -> list[Claimed]:
+        """Atomically move up to `limit` pending recipients (ids above `after`) to `sending`.
+
+        `record` writes the previous batch's outcomes in the same transaction, so a send
+        costs one durable commit per batch rather than two (SMTP's batches are one message).
+        """
         with self.transaction() as db:
+            self._record(db, record)
             rows = db.execute(
                 "SELECT id, email, email_key FROM deliveries WHERE send_id = ? "
                 "AND state = 'pending' AND id > ? ORDER BY id LIMIT ?",
@@ -401,16 +412,22 @@ class Tracker:
 
     def record(self, outcomes: Iterable[tuple[int, str, str | None, str | None]]) -> None:
         """Write (delivery id, state, message id, error) outcomes from the transport."""
-        now = utcnow()
         with self.transaction() as db:
-            db.executemany(
-                "UPDATE deliveries SET state = ?, message_id = COALESCE(?, message_id), "
-                "error = ?, updated_at = ? WHERE id = ? AND state = 'sending'",
-                [
-                    (state, message_id, error, now, delivery_id)
-                    for delivery_id, state, message_id, error in outcomes
-                ],
-            )
+            self._record(db, outcomes)
+
+    @staticmethod
+    def _record(
+        db: sqlite3.Connection, outcomes: Iterable[tuple[int, str, str | None, str | None]]
+    ) -> None:
+        now = utcnow()
+        db.executemany(
+            "UPDATE deliveries SET state = ?, message_id = COALESCE(?, message_id), "
+            "error = ?, updated_at = ? WHERE id = ? AND state = 'sending'",
+            [
+                (state, message_id, error, now, delivery_id)
+                for delivery_id, state, message_id, error in outcomes
+            ],
+        )
 
     def counts(self, send_id: int) -> dict[str, int]:
         counts = {state.value: 0 for state in State}

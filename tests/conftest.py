@@ -91,6 +91,7 @@ def smtp_env(smtp_server, monkeypatch: pytest.MonkeyPatch):
         "SMTP_HOST": smtp_server.host,
         "SMTP_PORT": str(smtp_server.port),
         "SMTP_SECURITY": "none",
+        "SMTP_CONNECTIONS": "1",  # one session: scripted faults hit messages in a known order
         "BULLETIN_SECRET": SECRET,
         "BULLETIN_PUBLIC_URL": "https://bulletin.example.org",
         "BULLETIN_RETRY_MAX_WAIT": "0.05",

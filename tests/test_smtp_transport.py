@@ -20,6 +20,7 @@ def smtp_auth(monkeypatch):
             "SMTP_HOST": sink.host,
             "SMTP_PORT": str(sink.port),
             "SMTP_SECURITY": "none",
+            "SMTP_CONNECTIONS": "1",
             "SMTP_USERNAME": USER,
             "SMTP_PASSWORD": PASSWORD,
             "BULLETIN_SECRET": "smtp-test-secret-not-a-real-one",
@@ -42,6 +43,20 @@ def test_one_connection_carries_every_message(workdir, cli, smtp_auth):
     assert connections(smtp_auth) == 1
     delivered = smtp_auth.delivered_emails()
     assert len(delivered) == 120 and set(delivered.values()) == {1}
+
+
+def test_parallel_connections_each_carry_many_messages_and_nobody_gets_two(
+    workdir, cli, smtp_auth, monkeypatch
+):
+    monkeypatch.setenv("SMTP_CONNECTIONS", "3")
+    name = street_message(workdir, people(120))
+    result = cli("send", name, "--yes")
+    assert "120 accepted" in result.stdout
+    assert "3 connections" in result.stderr
+    assert connections(smtp_auth) == 3
+    delivered = smtp_auth.delivered_emails()
+    assert len(delivered) == 120 and set(delivered.values()) == {1}
+    assert states(workdir / "bulletin.db") == {"accepted": 120}
 
 
 def test_each_message_is_a_full_personal_mime_message(workdir, cli, smtp_env):

@@ -1,10 +1,17 @@
-"""SMTP through the standard library: one connection reused, reconnecting when dropped."""
+"""SMTP through the standard library: a few connections, each reused, reconnecting when dropped.
+
+SMTP answers one command at a time, so a single connection spends most of its life waiting.
+`SMTP_CONNECTIONS` sessions (default 3) send side by side, one message each per batch; each
+message is claimed before its DATA and recorded after its 250, so a crash leaves at most one
+message per connection `unknown`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import smtplib
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import make_msgid
 
 from bulletin.config import Settings
@@ -15,9 +22,65 @@ from bulletin.transports import Outcome, Outgoing, Unsent, Waiter, backoff
 
 class SmtpTransport:
     name = "smtp"
-    # One message per claim: each is marked `sending` before its DATA and `accepted` after its
-    # 250, so a crash leaves at most the one in flight unknown (not a whole batch).
-    batch_size = 1
+
+    def __init__(self, settings: Settings, waiter: Waiter) -> None:
+        self.settings = settings
+        self.waiter = waiter
+        self.batch_size = settings.smtp_connections
+        self._sessions = [_Session(settings, waiter) for _ in range(settings.smtp_connections)]
+        self._pool: ThreadPoolExecutor | None = None
+
+    def describe(self) -> str:
+        s = self.settings
+        connections = f", {s.smtp_connections} connections" if s.smtp_connections > 1 else ""
+        return f"SMTP ({self._sessions[0].where}, {s.smtp_security}{connections})"
+
+    def open(self) -> None:
+        self._sessions[0].connect()  # fail fast on a wrong host or password
+        if len(self._sessions) > 1:
+            self._pool = ThreadPoolExecutor(len(self._sessions), thread_name_prefix="smtp")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for session in self._sessions:
+            session.quit()
+
+    def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]:
+        domain = compiled.message.sender.email.rsplit("@", 1)[-1]
+        if self._pool is None or len(batch) == 1:
+            jobs = [(self._sessions[i % len(self._sessions)], item) for i, item in enumerate(batch)]
+            return _gather([_run(session.send, compiled, item, domain) for session, item in jobs])
+        futures = [
+            self._pool.submit(
+                _run, self._sessions[i % len(self._sessions)].send, compiled, item, domain
+            )
+            for i, item in enumerate(batch)
+        ]
+        return _gather([future.result() for future in futures])
+
+
+def _run(send, compiled: CompiledEmail, item: Outgoing, domain: str) -> Outcome | Unsent:
+    try:
+        return send(compiled, item, domain)
+    except Unsent as error:
+        return error
+
+
+def _gather(results: list[Outcome | Unsent]) -> list[Outcome]:
+    """Outcomes in batch order; if any session could not send, raise with the others' results."""
+    failures = [r for r in results if isinstance(r, Unsent)]
+    outcomes = [r for r in results if isinstance(r, Outcome)]
+    if failures:
+        # Those already accepted must be recorded, or a re-run would send them twice.
+        failures[0].outcomes = outcomes
+        raise failures[0]
+    return outcomes
+
+
+class _Session:
+    """One SMTP connection and the retry rules for one message at a time."""
 
     def __init__(self, settings: Settings, waiter: Waiter) -> None:
         self.settings = settings
@@ -28,13 +91,7 @@ class SmtpTransport:
     def where(self) -> str:
         return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
 
-    def describe(self) -> str:
-        return f"SMTP ({self.where}, {self.settings.smtp_security})"
-
-    def open(self) -> None:
-        self._connect()
-
-    def _connect(self) -> None:
+    def connect(self) -> None:
         s = self.settings
         try:
             if s.smtp_security == "ssl":
@@ -66,28 +123,15 @@ class SmtpTransport:
             ) from None
         self._smtp = smtp
 
-    def close(self) -> None:
+    def quit(self) -> None:
         if self._smtp is not None:
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 self._smtp.quit()
             self._smtp = None
 
-    def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]:
-        domain = compiled.message.sender.email.rsplit("@", 1)[-1]
-        outcomes: list[Outcome] = []
-        for item in batch:
-            if self.waiter.interrupted:  # Ctrl-C: abandon the rest of the batch, unsent
-                outcomes.append(Outcome(item.delivery_id, State.PENDING, error="interrupted"))
-                continue
-            try:
-                outcomes.append(self._send_one(compiled, item, domain))
-            except Unsent as error:
-                # Those already accepted must be recorded, or a re-run would send them twice.
-                error.outcomes = outcomes
-                raise
-        return outcomes
-
-    def _send_one(self, compiled: CompiledEmail, item: Outgoing, domain: str) -> Outcome:
+    def send(self, compiled: CompiledEmail, item: Outgoing, domain: str) -> Outcome:
+        if self.waiter.interrupted:  # Ctrl-C: abandon what is not yet in flight, unsent
+            return Outcome(item.delivery_id, State.PENDING, error="interrupted")
         rendered = compiled.render(item.contact, item.unsubscribe_url)
         if item.subject_prefix:
             rendered = Rendered(
@@ -113,7 +157,7 @@ class SmtpTransport:
             ):
                 return Outcome(item.delivery_id, State.PENDING, error="interrupted")
             if self._smtp is None:
-                self._connect()
+                self.connect()
             try:
                 self._smtp.sendmail(sender, [item.contact.email], data)
                 return Outcome(item.delivery_id, State.ACCEPTED, message_id)
