@@ -52,7 +52,6 @@ def test_help_runs(cli, path, command):
     assert first_line in " ".join(result.stdout.split())
 
 
-@pytest.mark.xfail(strict=False, reason="README being written")
 @pytest.mark.parametrize(("path", "command"), COMMANDS, ids=ids(COMMANDS))
 def test_every_command_is_in_the_readme(path, command):
     readme = README.read_text(encoding="utf-8")
