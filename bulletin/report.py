@@ -14,19 +14,10 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from bulletin.config import Settings
+from bulletin.status import SENT_STATES
 from bulletin.tracking import SendRow, State, Tracker, utcnow
 
 LONDON = ZoneInfo("Europe/London")
-SENT_STATES = (
-    "accepted",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "blocked",
-    "spamreport",
-    "unsubscribed",
-)
 # Chart series: (label, events counted, colour, dash pattern for readers who cannot tell colours)
 SERIES = (
     ("Delivered", ("delivered",), "#1d4ed8", ""),

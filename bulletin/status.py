@@ -82,7 +82,8 @@ ALWAYS_SHOWN = (
     "opened",
     "clicked",
 )
-HANDED_OVER = (
+# States of recipients the transport took (or may have taken): the basis of the rates.
+SENT_STATES = (
     "accepted",
     "delivered",
     "deferred",
@@ -91,8 +92,8 @@ HANDED_OVER = (
     "blocked",
     "spamreport",
     "unsubscribed",
-    "unknown",
 )
+HANDED_OVER = (*SENT_STATES, "unknown")
 
 
 def rates_basis(counts: dict[str, int]) -> int:

@@ -38,6 +38,30 @@ class Outcome:
     error: str | None = None
 
 
+def personal_message(compiled: CompiledEmail, item: Outgoing) -> tuple[str, bytes]:
+    """One recipient's complete message (Message-ID, bytes) for SMTP and the outbox."""
+    from email.utils import make_msgid
+
+    from bulletin.render import Rendered, message_bytes
+
+    rendered = compiled.render(item.contact, item.unsubscribe_url)
+    if item.subject_prefix:
+        rendered = Rendered(item.subject_prefix + rendered.subject, rendered.html, rendered.text)
+    message_id = make_msgid(domain=compiled.message.sender.email.rsplit("@", 1)[-1])
+    data = message_bytes(
+        compiled,
+        rendered,
+        item.contact.email,
+        to_name=item.contact.name,
+        unsubscribe_url=item.unsubscribe_url,
+        message_id=message_id,
+        extra_headers={
+            f"X-Bulletin-{k.split('_')[-1].title()}": v for k, v in item.custom_args.items()
+        },
+    )
+    return message_id, data
+
+
 class Unsent(TransportError):
     """The transport cannot be used (auth, unreachable, interrupted): nothing in the batch went,
     except the recipients in `outcomes` (finished before the transport had to stop)."""

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from email.utils import make_msgid
 
 from bulletin.config import Settings
-from bulletin.render import CompiledEmail, message_bytes
+from bulletin.render import CompiledEmail
 from bulletin.tracking import State
-from bulletin.transports import Outcome, Outgoing, Unsent
+from bulletin.transports import Outcome, Outgoing, Unsent, personal_message
 
 
 class OutboxTransport:
@@ -29,22 +28,8 @@ class OutboxTransport:
 
     def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]:
         outcomes = []
-        domain = compiled.message.sender.email.rsplit("@", 1)[-1]
         for item in batch:
-            rendered = compiled.render(item.contact, item.unsubscribe_url)
-            if item.subject_prefix:
-                rendered = type(rendered)(
-                    item.subject_prefix + rendered.subject, rendered.html, rendered.text
-                )
-            message_id = make_msgid(domain=domain)
-            data = message_bytes(
-                compiled,
-                rendered,
-                item.contact.email,
-                to_name=item.contact.name,
-                unsubscribe_url=item.unsubscribe_url,
-                message_id=message_id,
-            )
+            message_id, data = personal_message(compiled, item)
             name = f"{item.custom_args.get('bulletin_send', 'test')}-{item.delivery_id:07d}.eml"
             try:
                 _write_private(self.folder / name, data)

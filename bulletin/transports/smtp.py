@@ -12,12 +12,11 @@ import contextlib
 import smtplib
 import ssl
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import make_msgid
 
 from bulletin.config import Settings
-from bulletin.render import CompiledEmail, Rendered, message_bytes
+from bulletin.render import CompiledEmail
 from bulletin.tracking import State
-from bulletin.transports import Outcome, Outgoing, Unsent, Waiter, backoff
+from bulletin.transports import Outcome, Outgoing, Unsent, Waiter, backoff, personal_message
 
 
 class SmtpTransport:
@@ -48,22 +47,19 @@ class SmtpTransport:
             session.quit()
 
     def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]:
-        domain = compiled.message.sender.email.rsplit("@", 1)[-1]
         if self._pool is None or len(batch) == 1:
             jobs = [(self._sessions[i % len(self._sessions)], item) for i, item in enumerate(batch)]
-            return _gather([_run(session.send, compiled, item, domain) for session, item in jobs])
+            return _gather([_run(session.send, compiled, item) for session, item in jobs])
         futures = [
-            self._pool.submit(
-                _run, self._sessions[i % len(self._sessions)].send, compiled, item, domain
-            )
+            self._pool.submit(_run, self._sessions[i % len(self._sessions)].send, compiled, item)
             for i, item in enumerate(batch)
         ]
         return _gather([future.result() for future in futures])
 
 
-def _run(send, compiled: CompiledEmail, item: Outgoing, domain: str) -> Outcome | Unsent:
+def _run(send, compiled: CompiledEmail, item: Outgoing) -> Outcome | Unsent:
     try:
-        return send(compiled, item, domain)
+        return send(compiled, item)
     except Unsent as error:
         return error
 
@@ -129,26 +125,10 @@ class _Session:
                 self._smtp.quit()
             self._smtp = None
 
-    def send(self, compiled: CompiledEmail, item: Outgoing, domain: str) -> Outcome:
+    def send(self, compiled: CompiledEmail, item: Outgoing) -> Outcome:
         if self.waiter.interrupted:  # Ctrl-C: abandon what is not yet in flight, unsent
             return Outcome(item.delivery_id, State.PENDING, error="interrupted")
-        rendered = compiled.render(item.contact, item.unsubscribe_url)
-        if item.subject_prefix:
-            rendered = Rendered(
-                item.subject_prefix + rendered.subject, rendered.html, rendered.text
-            )
-        message_id = make_msgid(domain=domain)
-        data = message_bytes(
-            compiled,
-            rendered,
-            item.contact.email,
-            to_name=item.contact.name,
-            unsubscribe_url=item.unsubscribe_url,
-            message_id=message_id,
-            extra_headers={
-                f"X-Bulletin-{k.split('_')[-1].title()}": v for k, v in item.custom_args.items()
-            },
-        )
+        message_id, data = personal_message(compiled, item)
         sender = compiled.message.sender.email
         last_error = ""
         for attempt in range(self.settings.retries + 1):
