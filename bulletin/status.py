@@ -21,23 +21,8 @@ CSV_COLUMNS = (
     "opened",
     "clicked",
 )
-# Shown in this order; the two flags count recipients, not states.
-DISPLAY_ORDER = (
-    "pending",
-    "sending",
-    "accepted",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "blocked",
-    "spamreport",
-    "unsubscribed",
-    "failed",
-    "unknown",
-    "opened",
-    "clicked",
-)
+# Shown in the order of the states, then the two flags (they count recipients, not states).
+DISPLAY_ORDER = (*(state.value for state in State), "opened", "clicked")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -83,15 +68,8 @@ ALWAYS_SHOWN = (
     "clicked",
 )
 # States of recipients the transport took (or may have taken): the basis of the rates.
-SENT_STATES = (
-    "accepted",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "blocked",
-    "spamreport",
-    "unsubscribed",
+SENT_STATES = tuple(
+    s.value for s in State if s not in (State.PENDING, State.SENDING, State.FAILED, State.UNKNOWN)
 )
 HANDED_OVER = (*SENT_STATES, "unknown")
 
