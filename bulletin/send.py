@@ -28,7 +28,14 @@ from bulletin.errors import (
     Interrupted,
     Problem,
 )
-from bulletin.tracking import DatabaseError, SendRow, State, Tracker, email_hash
+from bulletin.tracking import (
+    FINAL_STATES,
+    DatabaseError,
+    SendRow,
+    State,
+    Tracker,
+    email_hash,
+)
 from bulletin.transports import Outgoing, Transport, Unsent, Waiter, make_transport
 from bulletin.unsubscribe import make_token, unsubscribe_url
 
@@ -99,7 +106,6 @@ class Report:
     pending_left: int = 0
     interrupted: bool = False
     completed: bool = False
-    dry_run: bool = False
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -153,11 +159,7 @@ def plan_send(
         if latest is not None:
             plan.resume = latest
             counts = tracker.counts(latest.id)
-            plan.already_done = sum(
-                n
-                for s, n in counts.items()
-                if s in {st.value for st in State} and s not in ("pending", "sending")
-            )
+            plan.already_done = sum(counts[state] for state in FINAL_STATES)
             plan.unknown = counts["unknown"] + counts["sending"]
     return plan
 
@@ -187,7 +189,7 @@ def _refuse_changed(latest: SendRow, checked: Checked, tracker: Tracker) -> None
     )
 
 
-def _public(settings: Settings, transport: Transport) -> tuple[str, str]:
+def _public(settings: Settings) -> tuple[str, str]:
     """Secret and base URL for unsubscribe links; the outbox can do without real ones."""
     if settings.secret and settings.public_url:
         return settings.secret, settings.public_url
@@ -197,8 +199,8 @@ def _public(settings: Settings, transport: Transport) -> tuple[str, str]:
 def dry_run(plan: Plan, settings: Settings) -> Report:
     """Render every message and count; touches neither the transport nor the database."""
     compiled = plan.checked.compiled
-    secret, base = _public(settings, plan.transport)
-    report = Report(send_id=None, dry_run=True)
+    secret, base = _public(settings)
+    report = Report(send_id=None)
     for number, contact in enumerate(plan.recipients, 1):
         url = unsubscribe_url(base, make_token(secret, 0, number, contact.email))
         compiled.render(contact, url)
@@ -219,7 +221,7 @@ def send_test(plan: Plan, settings: Settings, address: str) -> str:
     if first is None:
         raise InputError("the audience is empty: nobody to personalise the test copy as")
     contact = Contact(email=address, fields=first.fields, file=first.file, line=first.line)
-    _secret, base = _public(settings, plan.transport)
+    _secret, base = _public(settings)
     item = Outgoing(
         0, contact, unsubscribe_url(base, "test"), {"bulletin_test": "1"}, subject_prefix="[TEST] "
     )
@@ -293,7 +295,7 @@ def execute(
         tracker.add_recipients(send_id, audience)
         report.dropped = tracker.drop_suppressed(send_id)
         by_key = {c.email.lower(): c for c in audience}
-        secret, base = _public(settings, plan.transport)
+        secret, base = _public(settings)
         transport = plan.transport
         with _interruptible(waiter):
             transport.open()

@@ -618,7 +618,3 @@ def _create_private(path: Path) -> None:
     except FileExistsError:
         return
     os.close(fd)
-
-
-def open_tracker(path: Path) -> Tracker:
-    return Tracker(path)
