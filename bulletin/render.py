@@ -436,28 +436,23 @@ def render_pdf(
     from weasyprint import HTML
 
     environment = template_environment(workdir)
-    letters = [
-        Letter(
-            postal_recipient(c) if c is not None and not notice else None,
-            jinja2.utils.markupsafe.Markup(compiled.render_body_html(c)),
-        )
-        for c in contacts
-    ]
-    subject = fill(compiled.subject, compiled.values(contacts[0] if contacts else None))
     day = today or date.today()
     base = workdir / "templates"
     if not (base / "print.css").is_file():
         base = packaged_templates()
     # One document per letter so "Page N of M" counts each letter's own pages, then join.
-    documents = [
-        HTML(
-            string=_print_page(
-                environment, workdir, [letter], subject, compiled, organisation, unit, day, notice
-            ),
-            base_url=str(base) + "/",
-        ).render()
-        for letter in letters
-    ]
+    # Each letter has its own recipient's subject (it may hold placeholders).
+    documents = []
+    for contact in contacts:
+        letter = Letter(
+            postal_recipient(contact) if contact is not None and not notice else None,
+            jinja2.utils.markupsafe.Markup(compiled.render_body_html(contact)),
+        )
+        subject = fill(compiled.subject, compiled.values(contact))
+        page = _print_page(
+            environment, workdir, [letter], subject, compiled, organisation, unit, day, notice
+        )
+        documents.append(HTML(string=page, base_url=str(base) + "/").render())
     pages = [page for document in documents for page in document.pages]
     return documents[0].copy(pages).write_pdf()
 

@@ -104,3 +104,24 @@ def test_a_broken_print_template_is_a_clear_error(workdir, cli):
     result = cli("print", "eu-referendum", expect=1)
     assert "templates/print.html:2: template error" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_each_letter_carries_its_own_recipients_subject(workdir, settings):
+    path = workdir / "messages" / "eu-referendum.md"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        re.sub(
+            r"^subject: .*$",
+            'subject: "A note for {{ first_name }}"',
+            text,
+            count=1,
+            flags=re.MULTILINE,
+        ),
+        encoding="utf-8",
+    )
+    checked = check_message("eu-referendum", settings)
+    pages = pages_of(render_pdf(checked.compiled, checked.postal, settings.workdir))
+    eileen = next(i for i, p in enumerate(pages) if "Eileen Hughes" in p)
+    harold = next(i for i, p in enumerate(pages) if "Harold Bennett" in p)
+    assert "A note for Eileen" in pages[eileen] and "A note for Harold" not in pages[eileen]
+    assert "A note for Harold" in pages[harold] and "A note for Eileen" not in pages[harold]
