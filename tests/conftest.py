@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from browser import browser, page  # noqa: F401  (fixtures for headless Chromium tests)
 from servers import SendGridStub, SmtpSink
 from typer.testing import CliRunner
 
