@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from browser import browser, page  # noqa: F401  (fixtures for headless Chromium tests)
+from postgres import ledger_db, postgres_cluster, postgres_database, postgres_url  # noqa: F401
 from servers import SendGridStub, SmtpSink
 from typer.testing import CliRunner
 

@@ -1,0 +1,116 @@
+"""Schema migrations with Alembic, run from code: `upgrade(engine)`, `current_revision(engine)`.
+
+The migration scripts live in bulletin/ledger/migrations (installed with the package); there
+is no alembic.ini. A SQLite file written before Alembic (release 0.1.0: `PRAGMA user_version`
+1 or 2, no `alembic_version` table) is adopted: brought to schema 2 if need be, stamped at the
+matching revision, then upgraded like any other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, func, inspect, select, text
+
+from bulletin.ledger import schema
+from bulletin.ledger.engine import describe, transaction
+from bulletin.tracking import DatabaseError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# `PRAGMA user_version` of release 0.1.0 → the Alembic revision with the same tables.
+LEGACY_REVISIONS = {2: "0001"}
+
+# Any constant: only bulletin's own upgrades take this PostgreSQL advisory lock.
+UPGRADE_LOCK = 0x62756C6C  # "bull"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, built in code, pointing at the packaged scripts."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this bulletin knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at; None for an empty database (or one from before Alembic)."""
+    with transaction(engine, write=False) as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str:
+    """Bring the database to `revision` (default: the newest) and return where it now is.
+
+    Safe to run from several processes at once: SQLite serialises them on its write lock,
+    PostgreSQL on an advisory lock held until the transaction ends. All of it is one
+    transaction, so a failure leaves the database as it was.
+    """
+    with transaction(engine, write=True) as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(UPGRADE_LOCK)))
+        context = MigrationContext.configure(connection)
+        known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+        current = context.get_current_revision()
+        if current is not None and current not in known:
+            raise DatabaseError(
+                f"tracking database {describe(engine)} was written by a newer bulletin "
+                f"(revision {current}); upgrade bulletin"
+            )
+        if current is None:
+            adopt_legacy(connection, engine)
+        command.upgrade(alembic_config(connection), revision)
+        return MigrationContext.configure(connection).get_current_revision() or ""
+
+
+def adopt_legacy(connection: Connection, engine: Engine) -> str | None:
+    """Stamp a pre-Alembic SQLite database at the revision matching its `user_version`.
+
+    Returns the revision stamped, or None when the database is not a legacy one (empty).
+    """
+    if connection.dialect.name != "sqlite":
+        return None
+    version = connection.exec_driver_sql("PRAGMA user_version").scalar() or 0
+    if version == 0:
+        if "sends" in inspect(connection).get_table_names():
+            raise DatabaseError(
+                f"tracking database {describe(engine)} has bulletin's tables but no schema "
+                "version; restore it from a backup"
+            )
+        return None
+    if version == 1:  # release 0.1.0's migration 1 → 2 (issue 8)
+        schema.purged_sends.create(connection)
+        connection.exec_driver_sql("PRAGMA user_version = 2")
+        version = 2
+    revision = LEGACY_REVISIONS.get(version)
+    if revision is None:
+        raise DatabaseError(
+            f"tracking database {describe(engine)} was written by a newer bulletin "
+            f"(schema {version}); upgrade bulletin"
+        )
+    command.stamp(alembic_config(connection), revision)
+    return revision
+
+
+def make_revision(engine: Engine, message: str) -> None:
+    """For developers: write a new revision script from the difference between the database
+    (at head) and schema.py. Review and edit it before committing."""
+    with transaction(engine, write=True) as connection:
+        command.revision(alembic_config(connection), message=message, autogenerate=True)
+
+
+def sqlite_user_version(engine: Engine) -> int:
+    """`PRAGMA user_version` of a SQLite database (release 0.1.0's schema number)."""
+    with transaction(engine, write=False) as connection:
+        return int(connection.execute(text("PRAGMA user_version")).scalar() or 0)

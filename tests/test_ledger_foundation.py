@@ -1,0 +1,380 @@
+"""The ledger's foundations on SQLite and a real PostgreSQL: engines, migrations, copying.
+
+The upgrade tests use tests/data/ledger/bulletin-v2.db, a file written by release 0.1.0 (see
+its README): it must be adopted, not rebuilt, and keep every row.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from postgres import free_port
+from sqlalchemy import func, insert, select
+
+from bulletin.errors import ConfigError, ExitCode, InputError
+from bulletin.ledger import schema
+from bulletin.ledger.copy import copy_database
+from bulletin.ledger.engine import make_engine, transaction
+from bulletin.ledger.migrate import current_revision, head_revision, upgrade
+from bulletin.tracking import DatabaseError, Tracker
+
+FIXTURE = Path(__file__).parent / "data" / "ledger" / "bulletin-v2.db"
+FIXTURE_COUNTS = {
+    "sends": 2,
+    "deliveries": 64,
+    "events": 87,
+    "suppressions": 5,
+    "purged_sends": 0,
+}
+
+
+@pytest.fixture
+def engines():
+    """Engines made in a test, disposed at its end (PostgreSQL drops the database after)."""
+    made = []
+
+    def make(db):
+        engine = make_engine(db)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
+@pytest.fixture
+def legacy_db(tmp_path: Path) -> Path:
+    """A copy of the release 0.1.0 database (never the committed file itself)."""
+    path = tmp_path / "legacy.db"
+    shutil.copyfile(FIXTURE, path)
+    return path
+
+
+def counts(engine) -> dict[str, int]:
+    with transaction(engine, write=False) as connection:
+        return {
+            table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in schema.TABLES
+        }
+
+
+def all_rows(engine) -> dict[str, list[tuple]]:
+    with transaction(engine, write=False) as connection:
+        return {
+            table.name: [
+                tuple(row)
+                for row in connection.execute(select(table).order_by(*table.primary_key.columns))
+            ]
+            for table in schema.TABLES
+        }
+
+
+def raw_rows(path: Path) -> dict[str, list[tuple]]:
+    """Every row read with plain sqlite3, as release 0.1.0 would."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return {
+            table.name: db.execute(
+                f"SELECT * FROM {table.name} ORDER BY "
+                + ", ".join(c.name for c in table.primary_key.columns)
+            ).fetchall()
+            for table in schema.TABLES
+        }
+
+
+def add_send(engine, *, recipients: int = 3) -> int:
+    now = "2026-11-29T10:00:00+00:00"
+    with transaction(engine) as connection:
+        send_id = connection.execute(
+            insert(schema.sends).returning(schema.sends.c.id),
+            {
+                "message": "eu-referendum",
+                "path": "messages/eu-referendum.md",
+                "subject": "Key messages",
+                "content_hash": "0" * 64,
+                "transport": "outbox",
+                "created_at": now,
+            },
+        ).scalar_one()
+        connection.execute(
+            insert(schema.deliveries),
+            [
+                {
+                    "send_id": send_id,
+                    "email": f"person{n}@example.org",
+                    "email_key": f"person{n}@example.org",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for n in range(recipients)
+            ],
+        )
+    return send_id
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+def test_migrations_create_the_schema_the_metadata_describes(ledger_db, engines):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = engines(ledger_db)
+    assert current_revision(engine) is None
+    assert upgrade(engine) == head_revision()
+    assert current_revision(engine) == head_revision()
+    assert upgrade(engine) == head_revision()  # a second run changes nothing
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), schema.metadata) == []
+    assert counts(engine) == dict.fromkeys(FIXTURE_COUNTS, 0)
+
+
+def test_defaults_and_ids_work_on_both_back_ends(ledger_db, engines):
+    engine = engines(ledger_db)
+    upgrade(engine)
+    send_id = add_send(engine, recipients=2)
+    with transaction(engine, write=False) as connection:
+        rows = connection.execute(select(schema.deliveries).order_by(schema.deliveries.c.id)).all()
+    assert [r.state for r in rows] == ["pending", "pending"]
+    assert [(r.opened, r.clicked, r.ward) for r in rows] == [(0, 0, ""), (0, 0, "")]
+    assert all(r.send_id == send_id for r in rows)
+    assert rows[1].id == rows[0].id + 1
+
+
+def test_the_same_recipient_twice_in_one_send_is_refused(ledger_db, engines):
+    from sqlalchemy.exc import IntegrityError
+
+    engine = engines(ledger_db)
+    upgrade(engine)
+    send_id = add_send(engine, recipients=1)
+    now = "2026-11-29T10:00:00+00:00"
+    row = {
+        "send_id": send_id,
+        "email": "person0@example.org",
+        "email_key": "person0@example.org",
+        "created_at": now,
+        "updated_at": now,
+    }
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(insert(schema.deliveries), row)
+
+
+def test_a_sqlite_database_is_created_private(tmp_path, engines):
+    path = tmp_path / "folder" / "bulletin.db"
+    upgrade(engines(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_sqlite_engine_uses_todays_pragmas(tmp_path, engines):
+    engine = engines(tmp_path / "bulletin.db")
+    with engine.connect() as connection:
+        pragma = connection.exec_driver_sql
+        assert pragma("PRAGMA journal_mode").scalar() == "wal"
+        assert pragma("PRAGMA synchronous").scalar() == 2  # FULL
+        assert pragma("PRAGMA foreign_keys").scalar() == 1
+        assert pragma("PRAGMA busy_timeout").scalar() == 10_000
+
+
+def test_a_new_sqlite_database_is_also_schema_2_for_todays_tracker(tmp_path, engines):
+    """Until the second wave moves tracking.py onto the ledger, both must open the same file."""
+    path = tmp_path / "bulletin.db"
+    upgrade(engines(path))
+    with Tracker(path) as tracker:
+        assert tracker.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert tracker.sends() == []
+
+
+# --- adopting release 0.1.0's database ----------------------------------------------------
+
+
+def test_release_0_1_database_is_adopted_and_keeps_every_row(legacy_db, engines):
+    before = raw_rows(legacy_db)
+    assert {name: len(rows) for name, rows in before.items()} == FIXTURE_COUNTS
+    engine = engines(legacy_db)
+    assert current_revision(engine) is None
+    assert upgrade(engine) == head_revision()
+    assert current_revision(engine) == head_revision()
+    assert counts(engine) == FIXTURE_COUNTS
+    assert raw_rows(legacy_db) == before
+    with sqlite3.connect(legacy_db) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        margaret = db.execute(
+            "SELECT email, ward, state, opened, clicked FROM deliveries WHERE id = 1"
+        ).fetchone()
+        forgotten = db.execute(
+            "SELECT email, reason, source FROM suppressions WHERE source = 'forget'"
+        ).fetchone()
+        second = db.execute("SELECT reference, completed_at FROM sends WHERE id = 2").fetchone()
+        states = dict(
+            db.execute("SELECT state, COUNT(*) FROM deliveries WHERE send_id = 2 GROUP BY state")
+        )
+    assert margaret == ("margaret.okafor@example.org", "Penge and Cator", "delivered", 1, 1)
+    assert forgotten == (None, "forgotten (data-protection request)", "forget")
+    assert second == ("BR-2016-07-02", None)
+    assert states == {"accepted": 5, "pending": 25}
+    # Today's code still opens it: nothing about it changed but the alembic_version table.
+    with Tracker(legacy_db) as tracker:
+        assert [s.id for s in tracker.sends()] == [1, 2]
+        assert tracker.counts(2)["pending"] == 25
+
+
+def test_adopted_database_differs_from_the_metadata_only_in_constraint_names(legacy_db, engines):
+    """Release 0.1.0 left UNIQUE constraints unnamed and allowed NULL in a TEXT primary key."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = engines(legacy_db)
+    upgrade(engine)
+    with engine.connect() as connection:
+        diffs = compare_metadata(MigrationContext.configure(connection), schema.metadata)
+    flat = [d for diff in diffs for d in (diff if isinstance(diff, list) else [diff])]
+    kinds = sorted((d[0], d[2] if d[0] == "modify_nullable" else d[1].table.name) for d in flat)
+    assert kinds == [
+        ("add_constraint", "deliveries"),
+        ("add_constraint", "events"),
+        ("modify_nullable", "purged_sends"),
+        ("modify_nullable", "suppressions"),
+    ]
+
+
+def test_schema_1_database_gains_purged_sends_and_is_adopted(legacy_db, engines):
+    with sqlite3.connect(legacy_db) as db:
+        db.execute("DROP TABLE purged_sends")
+        db.execute("PRAGMA user_version = 1")
+    engine = engines(legacy_db)
+    assert upgrade(engine) == head_revision()
+    assert counts(engine) == FIXTURE_COUNTS
+
+
+def test_a_database_from_a_newer_bulletin_is_refused(legacy_db, engines):
+    with sqlite3.connect(legacy_db) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(DatabaseError, match=r"newer bulletin \(schema 99\); upgrade bulletin"):
+        upgrade(engines(legacy_db))
+
+
+def test_an_unknown_alembic_revision_is_refused(ledger_db, engines):
+    engine = engines(ledger_db)
+    upgrade(engine)
+    with transaction(engine) as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'ffff'")
+    with pytest.raises(DatabaseError, match=r"newer bulletin \(revision ffff\)"):
+        upgrade(engine)
+
+
+# --- copying between back ends ------------------------------------------------------------
+
+
+def test_copy_sqlite_to_postgresql_and_back_keeps_every_row(
+    legacy_db, postgres_database, tmp_path, engines
+):
+    source = engines(legacy_db)
+    upgrade(source)
+    expected = all_rows(source)
+    server = engines(postgres_database)
+    result = copy_database(source, server, chunk=10)
+    assert result.rows == FIXTURE_COUNTS
+    assert result.total == sum(FIXTURE_COUNTS.values())
+    assert all_rows(server) == expected
+    assert current_revision(server) == head_revision()
+
+    back = engines(tmp_path / "back.db")
+    copy_database(server, back)
+    assert all_rows(back) == expected
+    assert raw_rows(tmp_path / "back.db") == raw_rows(legacy_db)
+    event = json.loads(expected["events"][0][7])  # payloads survive byte for byte
+    assert event["sg_event_id"] == "proc-1"
+
+
+def test_after_a_copy_new_rows_get_new_ids(legacy_db, postgres_database, engines):
+    source = engines(legacy_db)
+    upgrade(source)
+    server = engines(postgres_database)
+    copy_database(source, server)
+    send_id = add_send(server, recipients=1)
+    assert send_id == 3
+    with transaction(server, write=False) as connection:
+        newest = connection.execute(select(func.max(schema.deliveries.c.id))).scalar_one()
+    assert newest == 65
+
+
+def test_copy_refuses_a_target_that_holds_a_history(legacy_db, ledger_db, engines):
+    source = engines(legacy_db)
+    upgrade(source)
+    target = engines(ledger_db)
+    upgrade(target)
+    add_send(target)
+    with pytest.raises(InputError, match=r"already holds a tracking history .*--force"):
+        copy_database(source, target)
+    assert counts(target)["sends"] == 1
+
+    result = copy_database(source, target, force=True)
+    assert result.replaced == {"sends": 1, "deliveries": 3}
+    assert counts(target) == FIXTURE_COUNTS
+
+
+def test_copy_refuses_a_source_that_is_not_upgraded(legacy_db, tmp_path, engines):
+    with pytest.raises(DatabaseError, match="run `bulletin db upgrade` on it first"):
+        copy_database(engines(legacy_db), engines(tmp_path / "target.db"))
+
+
+def test_copy_refuses_to_copy_a_database_onto_itself(legacy_db, engines):
+    source = engines(legacy_db)
+    upgrade(source)
+    with pytest.raises(InputError, match="both the source and the target"):
+        copy_database(source, engines(legacy_db))
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_a_wrong_password_is_one_line_without_the_password(postgres_cluster):
+    url = postgres_cluster.url("postgres", password="canary-pw-5e1d")
+    with pytest.raises(DatabaseError) as caught:
+        make_engine(url)
+    text = str(caught.value)
+    assert "canary-pw-5e1d" not in text
+    assert "\n" not in text
+    assert "refused the login of user bulletin" in text
+    assert "postgresql://bulletin:***@127.0.0.1:" in text
+    assert caught.value.exit_code == ExitCode.TRANSPORT
+
+
+def test_an_unreachable_server_is_one_line_without_the_password():
+    port = free_port()  # nothing listens there once the probe socket is closed
+    with pytest.raises(DatabaseError) as caught:
+        make_engine(f"postgresql://bulletin:canary-pw-5e1d@127.0.0.1:{port}/bulletin")
+    text = str(caught.value)
+    assert "canary-pw-5e1d" not in text
+    assert "\n" not in text
+    assert f"cannot reach the server at 127.0.0.1:{port}" in text
+    assert caught.value.exit_code == ExitCode.TRANSPORT
+
+
+def test_a_bad_url_is_a_configuration_error():
+    for url, message in [
+        ("mysql://user:canary-pw@host/db", "mysql:// is not supported"),
+        ("postgresql://user:canary-pw@host:99999/db", "not a valid postgresql:// URL"),
+        ("postgresql://user:canary-pw@host", "names no database"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as caught:
+            make_engine(url)
+        assert "canary-pw" not in str(caught.value)
+
+
+def test_importing_the_cli_does_not_load_sqlalchemy(tmp_path):
+    code = "import sys, bulletin.cli; print(any(m.startswith('sqlalchemy') for m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
