@@ -278,7 +278,7 @@ def test_sendgrid_unreachable_stops_with_a_clear_line_and_marks_nobody_sent(
 
 # --- substitution keys no contact can name (issue 19) -----------------------------------------
 
-KEY_SHAPE = re.compile(r"~[th]\d+_[0-9a-f]{16}~")
+KEY_SHAPE = re.compile(r"~[th]\d+_[A-Za-z0-9_-]{11}~")
 ORDERS = [(order, passes) for order in ("given", "reversed", "at-once") for passes in (1, 3)]
 NAMED = """\
 ---
@@ -346,12 +346,12 @@ def test_even_the_exact_keys_of_an_earlier_request_arrive_literally(workdir, cli
 def test_the_token_is_never_one_the_letters_own_text_contains(monkeypatch):
     from bulletin.transports import sendgrid
 
-    drawn = iter(["a" * 16, "b" * 16])
-    monkeypatch.setattr(sendgrid.secrets, "token_hex", lambda n: next(drawn))
-    keys = sendgrid.Keys.draw([0], [0, 1], literals="quoting aaaaaaaaaaaaaaaa here")
-    assert keys.text == {0: "~t0_bbbbbbbbbbbbbbbb~"}
-    assert keys.html == {0: "~h0_bbbbbbbbbbbbbbbb~", 1: "~h1_bbbbbbbbbbbbbbbb~"}
-    assert keys.key_bytes == 3 * len("~t0_bbbbbbbbbbbbbbbb~")
+    drawn = iter(["a" * 11, "b" * 11])
+    monkeypatch.setattr(sendgrid.secrets, "token_urlsafe", lambda n: next(drawn))
+    keys = sendgrid.Keys.draw([0], [0, 1], literals="quoting aaaaaaaaaaa here")
+    assert keys.text == {0: "~t0_bbbbbbbbbbb~"}
+    assert keys.html == {0: "~h0_bbbbbbbbbbb~", 1: "~h1_bbbbbbbbbbb~"}
+    assert keys.key_bytes == 3 * len("~t0_bbbbbbbbbbb~")
 
 
 # --- tracking settings and links that stay ours (issue 19) ------------------------------------

@@ -69,7 +69,7 @@ class Keys:
     def draw(cls, text_slots: Sequence[int], html_slots: Sequence[int], literals: str) -> Keys:
         """Keys with a fresh token that the message's own text does not contain."""
         while True:
-            tag = secrets.token_hex(8)
+            tag = secrets.token_urlsafe(8)  # 64 random bits in 11 characters
             if tag not in literals:  # never let the letter's own text be taken for a key
                 break
         text = {i: f"~t{i}_{tag}~" for i in text_slots}
@@ -158,7 +158,8 @@ def _size_bound(personalization: dict, substitution_bytes: int) -> int:
     to = personalization["to"][0]
     strings = len(to["email"]) + len(to.get("name", "")) + len(personalization.get("subject", ""))
     headers = personalization.get("headers") or {}
-    strings += sum(len(v) for v in headers.values()) + len(str(personalization["custom_args"]))
+    strings += sum(map(len, headers.values())) + sum(map(len, personalization["custom_args"]))
+    strings += sum(map(len, personalization["custom_args"].values()))
     return 6 * substitution_bytes + 12 * strings + 512
 
 
