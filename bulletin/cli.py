@@ -338,9 +338,10 @@ def _summary_lines(plan) -> list[str]:
     if plan.invalid_skipped:
         skipped.append(f"{len(plan.invalid_skipped)} invalid row(s)")
     lines.append("Skipped:   " + ", ".join(skipped))
-    if plan.checked.warnings:  # issue 19: known before sending, refused when sending
-        lines += [f"warning: {w}" for w in plan.checked.warnings]
-        lines.append(f"Refused:   {len(plan.checked.warnings)} over the transport's limits")
+    refused = plan.checked.warnings if plan.checked.limits_checked == plan.transport.name else []
+    if refused:  # issue 19: known before sending, refused when sending
+        lines += [f"warning: {w}" for w in refused]
+        lines.append(f"Refused:   {len(refused)} over the transport's limits")
     if plan.resume is not None:
         lines.append(
             f"Resuming:  send #{plan.resume.id} — {plan.already_done} already done, "

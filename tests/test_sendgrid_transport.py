@@ -439,6 +439,15 @@ def test_check_names_a_contact_over_the_substitution_limit(workdir, cli, sendgri
     assert len(sendgrid_env.delivered_emails()) == 2
 
 
+def test_another_transport_chosen_at_send_time_has_no_sendgrid_warnings(workdir, cli, sendgrid_env):
+    rows = people(2)
+    rows[1]["first_name"] = "x" * 6000
+    name = street_message(workdir, rows)
+    result = cli("send", name, "--yes", "--transport", "outbox")
+    assert "warning" not in result.stderr and "Refused" not in result.stderr
+    assert "Send #1: 2 written to the outbox" in result.stdout
+
+
 def _substitution_bytes(workdir, row) -> int:
     """What the send itself measured for this row (the one rule in transports/sendgrid.py)."""
     from bulletin.check import check_message
