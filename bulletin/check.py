@@ -29,6 +29,8 @@ class Checked:
     contact_list: ContactList
     audience: list[Contact] = field(default_factory=list)  # in the audience, emailable or not
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # sendable, but not to everyone
+    limits_checked: str = ""  # the transport whose limits `warnings` reflect (issue 19)
 
     @property
     def ok(self) -> bool:
@@ -90,7 +92,24 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                     "the audience is empty: no contact matches it",
                 )
             )
-    return Checked(message, compiled, contact_list, audience, problems)
+    checked = Checked(message, compiled, contact_list, audience, problems)
+    if settings.transport == "sendgrid":
+        check_transport_limits(checked, settings, "sendgrid")
+    return checked
+
+
+def check_transport_limits(checked: Checked, settings: Settings, transport: str) -> None:
+    """What the transport is known to refuse, found before sending (issue 19: SendGrid)."""
+    if transport != "sendgrid" or checked.limits_checked == transport:
+        return
+    checked.limits_checked = transport
+    if checked.compiled is None or checked.message.sender is None:
+        return
+    from bulletin.transports.sendgrid import limit_problems
+
+    problems, warnings = limit_problems(checked.compiled, checked.recipients, settings)
+    checked.problems += problems
+    checked.warnings += warnings
 
 
 def _print_layout_problems(settings: Settings) -> list[Problem]:

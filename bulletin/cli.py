@@ -131,6 +131,8 @@ def check(message: MessageArg) -> None:
     checked = check_message(message, settings())
     for duplicate in checked.contact_list.duplicates:
         note(str(duplicate))
+    for warning in checked.warnings:
+        note(f"warning: {warning}")
     checked.raise_for_problems("fix them and run bulletin check again")
     recipients, postal = len(checked.recipients), len(checked.postal)
     echo(
@@ -141,6 +143,7 @@ def check(message: MessageArg) -> None:
             if checked.contact_list.duplicates
             else ""
         )
+        + (f", {len(checked.warnings)} warning(s)" if checked.warnings else "")
     )
 
 
@@ -335,6 +338,10 @@ def _summary_lines(plan) -> list[str]:
     if plan.invalid_skipped:
         skipped.append(f"{len(plan.invalid_skipped)} invalid row(s)")
     lines.append("Skipped:   " + ", ".join(skipped))
+    refused = plan.checked.warnings if plan.checked.limits_checked == plan.transport.name else []
+    if refused:  # issue 19: known before sending, refused when sending
+        lines += [f"warning: {w}" for w in refused]
+        lines.append(f"Refused:   {len(refused)} over the transport's limits")
     if plan.resume is not None:
         lines.append(
             f"Resuming:  send #{plan.resume.id} — {plan.already_done} already done, "
@@ -597,6 +604,7 @@ def _print_send(s: dict, statuses) -> None:
         f"Created {s['created_at']} via {s['transport']}; "
         + (f"completed {s['completed_at']}" if s["completed_at"] else "not completed")
     )
+    echo(statuses.tracking_line(s["tracking"]))
     rates = statuses.rates(s["counts"])
     for state in statuses.DISPLAY_ORDER:
         count = s["counts"].get(state, 0)

@@ -39,6 +39,9 @@ class Settings:
     stale_after_hours: float = 24.0
     retries: int = 5
     retry_max_wait: float = 60.0
+    # SendGrid's tracking, set on every request (issue 19): opens as before, clicks off.
+    open_tracking: bool = True
+    click_tracking: bool = False
 
     @property
     def db_path(self) -> Path:
@@ -93,6 +96,18 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
     return value
 
 
+SWITCHES = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in SWITCHES:
+        raise ConfigError(f"{name}={raw!r} is not on or off; fix it in .env")
+    return SWITCHES[raw]
+
+
 def load_settings(
     workdir: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -140,4 +155,6 @@ def load_settings(
         stale_after_hours=_number(env, "BULLETIN_STALE_AFTER_HOURS", 24.0),
         retries=int(_number(env, "BULLETIN_RETRIES", 5, int)),
         retry_max_wait=_number(env, "BULLETIN_RETRY_MAX_WAIT", 60.0),
+        open_tracking=_switch(env, "BULLETIN_OPEN_TRACKING", True),
+        click_tracking=_switch(env, "BULLETIN_CLICK_TRACKING", False),
     )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from bulletin.config import Settings
-from bulletin.status import SENT_STATES
+from bulletin.status import SENT_STATES, tracking, tracking_line
 from bulletin.tracking import SendRow, State, Tracker, utcnow
 
 LONDON = ZoneInfo("Europe/London")
@@ -245,6 +245,7 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
         "chart": chart_svg(charted, max(sent, 1)) if charted else "",
         "events_seen": bool(first),
         "outbox": send.transport == "outbox",
+        "tracking": tracking_line(tracking(send)),
         "reasons": [
             (label, n, percent(_share(n, recipients))) for label, n in reasons.most_common()
         ],

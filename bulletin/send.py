@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulletin.check import Checked
+from bulletin.check import Checked, check_transport_limits
 from bulletin.config import Settings
 from bulletin.contacts import Contact
 from bulletin.errors import (
@@ -134,6 +134,10 @@ def plan_send(
             )
         invalid = list(checked.contact_list.problems)
     transport = make_transport(settings, transport_name, waiter)
+    known = len(checked.problems)
+    check_transport_limits(checked, settings, transport.name)  # `--transport` may differ
+    if len(checked.problems) > known:
+        raise InputError("nothing was sent", checked.problems[known:])
     if transport.name != "outbox" and not (settings.secret and settings.public_url):
         raise ConfigError(
             "set BULLETIN_SECRET and BULLETIN_PUBLIC_URL in .env: every email "
@@ -286,6 +290,9 @@ def execute(
                 transport=plan.transport.name,
             )
         report = Report(send_id)
+        tracking = getattr(plan.transport, "tracking", None)
+        if tracking is not None:  # what the transport asked for is shown by status (issue 19)
+            tracker.note_tracking(send_id, **tracking)
         report.stale_unknown = tracker.stale_to_unknown(send_id)
         if resend_unknown:
             tracker.unknown_to_pending(send_id)

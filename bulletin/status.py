@@ -50,7 +50,24 @@ def summary(tracker: Tracker, send: SendRow) -> dict:
         "completed_at": send.completed_at,
         "recipients": sum(counts[s.value] for s in State),
         "counts": counts,
+        "tracking": tracking(send),
     }
+
+
+def tracking(send: SendRow) -> dict[str, bool | None]:
+    """Whether the send asked SendGrid to track opens / clicks; None: not recorded (issue 19)."""
+    if send.transport != "sendgrid":
+        return {"opens": False, "clicks": False}  # SMTP and the outbox track nothing
+    return {
+        "opens": None if send.open_tracking is None else bool(send.open_tracking),
+        "clicks": None if send.click_tracking is None else bool(send.click_tracking),
+    }
+
+
+def tracking_line(flags: dict[str, bool | None]) -> str:
+    """`Opens tracked: yes · Clicks tracked: no` from `tracking()`, for status and the report."""
+    words = {True: "yes", False: "no", None: "not recorded"}
+    return f"Opens tracked: {words[flags['opens']]} · Clicks tracked: {words[flags['clicks']]}"
 
 
 # Listed by `status SEND` even at zero (issue 5); other states only when someone is in them.

@@ -108,6 +108,12 @@ MIGRATIONS: list[str] = [
         counts TEXT NOT NULL
     );
     """,
+    # 2 → 3: which of SendGrid's open / click tracking a send asked for (issue 19); NULL: not
+    # recorded (an older send, or a transport that tracks nothing)
+    """
+    ALTER TABLE sends ADD COLUMN open_tracking INTEGER;
+    ALTER TABLE sends ADD COLUMN click_tracking INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -180,6 +186,8 @@ class SendRow:
     transport: str
     created_at: str
     completed_at: str | None
+    open_tracking: int | None = None
+    click_tracking: int | None = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +302,15 @@ class Tracker:
                 (message, path, subject, reference, category, content_hash, transport, utcnow()),
             )
             return int(cursor.lastrowid)
+
+    def note_tracking(self, send_id: int, *, opens: bool, clicks: bool) -> None:
+        """Record the tracking a run of this send asked for; on for any run stays on."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sends SET open_tracking = MAX(COALESCE(open_tracking, 0), ?), "
+                "click_tracking = MAX(COALESCE(click_tracking, 0), ?) WHERE id = ?",
+                (int(opens), int(clicks), send_id),
+            )
 
     def complete_if_done(self, send_id: int) -> bool:
         """Mark the send completed once no recipient is pending or in flight."""

@@ -10,8 +10,10 @@ Nothing here touches the network: both servers listen on 127.0.0.1 on an OS-pick
         ...
         assert max(sg.delivered_emails().values()) == 1
 
-It checks auth and validates the body like the real API (``validate_mail_send``), answers 202
-with an ``X-Message-Id`` header, and logs accepted requests in ``sg.accepted``.
+It checks auth and validates the body like the real API (``validate_mail_send``, including the
+shape of ``tracking_settings``), answers 202 with an ``X-Message-Id`` header, and logs accepted
+requests in ``sg.accepted``. ``expand_request(body, order, passes)`` builds each recipient's
+email from a body the ways SendGrid might fill substitutions (its order is not documented).
 
 Faults (``Fault``, built with the functions below) are queued with ``sg.script(*faults)`` and
 consumed one per ``POST /v3/mail/send`` in arrival order, *before* auth and validation; once
@@ -76,6 +78,8 @@ __all__ = [
     "drop_after_read",
     "drop_before_read",
     "drop_mid_data",
+    "expand",
+    "expand_request",
     "free_port",
     "garbage",
     "rate_limited",
@@ -93,6 +97,22 @@ MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
 MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_SUBSTITUTIONS_BYTES = 10_000
+MAX_SUBSTITUTIONS = 100
+# tracking_settings: each setting's fields and their types (v3 Mail Send reference). SendGrid
+# may ignore a field it does not know; the stand-in refuses it, to catch a misspelt setting.
+TRACKING_SETTINGS: dict[str, dict[str, type]] = {
+    "click_tracking": {"enable": bool, "enable_text": bool},
+    "open_tracking": {"enable": bool, "substitution_tag": str},
+    "subscription_tracking": {"enable": bool, "text": str, "html": str, "substitution_tag": str},
+    "ganalytics": {
+        "enable": bool,
+        "utm_source": str,
+        "utm_medium": str,
+        "utm_term": str,
+        "utm_content": str,
+        "utm_campaign": str,
+    },
+}
 MAX_CATEGORIES = 10
 MAX_CATEGORY_CHARS = 255
 MAX_BODY_BYTES = 30 * 1024 * 1024
@@ -204,6 +224,7 @@ def validate_mail_send(body: Any) -> list[dict[str, Any]]:
         errors, body.get("personalizations"), top_args, has_top_subject, templated
     )
     _validate_content(errors, body.get("content"), templated)
+    _validate_tracking(errors, body.get("tracking_settings"))
 
     cats = body.get("categories")
     if cats is not None:
@@ -295,6 +316,13 @@ def _validate_personalizations(
         subs = _check_str_map(
             errors, p.get("substitutions"), "substitutions", f"{pf}.substitutions"
         )
+        if len(subs) > MAX_SUBSTITUTIONS:
+            errors.add(
+                f"You may not include more than {MAX_SUBSTITUTIONS} substitutions per "
+                f"personalization (got {len(subs)}).",
+                f"{pf}.substitutions",
+                "substitutions",
+            )
         size = sum(len(k.encode()) + len(str(v).encode()) for k, v in subs.items())
         if size > MAX_SUBSTITUTIONS_BYTES:
             errors.add(
@@ -329,6 +357,81 @@ def _validate_personalizations(
             "subject",
             "subject",
         )
+
+
+def _validate_tracking(errors: _Errors, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        errors.add("The tracking_settings parameter must be an object.", "tracking_settings")
+        return
+    for name, setting in value.items():
+        fld = f"tracking_settings.{name}"
+        fields_ = TRACKING_SETTINGS.get(name)
+        if fields_ is None:
+            errors.add(f"Unknown tracking setting '{name}'.", fld, "tracking_settings")
+            continue
+        if not isinstance(setting, dict):
+            errors.add(f"The {name} setting must be an object.", fld, "tracking_settings")
+            continue
+        for key, item in setting.items():
+            kind = fields_.get(key)
+            if kind is None:
+                errors.add(f"Unknown field '{key}' in {name}.", f"{fld}.{key}", "tracking_settings")
+            elif not isinstance(item, kind):
+                errors.add(
+                    f"Invalid type. Expected: {'boolean' if kind is bool else 'string'}, "
+                    f"given: {type(item).__name__}.",
+                    f"{fld}.{key}",
+                    "tracking_settings",
+                )
+
+
+# --------------------------------------------------------------------------- substitutions
+
+
+SubstitutionOrder = Literal["given", "reversed", "at-once"]
+
+
+def expand(
+    text: str, substitutions: Mapping[str, str], order: SubstitutionOrder, passes: int = 1
+) -> str:
+    """Fill substitution tags in ``text`` one of the ways SendGrid might (it does not say).
+
+    ``given`` / ``reversed``: one tag after another in the dict's order or its reverse, each
+    replacement seeing what the earlier ones put in; ``at-once``: every tag in one sweep.
+    ``passes`` repeats the whole expansion over its own result.
+    """
+    for _ in range(passes):
+        if order == "at-once":
+            if substitutions:
+                pattern = re.compile("|".join(map(re.escape, sorted(substitutions, key=len)[::-1])))
+                text = pattern.sub(lambda m: substitutions[m.group(0)], text)
+            continue
+        keys = list(substitutions)
+        for key in reversed(keys) if order == "reversed" else keys:
+            text = text.replace(key, substitutions[key])
+    return text
+
+
+def expand_request(
+    body: Mapping[str, Any], order: SubstitutionOrder = "at-once", passes: int = 1
+) -> list[dict[str, str]]:
+    """Each personalization's email as SendGrid would build it: ``email``, ``subject``,
+    ``text`` and ``html`` (the first text/plain and text/html content blocks)."""
+    content = {block.get("type"): block.get("value", "") for block in body.get("content") or ()}
+    out = []
+    for p in body.get("personalizations") or ():
+        subs = p.get("substitutions") or {}
+        out.append(
+            {
+                "email": p["to"][0]["email"],
+                "subject": expand(p.get("subject") or body.get("subject", ""), subs, order, passes),
+                "text": expand(content.get("text/plain", ""), subs, order, passes),
+                "html": expand(content.get("text/html", ""), subs, order, passes),
+            }
+        )
+    return out
 
 
 def _validate_content(errors: _Errors, content: Any, templated: bool) -> None:

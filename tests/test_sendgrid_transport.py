@@ -7,12 +7,22 @@ The stand-in validates every request like the real API and can misbehave on cue
 from __future__ import annotations
 
 import html
+import json
 import os
+import re
 import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from servers import drop_after_read, drop_before_read, garbage, rate_limited, slow, status
+from servers import (
+    drop_after_read,
+    drop_before_read,
+    expand_request,
+    garbage,
+    rate_limited,
+    slow,
+    status,
+)
 from test_send import SAMPLE, deliveries, people, states, street_message
 
 from bulletin.unsubscribe import verify_token
@@ -264,3 +274,225 @@ def test_sendgrid_unreachable_stops_with_a_clear_line_and_marks_nobody_sent(
     assert "BULLETIN_SENDGRID_URL" in result.stderr
     assert "Traceback" not in result.stderr
     assert states(workdir / "bulletin.db") == {"pending": SAMPLE}
+
+
+# --- substitution keys no contact can name (issue 19) -----------------------------------------
+
+KEY_SHAPE = re.compile(r"~[th]\d+_[A-Za-z0-9_-]{11}~")
+ORDERS = [(order, passes) for order in ("given", "reversed", "at-once") for passes in (1, 3)]
+NAMED = """\
+---
+subject: 'Hello {{ first_name }}'
+from: "Bromley Police <bromley.neighbourhoods@example.org>"
+reference: BR-TEST-KEYS
+contacts: [lists/people.csv]
+---
+Dear {{ first_name }} {{ last_name }} of {{ ward }},
+
+Literal text like ~t0~ and ~h1~ is the letter's own.
+"""
+
+
+def _arrives_literally(sendgrid, rows: list[dict]) -> None:
+    """However SendGrid orders or repeats its substitutions, each value arrives as written."""
+    by_email = {r["email"]: r for r in rows}
+    for request in sendgrid.accepted:
+        keys = {k for p in request["body"]["personalizations"] for k in p["substitutions"]}
+        for order, passes in ORDERS:
+            for email in expand_request(request["body"], order, passes):
+                row = by_email[email["email"]]
+                first, last = row["first_name"], row["last_name"]
+                assert email["subject"] == f"Hello {first}", (order, passes)
+                assert f"Dear {first} {last} of {row['ward']}," in email["text"], (order, passes)
+                assert f"{html.escape(first)} {html.escape(last)}" in email["html"]
+                assert "Literal text like ~t0~ and ~h1~" in email["text"]
+                for part in ("subject", "text", "html"):
+                    assert not any(k in email[part] for k in keys), (order, passes, part)
+
+
+def test_a_value_that_names_another_key_arrives_literally(workdir, cli, sendgrid_env):
+    rows = people(4)
+    rows[0]["first_name"] = "~h3~"  # the old keys: the HTML key of another field
+    rows[1]["first_name"] = "~t0~"
+    rows[2]["last_name"] = "~h0~ ~t1~ ~h2~"
+    rows[3]["first_name"] = '<b>"bold"</b> & ~h1~'
+    name = street_message(workdir, rows, NAMED)
+    cli("send", name, "--yes")
+    body = sendgrid_env.accepted[0]["body"]
+    keys = set(body["personalizations"][0]["substitutions"])
+    assert keys and all(KEY_SHAPE.fullmatch(k) for k in keys)
+    _arrives_literally(sendgrid_env, rows)
+
+
+def test_even_the_exact_keys_of_an_earlier_request_arrive_literally(workdir, cli, sendgrid_env):
+    rows = people(2)
+    name = street_message(workdir, rows, NAMED)
+    cli("send", name, "--yes")
+    earlier = sendgrid_env.accepted[0]["body"]["personalizations"][0]["substitutions"]
+    html_keys = sorted(k for k in earlier if k.startswith("~h"))
+    text_keys = sorted(k for k in earlier if k.startswith("~t"))
+    # The best guess a contact can make: the keys of the same message's last request.
+    rows[0]["first_name"], rows[0]["last_name"] = html_keys[-1], text_keys[0]
+    rows[1]["first_name"], rows[1]["last_name"] = " ".join(text_keys), " ".join(html_keys)
+    (workdir / "messages" / "again.md").write_text(NAMED, encoding="utf-8")
+    street_message(workdir, rows, NAMED)
+    sendgrid_env.reset()
+    cli("send", "again", "--yes")
+    later = sendgrid_env.accepted[0]["body"]["personalizations"][0]["substitutions"]
+    assert not set(later) & set(earlier)  # a fresh token for every request
+    _arrives_literally(sendgrid_env, rows)
+
+
+def test_the_token_is_never_one_the_letters_own_text_contains(monkeypatch):
+    from bulletin.transports import sendgrid
+
+    drawn = iter(["a" * 11, "b" * 11])
+    monkeypatch.setattr(sendgrid.secrets, "token_urlsafe", lambda n: next(drawn))
+    keys = sendgrid.Keys.draw([0], [0, 1], literals="quoting aaaaaaaaaaa here")
+    assert keys.text == {0: "~t0_bbbbbbbbbbb~"}
+    assert keys.html == {0: "~h0_bbbbbbbbbbb~", 1: "~h1_bbbbbbbbbbb~"}
+    assert keys.key_bytes == 3 * len("~t0_bbbbbbbbbbb~")
+
+
+# --- tracking settings and links that stay ours (issue 19) ------------------------------------
+
+LINKS = """\
+---
+subject: Links
+from: "Bromley Police <bromley.neighbourhoods@example.org>"
+reference: BR-TEST-LINKS
+contacts: [lists/people.csv]
+---
+Read [our page](https://bulletin.example.org/m/BR-TEST-LINKS) or
+[the Met](https://www.met.police.uk/) or call [101](tel:101).
+"""
+ANCHOR = re.compile(r"<a\b[^>]*>")
+
+
+def test_tracking_is_set_on_every_request_clicks_off_by_default(workdir, cli, sendgrid_env):
+    name = street_message(workdir, people(1500))
+    cli("send", name, "--yes")
+    assert len(sendgrid_env.accepted) == 2
+    for request in sendgrid_env.accepted:  # the stand-in validated the shape
+        assert request["body"]["tracking_settings"] == {
+            "click_tracking": {"enable": False, "enable_text": False},
+            "open_tracking": {"enable": True},
+            "subscription_tracking": {"enable": False},
+            "ganalytics": {"enable": False},
+        }
+    result = cli("status", "1")
+    assert "Opens tracked: yes · Clicks tracked: no" in result.stdout
+    tracking = json.loads(cli("status", "1", "--json").stdout)["sends"][0]["tracking"]
+    assert tracking == {"opens": True, "clicks": False}
+    cli("report", "1", "-o", "report.html")
+    assert "Opens tracked: yes · Clicks tracked: no" in (workdir / "report.html").read_text()
+
+
+def test_click_tracking_on_never_reaches_our_own_links(workdir, cli, sendgrid_env, monkeypatch):
+    monkeypatch.setenv("BULLETIN_CLICK_TRACKING", "on")
+    monkeypatch.setenv("BULLETIN_OPEN_TRACKING", "off")
+    name = street_message(workdir, people(2), LINKS)
+    cli("send", name, "--yes")
+    body = sendgrid_env.accepted[0]["body"]
+    assert body["tracking_settings"]["click_tracking"] == {"enable": True, "enable_text": False}
+    assert body["tracking_settings"]["open_tracking"] == {"enable": False}
+    (email,) = expand_request(body)[:1]
+    anchors = ANCHOR.findall(email["html"])
+    ours = [a for a in anchors if "bulletin.example.org/" in a]
+    assert len(ours) == 2  # the public page and the unsubscribe link
+    assert any("/unsubscribe?t=" in a for a in ours)
+    # SendGrid honours the attribute only before the href (its click-tracking guide).
+    assert all(a.startswith('<a clicktracking="off" ') for a in ours), ours
+    others = [a for a in anchors if a not in ours]
+    assert others and not any("clicktracking" in a for a in others)  # tel:, met.police.uk
+    assert "Opens tracked: no · Clicks tracked: yes" in cli("status", "1").stdout
+
+
+def test_a_tracking_setting_that_is_not_on_or_off_is_one_clear_line(workdir, cli, sendgrid_env):
+    cli("send", "eu-referendum", "--yes", env={"BULLETIN_CLICK_TRACKING": "sometimes"}, expect=1)
+    result = cli("check", "eu-referendum", env={"BULLETIN_CLICK_TRACKING": "sometimes"}, expect=1)
+    assert "BULLETIN_CLICK_TRACKING='sometimes' is not on or off" in result.stderr
+    assert not sendgrid_env.requests
+
+
+# --- limits known before sending (issue 19) ---------------------------------------------------
+
+
+def test_check_names_a_contact_over_the_substitution_limit(workdir, cli, sendgrid_env):
+    rows = people(3)
+    rows[1]["first_name"] = "x" * 6000
+    name = street_message(workdir, rows)
+    result = cli("check", name)
+    assert result.stderr.splitlines() == [
+        "warning: lists/people.csv:3: personal fields too large for SendGrid "
+        f"({_substitution_bytes(workdir, rows[1]):,} bytes of substitutions, limit 10,000); "
+        "it will not be sent"
+    ]
+    assert result.stdout.strip().endswith("OK — 3 email recipient(s), 1 warning(s)")
+    # Other transports have no such limit.
+    assert "warning" not in cli("check", name, env={"BULLETIN_TRANSPORT": "outbox"}).stderr
+
+    result = cli("send", name, "--yes", expect=3)
+    assert "warning: lists/people.csv:3: personal fields too large" in result.stderr
+    assert "Refused:   1 over the transport's limits" in result.stderr
+    assert "failed: person00002@example.org: personal fields too large" in result.stderr
+    assert len(sendgrid_env.delivered_emails()) == 2
+
+
+def test_another_transport_chosen_at_send_time_has_no_sendgrid_warnings(workdir, cli, sendgrid_env):
+    rows = people(2)
+    rows[1]["first_name"] = "x" * 6000
+    name = street_message(workdir, rows)
+    result = cli("send", name, "--yes", "--transport", "outbox")
+    assert "warning" not in result.stderr and "Refused" not in result.stderr
+    assert "Send #1: 2 written to the outbox" in result.stdout
+
+
+def _substitution_bytes(workdir, row) -> int:
+    """What the send itself measured for this row (the one rule in transports/sendgrid.py)."""
+    from bulletin.check import check_message
+    from bulletin.config import load_settings
+    from bulletin.transports.sendgrid import Outgoing, request_template
+
+    settings = load_settings(workdir)
+    checked = check_message("street", settings)
+    (contact,) = [c for c in checked.recipients if c.email == row["email"]]
+    template = request_template(checked.compiled, settings)
+    url = "https://bulletin.example.org/unsubscribe?t=999999999999.999999999999999." + "x" * 22
+    item = Outgoing(0, contact, url, {"bulletin_send": "9" * 12, "bulletin_delivery": "9" * 15})
+    return template.personalization(template.keys(), item)[2]
+
+
+def test_too_many_personal_values_stop_check_and_send(workdir, cli, sendgrid_env):
+    body = " ".join(f"{{{{ field{i} }}}}" for i in range(60))
+    rows = [dict(people(1)[0], **{f"field{i}": str(i) for i in range(60)})]
+    name = street_message(workdir, rows, NAMED.replace("Literal", body + "\n\nLiteral"))
+    result = cli("check", name, expect=1)
+    assert "SendGrid allows 100" in result.stderr
+    assert "messages/street.md: uses 1" in result.stderr
+    cli("send", name, "--yes", expect=1)
+    assert not sendgrid_env.requests
+
+
+def test_requests_are_grouped_under_30_mb():
+    from bulletin.transports.sendgrid import MAX_REQUEST_BYTES, request_groups
+
+    assert request_groups(100, [10, 20, 30]) == ([[0, 1, 2]], [])
+    groups, alone = request_groups(1_000_000, [10_000_000, 10_000_000, 20_000_000, 40_000_000])
+    assert groups == [[0, 1], [2]] and alone == [3]
+    for group in groups:
+        sizes = [10_000_000, 10_000_000, 20_000_000]
+        assert 1_000_000 + sum(sizes[i] + 1 for i in group) <= MAX_REQUEST_BYTES
+
+
+@pytest.mark.slow
+def test_a_batch_too_big_for_one_request_is_sent_in_two(workdir, cli, sendgrid_env):
+    rows = people(1000)
+    for row in rows:  # 500 emoji: 2,000 bytes of UTF-8 but 6,000 of escaped JSON, 5 times
+        row["first_name"] = "\U0001f46e" * 500
+    name = street_message(workdir, rows)
+    result = cli("check", name)
+    assert "warning" not in result.stderr
+    cli("send", name, "--yes")
+    assert len(sendgrid_env.accepted) == 2
+    assert sum(len(r["emails"]) for r in sendgrid_env.accepted) == 1000

@@ -26,6 +26,7 @@ try:
         drop_after_read,
         drop_before_read,
         drop_mid_data,
+        expand,
         free_port,
         garbage,
         rate_limited,
@@ -42,6 +43,7 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
         drop_after_read,
         drop_before_read,
         drop_mid_data,
+        expand,
         free_port,
         garbage,
         rate_limited,
@@ -586,3 +588,36 @@ def test_smtp_stop_frees_port() -> None:
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 1):
         pass
     assert free_port() > 0
+
+
+def test_tracking_settings_shape_is_validated() -> None:
+    good = {
+        "click_tracking": {"enable": False, "enable_text": False},
+        "open_tracking": {"enable": True},
+        "subscription_tracking": {"enable": False},
+        "ganalytics": {"enable": False},
+    }
+    assert validate_mail_send(mail(tracking_settings=good)) == []
+    for bad, field in [
+        ("off", "tracking_settings"),
+        ({"click_tracking": {"enable": "false"}}, "tracking_settings.click_tracking.enable"),
+        ({"click_tracking": {"enabled": False}}, "tracking_settings.click_tracking.enabled"),
+        ({"clicks": {"enable": False}}, "tracking_settings.clicks"),
+        ({"open_tracking": True}, "tracking_settings.open_tracking"),
+    ]:
+        fields = [e["field"] for e in validate_mail_send(mail(tracking_settings=bad))]
+        assert fields == [field], (bad, fields)
+
+
+def test_more_than_100_substitutions_are_refused() -> None:
+    body = mail()
+    body["personalizations"][0]["substitutions"] = {f"-{i}-": "x" for i in range(101)}
+    assert [e["field"] for e in validate_mail_send(body)] == ["personalizations.0.substitutions"]
+
+
+@pytest.mark.parametrize("order", ["given", "reversed", "at-once"])
+def test_expand_fills_tags_in_the_order_and_passes_asked_for(order) -> None:
+    subs = {"-a-": "-b-", "-b-": "B"}
+    once = expand("x -a- y", subs, order)
+    assert once == {"given": "x B y", "reversed": "x -b- y", "at-once": "x -b- y"}[order]
+    assert expand("x -a- y", subs, order, passes=2) == "x B y"

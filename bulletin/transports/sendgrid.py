@@ -9,24 +9,363 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import secrets
 import socket
 import time
 import urllib.error
-from html import escape
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape, unescape
 
 from bulletin.config import Settings
+from bulletin.contacts import Contact
+from bulletin.errors import Problem
 from bulletin.fields import has_line_break
-from bulletin.render import CompiledEmail, Part
+from bulletin.render import (
+    SUBJECT_RULE,
+    UNSUBSCRIBE,
+    URL_OF,
+    CompiledEmail,
+    Part,
+    split,
+    token,
+)
 from bulletin.tracking import State
 from bulletin.transports import Outcome, Outgoing, Unsent, Waiter, backoff
 
+# SendGrid's documented limits of v3 Mail Send (its Limitations page and the personalization
+# reference): 1,000 personalizations; per personalization at most 100 substitutions of at most
+# 10,000 bytes together, custom_args under 10,000 bytes; a request under 30 MB.
 MAX_PERSONALIZATIONS = 1000
+MAX_SUBSTITUTIONS = 100
 MAX_SUBSTITUTION_BYTES = 10_000
+MAX_CUSTOM_ARGS_BYTES = 10_000
+MAX_REQUEST_BYTES = 30_000_000  # "less than 30MB": the decimal, stricter reading
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# custom_args as large as a send can make them (send.py: the send's and the delivery's ids).
+LARGEST_CUSTOM_ARGS = {"bulletin_send": "9" * 12, "bulletin_delivery": "9" * 15}
+_ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
+_HREF = re.compile("\\bhref\\s*=\\s*[\"']?(?:\ue000(\\d+)\ue001|([^\"'\\s>]*))", re.IGNORECASE)
 
 
-def _keys(parts: tuple[Part, ...], kind: str) -> str:
-    return "".join(p if isinstance(p, str) else f"~{kind}{p}~" for p in parts)
+# --- substitution keys (issue 19) ----------------------------------------------------------
+# SendGrid does not document the order in which it applies substitutions, nor whether it
+# makes more than one pass. So every key carries a random token drawn for each request: a
+# contact's value can never spell another key (it would have to guess the token before the
+# request was built), whatever the order and however many passes.
+
+
+@dataclass(frozen=True)
+class Keys:
+    """One request's substitution keys: `~t3_<token>~` (text, subject), `~h3_<token>~` (HTML)."""
+
+    token: str
+    text: dict[int, str]  # slot → key
+    html: dict[int, str]
+    key_bytes: int  # every key's length, counted in each personalization's 10,000 bytes
+
+    @classmethod
+    def draw(cls, text_slots: Sequence[int], html_slots: Sequence[int], literals: str) -> Keys:
+        """Keys with a fresh token that the message's own text does not contain."""
+        while True:
+            tag = secrets.token_urlsafe(8)  # 64 random bits in 11 characters
+            if tag not in literals:  # never let the letter's own text be taken for a key
+                break
+        text = {i: f"~t{i}_{tag}~" for i in text_slots}
+        html = {i: f"~h{i}_{tag}~" for i in html_slots}
+        size = sum(len(k) for k in text.values()) + sum(len(k) for k in html.values())
+        return cls(tag, text, html, size)
+
+    def __len__(self) -> int:
+        return len(self.text) + len(self.html)
+
+    def fill(self, parts: Sequence[Part], kind: str) -> str:
+        names = self.html if kind == "h" else self.text
+        return "".join(p if isinstance(p, str) else names[p] for p in parts)
+
+    def substitutions(self, values: Sequence[str]) -> dict[str, str]:
+        substitutions = {key: values[i] for i, key in self.text.items()}
+        substitutions.update({key: escape(values[i]) for i, key in self.html.items()})
+        return substitutions
+
+
+# --- limits: one rule for `check` and for the transport (issue 19) --------------------------
+
+
+def substitution_bytes(keys: Keys, substitutions: dict[str, str]) -> int:
+    """What SendGrid counts against its 10,000 bytes: every key and every value, in UTF-8."""
+    return keys.key_bytes + len("".join(substitutions.values()).encode())
+
+
+def substitution_error(size: int) -> str | None:
+    """Why SendGrid would refuse substitutions of `size` bytes, or None."""
+    if size > MAX_SUBSTITUTION_BYTES:
+        return (
+            f"personal fields too large for SendGrid ({size:,} bytes of substitutions, "
+            f"limit {MAX_SUBSTITUTION_BYTES:,})"
+        )
+    return None
+
+
+def custom_args_error(custom_args: dict[str, str]) -> str | None:
+    """Why SendGrid would refuse these custom_args (measured as compact JSON), or None."""
+    size = len(json.dumps(custom_args, separators=(",", ":"), ensure_ascii=False).encode())
+    if size >= MAX_CUSTOM_ARGS_BYTES:
+        return (
+            f"custom_args too large for SendGrid ({size:,} bytes, limit {MAX_CUSTOM_ARGS_BYTES:,})"
+        )
+    return None
+
+
+def keys_error(keys: Keys) -> str | None:
+    if len(keys) > MAX_SUBSTITUTIONS:
+        return (
+            f"uses {len(keys)} personal values per recipient; SendGrid allows "
+            f"{MAX_SUBSTITUTIONS}: use fewer different placeholders"
+        )
+    return None
+
+
+def request_groups(
+    base: int, sizes: Sequence[int], limit: int = MAX_REQUEST_BYTES
+) -> tuple[list[list[int]], list[int]]:
+    """Personalizations (by index, of JSON sizes `sizes`) grouped into requests under `limit`.
+
+    `base` is the size of the request without them. Returns the groups and the indexes that
+    would not fit in a request even alone.
+    """
+    groups: list[list[int]] = []
+    alone: list[int] = []
+    current: list[int] = []
+    total = base
+    for index, size in enumerate(sizes):
+        if base + size + 1 > limit:
+            alone.append(index)
+            continue
+        if current and total + size + 1 > limit:
+            groups.append(current)
+            current, total = [], base
+        current.append(index)
+        total += size + 1  # and a comma
+    if current:
+        groups.append(current)
+    return groups, alone
+
+
+def _size_bound(personalization: dict, substitution_bytes: int) -> int:
+    """A cheap upper bound of a personalization's JSON size (\\uXXXX: ≤ 6 bytes a byte)."""
+    to = personalization["to"][0]
+    strings = len(to["email"]) + len(to.get("name", "")) + len(personalization.get("subject", ""))
+    headers = personalization.get("headers") or {}
+    strings += sum(map(len, headers.values())) + sum(map(len, personalization["custom_args"]))
+    strings += sum(map(len, personalization["custom_args"].values()))
+    return 6 * substitution_bytes + 12 * strings + 512
+
+
+def request_size(body: dict) -> int:
+    """Bytes of the request as the client sends it (json.dumps, ASCII-escaped)."""
+    return len(json.dumps(body))
+
+
+def limit_problems(
+    compiled: CompiledEmail, contacts: Sequence[Contact], settings: Settings
+) -> tuple[list[Problem], list[Problem]]:
+    """(problems, warnings) of sending this message through SendGrid, known before sending.
+
+    Problems stop every copy (too many personal values, a request over 30 MB even for one
+    recipient); warnings name, as FILE:LINE, the contacts SendGrid would refuse — the send
+    isolates them, exactly as here, and sends to everyone else.
+    """
+    from bulletin.unsubscribe import make_token, unsubscribe_url
+
+    message = compiled.message
+    template = request_template(compiled, settings)
+    keys = template.keys()
+    problems: list[Problem] = []
+    for error in (keys_error(keys), custom_args_error(LARGEST_CUSTOM_ARGS)):
+        if error:
+            problems.append(Problem(message.shown, None, error))
+    base = request_size(template.body(keys)) + len(', "personalizations": []')
+    warnings: list[Problem] = []
+    public = settings.public_url or "https://bulletin.example.org"
+    longest_url = unsubscribe_url(public, f"{'9' * 12}.{'9' * 15}.{'x' * 22}")
+    # A personalization within the substitution limit is under ~70 kB of JSON.
+    every_one = base + 12 * MAX_SUBSTITUTION_BYTES > MAX_REQUEST_BYTES
+    bound = _bound(compiled, keys, len(longest_url))
+    for contact in contacts:
+        if not every_one and bound(contact) <= MAX_SUBSTITUTION_BYTES:
+            continue  # surely fine: a `check` of 100,000 contacts stays quick
+        # The longest unsubscribe link a send makes for this contact (ids of 12 and 15 digits).
+        url = unsubscribe_url(public, make_token("x", 10**12 - 1, 10**15 - 1, contact.email))
+        item = Outgoing(0, contact, url, LARGEST_CUSTOM_ARGS)
+        personalization, error, size = template.personalization(keys, item)
+        if error is None and base + _size_bound(personalization, size) > MAX_REQUEST_BYTES:
+            size = len(json.dumps(personalization))
+            if request_groups(base, [size])[1]:
+                error = f"too large for one SendGrid request ({base + size:,} bytes, limit 30 MB)"
+        if error:
+            warnings.append(Problem(contact.file, contact.line, f"{error}; it will not be sent"))
+    return problems, warnings
+
+
+def _bound(compiled: CompiledEmail, keys: Keys, url_bytes: int):
+    """A cheap upper bound of a contact's substitution bytes, without rendering anything.
+
+    A value costs at most 4 bytes a character in UTF-8, 6 times that once HTML-escaped.
+    """
+    slots = compiled.slots.keys
+    weights: dict[str, int] = {}
+    constant = keys.key_bytes
+    for used, weight in ((keys.text, 1), (keys.html, 6)):
+        for index in used:
+            key, fallback = slots[index]
+            if key.startswith(URL_OF):  # a link's safe value is at most its slot's value
+                key, fallback = slots[int(key[len(URL_OF) :])]
+            if key == UNSUBSCRIBE:
+                constant += weight * url_bytes
+            elif key == SUBJECT_RULE:
+                constant += weight * 76
+            else:
+                weights[key] = weights.get(key, 0) + 4 * weight
+                constant += 4 * weight * len(fallback)
+    pairs = tuple(weights.items())
+
+    def bound(contact: Contact) -> int:
+        get = contact.fields.get
+        return constant + sum(weight * len(get(key) or "") for key, weight in pairs)
+
+    return bound
+
+
+def mark_our_links(html: Sequence[Part], compiled: CompiledEmail, public_url: str) -> tuple:
+    """Our own links (unsubscribe, anything under BULLETIN_PUBLIC_URL) get clicktracking="off".
+
+    SendGrid leaves a link alone only with the attribute inside the anchor before the href
+    (its click-tracking guide), so the unsubscribe link always goes straight to us, even when
+    BULLETIN_CLICK_TRACKING is on and whatever the account's settings.
+    """
+    keys = compiled.slots.keys
+    ours = {i for i, (key, _) in enumerate(keys) if key == UNSUBSCRIBE}
+    ours |= {
+        i
+        for i, (key, _) in enumerate(keys)
+        if key.startswith(URL_OF) and int(key[len(URL_OF) :]) in ours
+    }
+    prefix = public_url.rstrip("/") + "/" if public_url else None
+
+    def mark(anchor: re.Match) -> str:
+        tag = anchor.group(0)
+        href = _HREF.search(tag)
+        if href is None or "clicktracking" in tag.lower():
+            return tag
+        slot, literal = href.group(1), unescape(href.group(2) or "")
+        if (slot is not None and int(slot) in ours) or (prefix and literal.startswith(prefix)):
+            return '<a clicktracking="off"' + tag[2:]
+        return tag
+
+    text = "".join(p if isinstance(p, str) else token(p) for p in html)
+    return split(_ANCHOR.sub(mark, text))
+
+
+@dataclass
+class RequestTemplate:
+    """What every request of one message shares; keys are filled in per request."""
+
+    compiled: CompiledEmail
+    base: dict  # the body without subject, content and personalizations
+    html: tuple
+    text_slots: list[int]
+    html_slots: list[int]
+    literals: str
+
+    def keys(self) -> Keys:
+        return Keys.draw(self.text_slots, self.html_slots, self.literals)
+
+    def body(self, keys: Keys) -> dict:
+        compiled = self.compiled
+        return dict(
+            self.base,
+            subject=keys.fill(compiled.subject, "t"),
+            content=[
+                {"type": "text/plain", "value": keys.fill(compiled.text, "t")},
+                {"type": "text/html", "value": keys.fill(self.html, "h")},
+            ],
+        )
+
+    def personalization(
+        self, keys: Keys, item: Outgoing, subject: str = ""
+    ) -> tuple[dict | None, str | None, int]:
+        """One recipient's personalization, or why SendGrid would refuse it; and its
+        substitutions' size."""
+        # Once per recipient, 100,000 times a send: kept lean (issue 7 profile).
+        substitutions = keys.substitutions(self.compiled.values(item.contact, item.unsubscribe_url))
+        size = substitution_bytes(keys, substitutions)
+        error = substitution_error(size)
+        if error:
+            return None, error, size
+        email, name = item.contact.email, item.contact.name
+        if has_line_break(email + name):
+            return None, "line break in the name or address", size
+        custom_args = {k: str(v) for k, v in item.custom_args.items()}
+        if sum(len(k) + len(v) for k, v in custom_args.items()) > 1000:  # else surely small
+            error = custom_args_error(custom_args)
+            if error:
+                return None, error, size
+        to = {"email": email}
+        if name:
+            to["name"] = name
+        personalization = {"to": [to], "substitutions": substitutions, "custom_args": custom_args}
+        if item.unsubscribe_url:
+            personalization["headers"] = {
+                "List-Unsubscribe": f"<{item.unsubscribe_url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            }
+        if item.subject_prefix:
+            personalization["subject"] = item.subject_prefix + (
+                subject or keys.fill(self.compiled.subject, "t")
+            )
+        return personalization, None, size
+
+
+def tracking_settings(settings: Settings) -> dict:
+    """Set on every request, so the account's own settings never decide (issue 19).
+
+    Plain-text click tracking stays off even when click tracking is on: a text part cannot
+    mark the unsubscribe link as ours, and SendGrid would rewrite it.
+    """
+    return {
+        "click_tracking": {"enable": settings.click_tracking, "enable_text": False},
+        "open_tracking": {"enable": settings.open_tracking},
+        "subscription_tracking": {"enable": False},
+        "ganalytics": {"enable": False},
+    }
+
+
+def request_template(compiled: CompiledEmail, settings: Settings) -> RequestTemplate:
+    message = compiled.message
+    literals = "".join(
+        p for p in compiled.html + compiled.text + compiled.subject if isinstance(p, str)
+    )
+    base: dict = {
+        "from": {
+            "email": message.sender.email,
+            **({"name": message.sender.name} if message.sender.name else {}),
+        },
+        "headers": {"X-Bulletin-Reference": message.reference},
+        "tracking_settings": tracking_settings(settings),
+    }
+    if message.reply_to:
+        base["reply_to"] = {
+            "email": message.reply_to.email,
+            **({"name": message.reply_to.name} if message.reply_to.name else {}),
+        }
+    if message.category:
+        base["categories"] = [message.category]
+    html = mark_our_links(compiled.html, compiled, settings.public_url)
+    html_slots = {p for p in html if isinstance(p, int)}
+    text_slots = {p for p in compiled.text + compiled.subject if isinstance(p, int)}
+    return RequestTemplate(compiled, base, html, sorted(text_slots), sorted(html_slots), literals)
 
 
 class SendGridTransport:
@@ -37,8 +376,9 @@ class SendGridTransport:
         self.settings = settings
         self.waiter = waiter
         self.url = settings.sendgrid_url
+        self.tracking = {"opens": settings.open_tracking, "clicks": settings.click_tracking}
         self._client = None
-        self._templates: dict[int, dict] = {}
+        self._templates: dict[int, RequestTemplate] = {}
 
     def describe(self) -> str:
         return f"SendGrid ({self.url})"
@@ -52,108 +392,55 @@ class SendGridTransport:
     def close(self) -> None:
         self._client = None
 
-    def _template(self, compiled: CompiledEmail) -> dict:
-        """The request body shared by every batch of this message, substitution keys in place."""
+    def _template(self, compiled: CompiledEmail) -> RequestTemplate:
         cached = self._templates.get(id(compiled))
-        if cached is not None:
-            return cached
-        message = compiled.message
-        literals = "".join(
-            p for p in compiled.html + compiled.text + compiled.subject if isinstance(p, str)
-        )
-        if "~h" in literals or "~t" in literals:
-            # Never let a literal "~h1~" in the letter be taken for a placeholder.
-            literals_ok = all(
-                f"~h{i}~" not in literals and f"~t{i}~" not in literals
-                for i in range(len(compiled.slots.keys))
-            )
-            if not literals_ok:
-                raise Unsent(
-                    f"{message.shown}: contains text like '~h1~' that clashes with "
-                    "SendGrid substitution keys; reword it"
-                )
-        body: dict = {
-            "from": {
-                "email": message.sender.email,
-                **({"name": message.sender.name} if message.sender.name else {}),
-            },
-            "subject": _keys(compiled.subject, "t"),
-            "content": [
-                {"type": "text/plain", "value": _keys(compiled.text, "t")},
-                {"type": "text/html", "value": _keys(compiled.html, "h")},
-            ],
-            "headers": {"X-Bulletin-Reference": message.reference},
-            "tracking_settings": {"subscription_tracking": {"enable": False}},
-        }
-        if message.reply_to:
-            body["reply_to"] = {
-                "email": message.reply_to.email,
-                **({"name": message.reply_to.name} if message.reply_to.name else {}),
-            }
-        if message.category:
-            body["categories"] = [message.category]
-        html_slots = {p for p in compiled.html if isinstance(p, int)}
-        text_slots = {p for p in compiled.text + compiled.subject if isinstance(p, int)}
-        self._templates[id(compiled)] = cached = {
-            "body": body,
-            "html_slots": sorted(html_slots),
-            "text_slots": sorted(text_slots),
-        }
+        if cached is None:
+            cached = self._templates[id(compiled)] = request_template(compiled, self.settings)
         return cached
-
-    def _personalization(
-        self, compiled: CompiledEmail, template: dict, item: Outgoing
-    ) -> tuple[dict | None, str | None]:
-        # Once per recipient, 100,000 times a send: kept lean (issue 7 profile).
-        values = compiled.values(item.contact, item.unsubscribe_url)
-        substitutions = {f"~t{i}~": values[i] for i in template["text_slots"]}
-        substitutions.update({f"~h{i}~": escape(values[i]) for i in template["html_slots"]})
-        size = len("".join(substitutions).encode()) + len("".join(substitutions.values()).encode())
-        if size > MAX_SUBSTITUTION_BYTES:
-            return None, (
-                f"personal fields too large for SendGrid ({size:,} bytes of "
-                f"substitutions, limit {MAX_SUBSTITUTION_BYTES:,})"
-            )
-        email, name = item.contact.email, item.contact.name
-        if has_line_break(email + name):
-            return None, "line break in the name or address"
-        to = {"email": email}
-        if name:
-            to["name"] = name
-        personalization = {
-            "to": [to],
-            "substitutions": substitutions,
-            "custom_args": {k: str(v) for k, v in item.custom_args.items()},
-        }
-        if item.unsubscribe_url:
-            personalization["headers"] = {
-                "List-Unsubscribe": f"<{item.unsubscribe_url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            }
-        if item.subject_prefix:
-            personalization["subject"] = item.subject_prefix + template["body"]["subject"]
-        return personalization, None
 
     def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]:
         template = self._template(compiled)
+        keys = template.keys()  # a fresh token for every request
+        error = keys_error(keys)
+        if error:
+            raise Unsent(f"{compiled.message.shown}: {error}")
+        body = template.body(keys)
         outcomes: list[Outcome] = []
-        personalizations, included = [], []
+        personalizations, included, bound = [], [], 0
         for item in batch:
-            personalization, error = self._personalization(compiled, template, item)
+            personalization, error, size = template.personalization(keys, item, body["subject"])
             if error:
                 outcomes.append(Outcome(item.delivery_id, State.FAILED, error=error))
             else:
                 personalizations.append(personalization)
                 included.append(item)
+                bound += _size_bound(personalization, size)
         if not personalizations:
             return outcomes
-        body = dict(template["body"], personalizations=personalizations)
-        try:
-            state, message_id, error = self._post(body)
-        except Unsent as stop:
-            stop.outcomes = outcomes  # recipients failed here, before the request
-            raise
-        return outcomes + [Outcome(i.delivery_id, state, message_id, error) for i in included]
+        base = request_size(body) + len(', "personalizations": []')
+        if base + bound <= MAX_REQUEST_BYTES:  # nearly always: no need to measure
+            groups = [list(range(len(personalizations)))]
+        else:
+            sizes = [len(json.dumps(p)) for p in personalizations]
+            groups, alone = request_groups(base, sizes)
+            for index in alone:
+                outcomes.append(
+                    Outcome(
+                        included[index].delivery_id,
+                        State.FAILED,
+                        error=f"too large for one SendGrid request ({base + sizes[index]:,} "
+                        "bytes, limit 30 MB)",
+                    )
+                )
+        for group in groups:
+            request = dict(body, personalizations=[personalizations[i] for i in group])
+            try:
+                state, message_id, error = self._post(request)
+            except Unsent as stop:
+                stop.outcomes = outcomes  # recipients finished before the transport stopped
+                raise
+            outcomes += [Outcome(included[i].delivery_id, state, message_id, error) for i in group]
+        return outcomes
 
     def _post(self, body: dict) -> tuple[State, str | None, str | None]:
         """Send one request, retrying only when SendGrid certainly did not accept it."""
