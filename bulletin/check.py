@@ -29,6 +29,8 @@ class Checked:
     contact_list: ContactList
     audience: list[Contact] = field(default_factory=list)  # in the audience, emailable or not
     problems: list[Problem] = field(default_factory=list)
+    # Letters `print` would refuse; they fail `check` but do not stop an email send.
+    letter_problems: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -90,7 +92,20 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                     "the audience is empty: no contact matches it",
                 )
             )
-    return Checked(message, compiled, contact_list, audience, problems)
+    letters = address_problems([c for c in audience if c.postal_only])
+    return Checked(message, compiled, contact_list, audience, problems, letters)
+
+
+def address_problems(contacts: list[Contact]) -> list[Problem]:
+    """Postal contacts whose address cannot be printed in the envelope window, FILE:LINE."""
+    from bulletin.address import fit_contact
+
+    problems = []
+    for contact in contacts:
+        fit = fit_contact(contact)
+        if not fit.ok:
+            problems.append(Problem(contact.file, contact.line, f"letter refused: {fit.problem}"))
+    return problems
 
 
 def _print_layout_problems(settings: Settings) -> list[Problem]:
