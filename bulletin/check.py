@@ -31,6 +31,8 @@ class Checked:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)  # sendable, but not to everyone
     limits_checked: str = ""  # the transport whose limits `warnings` reflect (issue 19)
+    # Letters `print` would refuse; they fail `check` but do not stop an email send.
+    letter_problems: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -92,7 +94,8 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                     "the audience is empty: no contact matches it",
                 )
             )
-    checked = Checked(message, compiled, contact_list, audience, problems)
+    letters = address_problems([c for c in audience if c.postal_only])
+    checked = Checked(message, compiled, contact_list, audience, problems, letter_problems=letters)
     if settings.transport == "sendgrid":
         check_transport_limits(checked, settings, "sendgrid")
     return checked
@@ -110,6 +113,18 @@ def check_transport_limits(checked: Checked, settings: Settings, transport: str)
     problems, warnings = limit_problems(checked.compiled, checked.recipients, settings)
     checked.problems += problems
     checked.warnings += warnings
+
+
+def address_problems(contacts: list[Contact]) -> list[Problem]:
+    """Postal contacts whose address cannot be printed in the envelope window, FILE:LINE."""
+    from bulletin.address import fit_contact
+
+    problems = []
+    for contact in contacts:
+        fit = fit_contact(contact)
+        if not fit.ok:
+            problems.append(Problem(contact.file, contact.line, f"letter refused: {fit.problem}"))
+    return problems
 
 
 def _print_layout_problems(settings: Settings) -> list[Problem]:

@@ -133,6 +133,7 @@ def check(message: MessageArg) -> None:
         note(str(duplicate))
     for warning in checked.warnings:
         note(f"warning: {warning}")
+    checked.problems.extend(checked.letter_problems)  # letters print would refuse fail check
     checked.raise_for_problems("fix them and run bulletin check again")
     recipients, postal = len(checked.recipients), len(checked.postal)
     echo(
@@ -298,23 +299,33 @@ def print_letters(
         Path | None,
         typer.Option("-o", "--output", dir_okay=False, help="PDF file (default: NAME-letters.pdf)"),
     ] = None,
+    duplex: Annotated[
+        bool,
+        typer.Option("--duplex", help="a blank back page after each letter with an odd page count"),
+    ] = False,
 ) -> None:
-    """One PDF of letters for the audience's postal-only contacts, or an A4 notice.
+    """One PDF of letters for the audience's postal-only contacts, or a one-page A4 notice.
 
     Example: bulletin print eu-referendum --notice -o notice.pdf
     """
     from bulletin import preview as previews
 
     checked = _checked_for_rendering(message)
-    data, count = previews.render_print(checked, settings(), notice=notice)
+    printed = previews.render_print(checked, settings(), notice=notice, duplex=duplex)
     kind = "notice" if notice else "letters"
     path = output or Path(f"{checked.message.name}-{kind}.pdf")
-    path.write_bytes(data)
-    echo(
-        f"Wrote {path}: "
-        + ("an A4 notice" if notice else f"{count} letter(s)")
-        + f" ({len(data):,} bytes)"
-    )
+    if printed.pdf:
+        path.write_bytes(printed.pdf)
+        echo(
+            f"Wrote {path}: "
+            + ("an A4 notice" if notice else f"{printed.count} letter(s)")
+            + f" ({len(printed.pdf):,} bytes)"
+        )
+    if printed.refused:
+        raise InputError(
+            f"{len(printed.refused)} letter(s) not printed: the address does not fit",
+            printed.refused,
+        )
 
 
 # --- sending -------------------------------------------------------------------------------

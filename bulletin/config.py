@@ -35,6 +35,8 @@ class Settings:
     timeout: float = 30.0
     organisation: str = "Metropolitan Police Service"
     unit: str = "Bromley Borough"
+    postal_address: str = ""  # printed on letters and the notice for replies by post
+    phone: str = ""
     log_file: Path | None = None
     stale_after_hours: float = 24.0
     retries: int = 5
@@ -151,6 +153,8 @@ def load_settings(
         timeout=_number(env, "BULLETIN_TIMEOUT", 30.0),
         organisation=get("BULLETIN_ORGANISATION", "Metropolitan Police Service"),
         unit=get("BULLETIN_UNIT", "Bromley Borough"),
+        postal_address=get("BULLETIN_POSTAL_ADDRESS"),
+        phone=get("BULLETIN_PHONE"),
         log_file=Path(log_file) if log_file else None,
         stale_after_hours=_number(env, "BULLETIN_STALE_AFTER_HOURS", 24.0),
         retries=int(_number(env, "BULLETIN_RETRIES", 5, int)),

@@ -14,6 +14,7 @@ import yaml
 
 from bulletin.errors import InputError, Problem
 from bulletin.fields import has_line_break
+from bulletin.notice import Notice, parse_notice
 
 LONDON = ZoneInfo("Europe/London")
 KEYS = (
@@ -26,6 +27,7 @@ KEYS = (
     "send_at",
     "category",
     "reference",
+    "notice",
 )
 DEFAULT_CONTACTS = ("contacts/*.csv",)
 _FENCE = re.compile(r"^---[ \t]*$", re.MULTILINE)
@@ -58,6 +60,7 @@ class Message:
     body_line: int  # line number of the body's first line in the file
     content_hash: str
     key_lines: dict[str, int] = field(default_factory=dict)
+    notice: Notice | None = None  # the front matter's notice version (bulletin/notice.py)
 
     def line_of(self, key: str) -> int | None:
         return self.key_lines.get(key)
@@ -280,6 +283,12 @@ def load_message(
         problem(at("reference"), "reference must be one line of text such as BR-2016-07-01")
         reference = path.stem.upper()
 
+    notice = None
+    if data.get("notice") is not None:
+        notice, error = parse_notice(data["notice"])
+        if error:
+            problem(at("notice"), error)
+
     message = Message(
         path=path,
         shown=shown,
@@ -297,6 +306,7 @@ def load_message(
         body_line=body_line,
         content_hash=hashlib.sha256(raw).hexdigest(),
         key_lines=lines,
+        notice=notice,
     )
     return message, problems
 

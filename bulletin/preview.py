@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from bulletin.check import Checked, find_contact
+from dataclasses import dataclass
+
+from bulletin.check import Checked, address_problems, find_contact
 from bulletin.config import Settings
-from bulletin.errors import InputError
+from bulletin.errors import InputError, Problem
 from bulletin.render import build_mime, mime_bytes, render_pdf
 
 PREVIEW_TOKEN = "preview"
@@ -27,6 +29,8 @@ def render_preview(
             settings.workdir,
             organisation=settings.organisation,
             unit=settings.unit,
+            postal_address=settings.postal_address,
+            phone=settings.phone,
         )
         return pdf, ".pdf"
     url = preview_unsubscribe_url(settings)
@@ -41,21 +45,41 @@ def render_preview(
     return mime_bytes(mime), ".eml"
 
 
-def render_print(checked: Checked, settings: Settings, *, notice: bool) -> tuple[bytes, int]:
-    """Letters for the postal-only contacts in the audience, or one notice."""
-    targets = [None] if notice else checked.postal
-    if not targets:
+@dataclass(frozen=True)
+class Printed:
+    pdf: bytes  # b"" when no letter could be printed
+    count: int  # letters printed (1 for a notice)
+    refused: list[Problem]  # contacts whose address does not fit the envelope window
+
+
+def render_print(
+    checked: Checked, settings: Settings, *, notice: bool, duplex: bool = False
+) -> Printed:
+    """Letters for the postal-only contacts in the audience, or one notice.
+
+    A contact whose address cannot fit the envelope window is refused (listed, not printed);
+    the others are still printed.
+    """
+    refused = [] if notice else address_problems(checked.postal)
+    unfit = {(p.file, p.line) for p in refused}
+    targets = [None] if notice else [c for c in checked.postal if (c.file, c.line) not in unfit]
+    if not targets and not refused:
         raise InputError(
             f"{checked.message.shown}: no postal-only contacts in the audience "
             "(they have address and postcode but no email); "
             "use --notice for a notice-board version"
         )
-    pdf = render_pdf(
-        checked.compiled,
-        targets,
-        settings.workdir,
-        notice=notice,
-        organisation=settings.organisation,
-        unit=settings.unit,
-    )
-    return pdf, len(targets)
+    pdf = b""
+    if targets:
+        pdf = render_pdf(
+            checked.compiled,
+            targets,
+            settings.workdir,
+            notice=notice,
+            organisation=settings.organisation,
+            unit=settings.unit,
+            postal_address=settings.postal_address,
+            phone=settings.phone,
+            duplex=duplex,
+        )
+    return Printed(pdf, len(targets), refused)

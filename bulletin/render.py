@@ -414,11 +414,19 @@ class PostalRecipient:
     name: str
     address_lines: list[str]
     postcode: str
+    lines: tuple = ()  # address.Line: the block as printed, fitted to the window
+    size: float = 12.0  # its type size in pt
 
 
 def postal_recipient(contact: Contact) -> PostalRecipient:
-    lines = [ln.strip() for ln in re.split(r"[\n,]", contact.get("address")) if ln.strip()]
-    return PostalRecipient(contact.name, lines, contact.get("postcode"))
+    """The contact's address block, fitted to the envelope window (bulletin/address.py)."""
+    from bulletin.address import address_lines, fit_contact
+
+    fit = fit_contact(contact)
+    if not fit.ok:
+        raise InputError(f"{contact.where}: {fit.problem}")
+    lines = address_lines("", contact.get("address"))
+    return PostalRecipient(contact.name, lines, contact.get("postcode"), fit.lines, fit.size)
 
 
 def render_pdf(
@@ -430,55 +438,85 @@ def render_pdf(
     organisation: str = "",
     unit: str = "",
     today: date | None = None,
+    postal_address: str = "",
+    phone: str = "",
+    duplex: bool = False,
 ) -> bytes:
-    """One PDF: a letter per contact (None = no address block), or a notice."""
+    """One PDF: a letter per contact (None = no address block), or a one-page notice.
+
+    `duplex` adds a blank back page to each letter with an odd number of pages, so the next
+    letter starts on a fresh sheet. A notice that needs more than one page is an error.
+    """
     import jinja2
     from weasyprint import HTML
+
+    from bulletin.notice import derive_notice
 
     environment = template_environment(workdir)
     day = today or date.today()
     base = workdir / "templates"
     if not (base / "print.css").is_file():
         base = packaged_templates()
+    url = str(base) + "/"
+    context = {
+        "reference": compiled.message.reference,
+        "organisation": organisation,
+        "unit": unit,
+        "date": f"{day.day} {day:%B %Y}",
+        "postal_address": [ln.strip() for ln in postal_address.split(",") if ln.strip()],
+        "phone": phone.strip(),
+    }
+
+    def page_for(letter: Letter, subject: str, version) -> str:
+        return _print_page(environment, workdir, [letter], subject, version, context)
+
+    if notice:
+        message = compiled.message
+        subject = fill(compiled.subject, compiled.values(None))
+        version = message.notice or derive_notice(subject, compiled.render_body_html(None))
+        letter = Letter(None, jinja2.utils.markupsafe.Markup(compiled.render_body_html(None)))
+        while True:
+            document = HTML(string=page_for(letter, subject, version), base_url=url).render()
+            if len(document.pages) == 1 or not (version.derived and version.points):
+                break
+            version = version.without_longest_point()  # a derived notice sheds detail to fit
+        if len(document.pages) > 1:
+            line = message.line_of("notice") if message.notice else None
+            advice = "shorten its headline or points" if line else "add a shorter 'notice:'"
+            raise InputError(
+                f"{message.shown}{f':{line}' if line else ''}: the notice needs "
+                f"{len(document.pages)} pages, not one A4 page; {advice}"
+            )
+        return document.write_pdf()
     # One document per letter so "Page N of M" counts each letter's own pages, then join.
     # Each letter has its own recipient's subject (it may hold placeholders).
     documents = []
+    blank = None
     for contact in contacts:
         letter = Letter(
-            postal_recipient(contact) if contact is not None and not notice else None,
+            postal_recipient(contact) if contact is not None else None,
             jinja2.utils.markupsafe.Markup(compiled.render_body_html(contact)),
         )
         subject = fill(compiled.subject, compiled.values(contact))
-        page = _print_page(
-            environment, workdir, [letter], subject, compiled, organisation, unit, day, notice
-        )
-        documents.append(HTML(string=page, base_url=str(base) + "/").render())
+        documents.append(HTML(string=page_for(letter, subject, None), base_url=url).render())
+        if duplex and len(documents[-1].pages) % 2:
+            blank = blank or HTML(string=BLANK_PAGE).render()
+            documents.append(blank)
     pages = [page for document in documents for page in document.pages]
     return documents[0].copy(pages).write_pdf()
 
 
+BLANK_PAGE = "<style>@page { size: A4; margin: 0 }</style>"
+
+
 def _print_page(
-    environment,
-    workdir: Path,
-    letters: list[Letter],
-    subject: str,
-    compiled: CompiledEmail,
-    organisation: str,
-    unit: str,
-    day: date,
-    notice: bool,
+    environment, workdir: Path, letters: list[Letter], subject: str, notice, context: dict
 ) -> str:
     import jinja2
 
     try:
         return environment.get_template("print.html").render(
-            subject=subject,
-            reference=compiled.message.reference,
-            organisation=organisation,
-            unit=unit,
-            date=f"{day.day} {day:%B %Y}",
-            notice=notice,
-            letters=letters,
+            context, subject=subject, notice=notice, letters=letters
         )
     except jinja2.TemplateError as error:
         raise InputError("", [template_problem(error, workdir)]) from None

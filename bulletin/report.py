@@ -18,13 +18,6 @@ from bulletin.status import SENT_STATES, tracking, tracking_line
 from bulletin.tracking import SendRow, State, Tracker, utcnow
 
 LONDON = ZoneInfo("Europe/London")
-# Chart series: (label, events counted, colour, dash pattern for readers who cannot tell colours)
-SERIES = (
-    ("Delivered", ("delivered",), "#1d4ed8", ""),
-    ("Opened", ("open",), "#15803d", "6 3"),
-    ("Clicked", ("click",), "#7e22ce", "2 3"),
-    ("Bounced or dropped", ("bounce", "dropped"), "#b91c1c", "10 4 2 4"),
-)
 _STATUS_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DROP_REASONS = {
     "bounced address": "Dropped: the address bounced before",
@@ -65,14 +58,34 @@ def failure_label(state: str, error: str | None) -> str:
     return prefix + label
 
 
-def _share(part: int, whole: int) -> float | None:
+def percent(value: float | None) -> str:
+    """Every percentage on the page has one decimal (issue 15: consistent decimals)."""
+    return "–" if value is None else f"{value:.1%}"
+
+
+def share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def percent(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.0%}" if value in (0, 1) else f"{value:.1%}"
+# States in words, as a reader would say them (issue 15).
+STATE_WORDS = {
+    "pending": "waiting to be sent",
+    "sending": "being sent",
+    "accepted": "accepted, no news yet",
+    "delivered": "delivered",
+    "deferred": "delayed by their mail server",
+    "bounced": "bounced",
+    "dropped": "dropped by SendGrid",
+    "blocked": "blocked",
+    "spamreport": "spam report",
+    "unsubscribed": "unsubscribed",
+    "failed": "refused before sending",
+    "unknown": "unknown (the send was interrupted)",
+}
+DELIVERED = ("delivered", "spamreport", "unsubscribed")  # the recipient's server took it
+NOT_ARRIVED = ("bounced", "dropped", "blocked")
+NO_NEWS = ("accepted", "deferred")
+TRANSPORT_NAMES = {"sendgrid": "SendGrid", "smtp": "the mail server", "outbox": "the outbox"}
 
 
 @dataclass(frozen=True)
@@ -80,159 +93,318 @@ class Tile:
     label: str
     value: str
     detail: str
+    tone: str = ""  # "good", "bad" or "" (neutral)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    count: int
+    share: str  # of the emails handed over; "" where that base does not apply
+    level: int = 0  # 0: a group, 1: a state within it
     tone: str = ""
 
 
-def _local(timestamp: int) -> datetime:
+@dataclass
+class Recipient:
+    """One delivery as the report sees it."""
+
+    state: str
+    skipped: bool  # dropped by us before sending: on the do-not-send list
+    opened: bool
+    clicked: bool
+    ward: str
+
+    @property
+    def handed_over(self) -> bool:
+        return not self.skipped and self.state in (*SENT_STATES, "unknown")
+
+
+def _local(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC).astimezone(LONDON)
 
 
-def chart_svg(first_times: list[tuple[int, str, int]], sent: int) -> str:
-    """Cumulative share of sent recipients delivered / opened / clicked / bounced, over time.
+# Series of the chart. Each is exactly the recipients its tile counts, placed in time at the
+# first event that showed it (a recipient with no such event is counted at the end), so a
+# line always ends at its tile's value (issue 15).
+@dataclass(frozen=True)
+class Series:
+    label: str
+    short: str  # beside the line's end
+    colour: str
+    dash: str
+    events: tuple[str, ...]
 
-    `first_times` is (delivery id, event, timestamp) of each recipient's first event of
-    each kind; a recipient counts once per series, at their earliest matching event.
-    """
-    width, height = 760, 300
-    left, right, top, bottom = 56, 16, 16, 48
+
+SERIES = (
+    Series(
+        "Delivered",
+        "delivered",
+        "#1d4ed8",
+        "",
+        ("delivered", "open", "click", "spamreport", "unsubscribe"),
+    ),
+    Series("Opened", "opened", "#15803d", "6 3", ("open", "click")),
+    Series("Clicked a link", "clicked", "#7e22ce", "2 3", ("click",)),
+    Series("Did not arrive", "did not arrive", "#b91c1c", "10 4 2 4", ("bounce", "dropped")),
+)
+_STEPS = [
+    60 * m for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080)
+]  # seconds between time ticks: round minutes, hours, days, a week
+
+
+def time_ticks(start: float, end: float, most: int) -> tuple[float, float, list[float], str]:
+    """A domain widened to round times, at most `most` ticks on it, and the tick format."""
+    offset = _local(start).utcoffset().total_seconds()  # round in UK time, not UTC
+    for step in _STEPS:
+        low = (start + offset) // step * step - offset
+        high = -(-(end + offset) // step) * step - offset
+        if high == low:
+            high = low + step
+        if (high - low) / step + 1 <= most:
+            break
+    ticks = [low + i * step for i in range(int((high - low) // step) + 1)]
+    same_day = _local(low).date() == _local(high - 1).date()
+    fmt = "%H:%M" if same_day else "%d %b" if step >= 86400 else "%a %H:%M"
+    return low, high, ticks, fmt
+
+
+def chart_svg(
+    times: dict[str, list[float]], base: int, *, width: int, height: int, most_ticks: int
+) -> str:
+    """Running share of the `base` emails in each series, with round time ticks and each
+    line's end value written beside it. Drawn at its own size for wide and narrow screens
+    (the page shows one), so that text is never scaled below its font size by much."""
+    narrow = width < 500
+    left, right, top, bottom = 44, (62 if narrow else 180), 14, 34
     plot_w, plot_h = width - left - right, height - top - bottom
-    start = min(t for _, _, t in first_times)
-    end = max(t for _, _, t in first_times)
-    if end == start:
-        end = start + 3600
-    points = 80
+    stamps = [t for series in times.values() for t in series]
+    low, high, ticks, fmt = time_ticks(min(stamps), max(stamps), most_ticks)
 
     def x(t: float) -> float:
-        return left + (t - start) / (end - start) * plot_w
+        return left + (t - low) / (high - low) * plot_w
 
-    def y(share: float) -> float:
-        return top + (1 - share) * plot_h
+    def y(value: float) -> float:
+        return top + (1 - value) * plot_h
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-        'aria-labelledby="chart-title chart-desc" class="chart">',
-        '<title id="chart-title">Recipients reached over time</title>',
-        '<desc id="chart-desc">Running share of sent emails delivered, opened, clicked and '
-        "bounced or dropped, from the first event to the last.</desc>",
+        f'class="chart {"chart-narrow" if narrow else "chart-wide"}" '
+        f'aria-label="Running share of the {base:,} emails, by the time of the first event">',
     ]
-    for share in (0, 0.25, 0.5, 0.75, 1):
+    for value in (0, 0.25, 0.5, 0.75, 1):
         parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y(share):.1f}" y2="{y(share):.1f}" '
-            f'stroke="#e5e7eb" stroke-width="1"/>'
-            f'<text x="{left - 8}" y="{y(share) + 4:.1f}" text-anchor="end" '
-            f'class="axis">{share:.0%}</text>'
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+            f'stroke="{"#9ca3af" if value == 0 else "#e5e7eb"}" stroke-width="1"/>'
+            f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end" '
+            f'class="axis">{value:.0%}</text>'
         )
-    span = end - start
-    fmt = "%H:%M" if span <= 86400 and _local(start).date() == _local(end).date() else "%d %b %H:%M"
-    if span > 4 * 86400:
-        fmt = "%d %b"
-    for i in range(6):
-        t = start + span * i / 5
-        anchor = "start" if i == 0 else "end" if i == 5 else "middle"
+    for i, t in enumerate(ticks):
+        anchor = "start" if i == 0 else "end" if i == len(ticks) - 1 else "middle"
         parts.append(
-            f'<text x="{x(t):.1f}" y="{height - bottom + 20}" text-anchor="{anchor}" '
-            f'class="axis">{html.escape(_local(int(t)).strftime(fmt))}</text>'
+            f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{y(0):.1f}" y2="{y(0) + 4:.1f}" '
+            f'stroke="#9ca3af"/><text x="{x(t):.1f}" y="{height - bottom + 20}" '
+            f'text-anchor="{anchor}" class="axis">{html.escape(_local(t).strftime(fmt))}</text>'
         )
-    parts.append(
-        f'<line x1="{left}" x2="{width - right}" y1="{y(0):.1f}" y2="{y(0):.1f}" '
-        'stroke="#9ca3af" stroke-width="1"/>'
-    )
-    for label, kinds, colour, dash in SERIES:
-        earliest: dict[int, int] = {}
-        for delivery, kind, t in first_times:
-            if kind in kinds and (delivery not in earliest or t < earliest[delivery]):
-                earliest[delivery] = t
-        times = sorted(earliest.values())
-        if not times:
+    ends = []
+    for series in SERIES:
+        series_times = sorted(times.get(series.label, []))
+        if not series_times:
             continue
-        coords, index = [], 0
-        for step in range(points + 1):
-            t = start + (end - start) * step / points
-            while index < len(times) and times[index] <= t:
-                index += 1
-            coords.append(f"{x(t):.1f},{y(min(1.0, index / sent)):.1f}")
-        dashes = f' stroke-dasharray="{dash}"' if dash else ""
+        coords, count = [f"{x(low):.1f},{y(0):.1f}"], 0
+        for t in series_times:  # a step line: flat, then up at each recipient's event
+            coords.append(f"{x(t):.1f},{y(count / base):.1f}")
+            count += 1
+            coords.append(f"{x(t):.1f},{y(count / base):.1f}")
+        coords.append(f"{x(high):.1f},{y(count / base):.1f}")
+        dashes = f' stroke-dasharray="{series.dash}"' if series.dash else ""
+        value = percent(count / base)
         parts.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="2.5"{dashes} '
-            f'points="{" ".join(coords)}"><title>{html.escape(label)}: '
-            f"{len(times)} ({percent(len(times) / sent)})</title></polyline>"
+            f'<polyline fill="none" stroke="{series.colour}" stroke-width="2.5"{dashes} '
+            f'stroke-linejoin="round" points="{" ".join(coords)}"><title>{series.label}: '
+            f"{count:,} of {base:,} ({value})</title></polyline>"
+        )
+        label = value if narrow else f"{value} {series.short}"
+        ends.append([y(count / base) + 4, label, series.colour, series.label])
+    # End labels in the right margin, pushed apart so they never overlap.
+    ends.sort(key=lambda e: e[0])
+    for i in range(1, len(ends)):
+        ends[i][0] = max(ends[i][0], ends[i - 1][0] + 15)
+    overflow = ends[-1][0] - (height - bottom + 4) if ends else 0
+    for end in ends:
+        end[0] -= max(0, overflow)
+    for label_y, label, colour, name in ends:
+        parts.append(
+            f'<text x="{left + plot_w + 6}" y="{label_y:.1f}" class="end" fill="{colour}" '
+            f'data-series="{name}">{html.escape(label)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
 
 
+def _recipients(tracker: Tracker, send_id: int) -> dict[int, Recipient]:
+    return {
+        row["id"]: Recipient(
+            state=row["state"],
+            skipped=row["state"] == "dropped" and (row["error"] or "").startswith("suppressed:"),
+            opened=bool(row["opened"]),
+            clicked=bool(row["clicked"]),
+            ward=row["ward"] or "",
+        )
+        for row in tracker.delivery_rows(send_id)
+    }
+
+
+def _groups(people: list[Recipient]) -> dict[str, int]:
+    """The counts every table, tile and line of the page is made of."""
+    handed = [p for p in people if p.handed_over]
+    return {
+        "audience": len(people),
+        "handed": len(handed),
+        "skipped": sum(p.skipped for p in people),
+        "delivered": sum(p.state in DELIVERED for p in handed),
+        "opened": sum(p.opened for p in handed),
+        "clicked": sum(p.clicked for p in handed),
+        "not_arrived": sum(p.state in NOT_ARRIVED for p in handed),
+        "unsubscribed": sum(p.state == "unsubscribed" for p in handed),
+        "spamreport": sum(p.state == "spamreport" for p in handed),
+    }
+
+
+def _member(series: Series, person: Recipient) -> bool:
+    return {
+        "Delivered": person.state in DELIVERED,
+        "Opened": person.opened,
+        "Clicked a link": person.clicked,
+        "Did not arrive": person.state in NOT_ARRIVED,
+    }[series.label]
+
+
+def x_of(part: int, whole: int) -> str:
+    return f"{part:,} of {whole:,}"
+
+
 def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
-    """Everything the template shows, computed from the tracking database."""
+    """Everything the template shows, computed from the tracking database.
+
+    Every rate on the page is a share of one number, the emails handed to the transport,
+    and the page says so (issue 15).
+    """
+    by_id = _recipients(tracker, send.id)
+    people = list(by_id.values())
     counts = tracker.counts(send.id)
-    recipients = sum(counts[s.value] for s in State)
-    failures = tracker.failure_rows(send.id)
-    skipped = sum(
-        1 for r in failures if r["state"] == "dropped" and (r["error"] or "").startswith("supp")
-    )
-    sent = sum(counts[s] for s in SENT_STATES) - skipped
-    reached = counts["delivered"] + counts["spamreport"] + counts["unsubscribed"]
-    engaged_base = reached or sent
-    base_name = "delivered" if reached else "sent"
-    failed_sends = counts["bounced"] + counts["dropped"] + counts["blocked"] - skipped
+    if not people:  # purged: only the totals were kept
+        people = [
+            Recipient(state, False, False, False, "")
+            for state, n in counts.items()
+            if state in {s.value for s in State}
+            for _ in range(n)
+        ]
+    g = _groups(people)
+    base = g["handed"]
+    first = tracker.first_event_times(send.id)
+    tracked = send.transport == "sendgrid" or bool(first)
+    via = TRANSPORT_NAMES.get(send.transport, send.transport)
+    not_tracked = "not tracked"
+
+    def rate_tile(label: str, key: str, tone: str = "") -> Tile:
+        if not tracked:
+            return Tile(label, not_tracked, f"{via} reports no deliveries")
+        return Tile(label, percent(share(g[key], base)), x_of(g[key], base), tone)
+
     tiles = [
-        Tile("Sent", f"{sent:,}", f"of {recipients:,} in the audience"),
         Tile(
-            "Delivered",
-            percent(_share(reached, sent)),
-            f"{reached:,} reached the inbox",
-            "good",
+            "Handed to " + via,
+            f"{base:,}",
+            f"of {g['audience']:,} in the audience"
+            + (f"; {g['skipped']:,} on the do-not-send list" if g["skipped"] else ""),
         ),
-        Tile(
-            "Opened",
-            percent(_share(counts["opened"], engaged_base)),
-            f"{counts['opened']:,} of {engaged_base:,} {base_name}",
-            "good",
-        ),
-        Tile(
-            "Clicked a link",
-            percent(_share(counts["clicked"], engaged_base)),
-            f"{counts['clicked']:,} of {engaged_base:,} {base_name}",
-            "good",
-        ),
-        Tile(
-            "Bounced or dropped",
-            percent(_share(failed_sends, sent)),
-            f"{failed_sends:,} did not arrive",
-            "bad" if failed_sends else "",
-        ),
+        rate_tile("Delivered", "delivered"),
+        rate_tile("Opened", "opened"),
+        rate_tile("Clicked a link", "clicked"),
+        rate_tile("Did not arrive", "not_arrived", "bad" if g["not_arrived"] else ""),
         Tile(
             "Unsubscribed",
-            f"{counts['unsubscribed']:,}",
-            f"and {counts['spamreport']:,} spam report(s)",
-            "bad" if counts["spamreport"] else "",
+            f"{g['unsubscribed']:,}" if tracked else not_tracked,
+            (
+                f"{x_of(g['unsubscribed'], base)}; {g['spamreport']:,} spam report"
+                + ("s" if g["spamreport"] != 1 else "")
+            )
+            if tracked
+            else f"{via} reports no unsubscribes",
+            "bad" if g["spamreport"] else "",
         ),
     ]
-    first = [
-        (r["delivery_id"], r["event"], r["timestamp"]) for r in tracker.first_event_times(send.id)
-    ]
-    charted = [row for row in first if any(row[1] in s[1] for s in SERIES)]
-    reasons = Counter(failure_label(r["state"], r["error"]) for r in failures)
+
+    times: dict[str, list[float]] = {}
+    events: dict[int, dict[str, float]] = {}
+    for row in first:
+        events.setdefault(row["delivery_id"], {})[row["event"]] = row["timestamp"]
+    charts = {}
+    if first and base:
+        last = max(row["timestamp"] for row in first)
+        for series in SERIES:
+            times[series.label] = [
+                min(
+                    (t for kind, t in events.get(key, {}).items() if kind in series.events),
+                    default=last,
+                )
+                for key, person in by_id.items()
+                if person.handed_over and _member(series, person)
+            ]
+        charts = {
+            "wide": chart_svg(times, base, width=760, height=300, most_ticks=7),
+            "narrow": chart_svg(times, base, width=340, height=260, most_ticks=4),
+        }
+
+    reasons = Counter(failure_label(r["state"], r["error"]) for r in tracker.failure_rows(send.id))
     wards = []
-    for row in tracker.ward_counts(send.id):
-        ward_sent = row["sent"] or 0
-        ward_reached = row["delivered"] or 0
-        base = ward_reached or ward_sent
+    for ward in sorted({p.ward for p in people}, key=lambda w: (w == "", w.lower())):
+        w = _groups([p for p in people if p.ward == ward])
         wards.append(
             {
-                "ward": row["ward"] or "(no ward)",
-                "recipients": row["recipients"],
-                "delivered": _share(ward_reached, ward_sent),
-                "opened": _share(row["opened"] or 0, base),
-                "clicked": _share(row["clicked"] or 0, base),
-                "bounced": row["bounced"] or 0,
-                "unsubscribed": row["unsubscribed"] or 0,
+                "ward": ward or "(no ward)",
+                "audience": w["audience"],
+                "handed": w["handed"],
+                "cells": [
+                    (key, percent(share(w[key], w["handed"])), x_of(w[key], w["handed"]))
+                    for key in ("delivered", "opened", "clicked", "not_arrived")
+                ],
+                "unsubscribed": w["unsubscribed"] + w["spamreport"],
             }
         )
+
+    def state_rows(states: tuple[str, ...], level: int = 1, tone: str = "") -> list[Row]:
+        rows = []
+        for state in states:
+            n = sum(p.state == state and p.handed_over for p in people)
+            if n:
+                label = "delivered, nothing since" if state == "delivered" else STATE_WORDS[state]
+                rows.append(Row(label, n, percent(share(n, base)), level, tone))
+        return rows
+
+    not_handed = Counter(
+        "skipped: on the do-not-send list" if p.skipped else STATE_WORDS[p.state]
+        for p in people
+        if not p.handed_over
+    )
+    no_news = sum(p.state in (*NO_NEWS, "unknown") and p.handed_over for p in people)
+
+    def group(label: str, n: int, tone: str = "") -> list[Row]:
+        return [Row(label, n, percent(share(n, base)), 0, tone)] if n else []
+
     states = [
-        (s.value, counts[s.value], _share(counts[s.value], recipients))
-        for s in State
-        if counts[s.value]
+        *group("Delivered", g["delivered"]),
+        *state_rows(DELIVERED),
+        *group("Did not arrive", g["not_arrived"], "bad"),
+        *state_rows(NOT_ARRIVED, tone="bad"),
+        *group("No news yet", no_news),
+        *state_rows((*NO_NEWS, "unknown")),
+        Row(f"Handed to {via}", base, percent(share(base, base)) if base else "–"),
     ]
+    if not_handed:
+        states += [Row("Not handed over", sum(not_handed.values()), "")]
+        states += [Row(label, n, "", 1) for label, n in not_handed.most_common()]
     created = datetime.fromisoformat(send.created_at).astimezone(LONDON)
     return {
         "send": send,
@@ -242,19 +414,18 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
         .astimezone(LONDON)
         .strftime("%d %B %Y, %H:%M"),
         "tiles": tiles,
-        "chart": chart_svg(charted, max(sent, 1)) if charted else "",
+        "charts": charts,
         "events_seen": bool(first),
+        "tracked": tracked,
         "outbox": send.transport == "outbox",
         "tracking": tracking_line(tracking(send)),
-        "reasons": [
-            (label, n, percent(_share(n, recipients))) for label, n in reasons.most_common()
-        ],
+        "via": via,
+        "base": base,
+        "audience": g["audience"],
+        "reasons": reasons.most_common(),
         "wards": wards,
         "states": states,
-        "recipients": recipients,
-        "sent": sent,
-        "percent": percent,
-        "series": [(label, colour, dash) for label, _, colour, dash in SERIES],
+        "series": SERIES,
     }
 
 
@@ -265,5 +436,5 @@ def render_report(tracker: Tracker, send: SendRow, settings: Settings) -> str:
     from bulletin.render import template_environment
 
     context = report_context(tracker, send, settings)
-    context["chart"] = Markup(context["chart"])  # built above from escaped parts
+    context["charts"] = {k: Markup(v) for k, v in context["charts"].items()}  # escaped parts
     return template_environment(settings.workdir).get_template("report.html").render(context)

@@ -33,6 +33,10 @@ BULLETIN_FROM="Bromley Police <bromley.neighbourhoods@example.org>"
 # BULLETIN_PUBLIC_URL=https://bulletin.example.org
 # SENDGRID_WEBHOOK_PUBLIC_KEY=MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE...
 
+# Printed letters and notices: a reply address (commas become lines) and phone number
+# BULLETIN_POSTAL_ADDRESS="Bromley Safer Neighbourhoods, 1 Example Road, Bromley BR1 0XX"
+# BULLETIN_PHONE="020 7946 0000"
+
 # Scheduled sends (bulletin run)
 # BULLETIN_LOG=bulletin.log
 # BULLETIN_STALE_AFTER_HOURS=24

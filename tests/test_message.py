@@ -48,7 +48,8 @@ def test_the_example_message_loads(workdir):
     assert message.contacts == ("contacts/*.csv",)
     assert message.send_at is None
     assert message.body.startswith('Dear {{ first_name or "Co-ordinator" }},')
-    assert message.body_line == 9
+    assert message.body_line == 16
+    assert message.notice.headline == "We stand together against hate crime"
     assert len(message.content_hash) == 64
 
 

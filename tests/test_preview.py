@@ -213,10 +213,10 @@ def test_pdf_to_a_file(workdir, cli):
     data = (workdir / "z.pdf").read_bytes()
     assert data.startswith(b"%PDF-")
     pages, text = pdf_text(data)
-    assert pages == 2
+    assert pages == 3  # 12 pt type (issue 15)
     assert "Zoë Lefèvre" in text  # the name block
     assert "Dear Zoë," in text
-    assert "Page 1 of 2" in text and "Page 2 of 2" in text
+    assert "Page 1 of 3" in text and "Page 3 of 3" in text
     assert "BR-2016-07-01" in text
     assert "Key messages from the Borough Commander" in text
 

@@ -57,20 +57,6 @@ def test_the_address_block_lines_are_in_order(workdir, settings):
     assert "Eileen Hughes\n14 Kingswood Road\nPenge\nLondon\nSE20 7BN" in text
 
 
-def test_notice(workdir, cli):
-    result = cli("print", "eu-referendum", "--notice", "-o", "notice.pdf")
-    assert result.stdout.startswith("Wrote notice.pdf: an A4 notice")
-    pages = pages_of((workdir / "notice.pdf").read_bytes())
-    total = len(pages)
-    assert page_numbers(pages) == [(n, total) for n in range(1, total + 1)]
-    text = "\n".join(pages)
-    assert "NOTICE" in text.upper()
-    assert "Dear Co-ordinator," in text  # nobody's name on a notice board
-    assert "Margaret" not in text and "Eileen" not in text
-    assert "BR-2016-07-01" in text
-    assert "To report a crime" in text
-
-
 def test_no_postal_contacts_in_the_audience(workdir, cli):
     (workdir / "messages" / "palace.md").write_text(
         "---\nsubject: Crystal Palace\nfrom: p@example.org\n"

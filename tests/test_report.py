@@ -7,6 +7,7 @@ import sqlite3
 from html.parser import HTMLParser
 
 import pytest
+from browser import save_screenshot
 
 from bulletin.events import apply_events, parse_event
 from bulletin.report import failure_label
@@ -16,8 +17,17 @@ T0 = 1_719_820_800  # 2024-07-01 08:00 UTC, 09:00 in London
 
 
 @pytest.fixture
-def sent(workdir, cli, monkeypatch):
+def sent(workdir, cli, sendgrid_env):
+    return send_to_all(workdir, cli)
+
+
+@pytest.fixture
+def outbox_sent(workdir, cli, monkeypatch):
     monkeypatch.setenv("BULLETIN_SECRET", "report-test-secret")
+    return send_to_all(workdir, cli)
+
+
+def send_to_all(workdir, cli):
     (workdir / "contacts" / "extra.csv").write_text(
         "email,first_name,ward\n"
         "evil@example.net,Eve,<img src=x onerror=alert(1)>\n"
@@ -77,20 +87,25 @@ def test_report_is_self_contained_and_shows_what_a_manager_needs(sent, cli):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "<link" not in page and "@import" not in page and "url(" not in page
 
-    # Headline rates: 32 of 36 reached the inbox (30 delivered + 1 unsubscribed + 1 spam).
+    # Headline rates, all of the 36 handed over: 32 delivered (30 + 1 unsubscribed + 1 spam).
     tiles = dict(re.findall(r'<p class="label">([^<]+)</p>\s*<p class="value">([^<]+)</p>', page))
     assert tiles == {
-        "Sent": "36",
+        "Handed to SendGrid": "36",
         "Delivered": "88.9%",
-        "Opened": "37.5%",  # 12 of 32 delivered
-        "Clicked a link": "12.5%",
-        "Bounced or dropped": "11.1%",
+        "Opened": "33.3%",  # 12 of 36
+        "Clicked a link": "11.1%",
+        "Did not arrive": "11.1%",
         "Unsubscribed": "1",
     }
-    # The chart: inline SVG, one line per series, UK times on the axis.
-    svg = re.search(r"<svg[^>]*class=\"chart\".*?</svg>", page, re.S).group(0)
+    assert "12 of 36" in page and "reached the inbox" not in page
+    # The chart: inline SVG (drawn for wide and for narrow screens), one line per series,
+    # UK times on the axis at round times.
+    svg = re.search(r"<svg[^>]*class=\"chart chart-wide\".*?</svg>", page, re.S).group(0)
     assert svg.count("<polyline") == 4 and "<title" in svg
-    assert ">09:00<" in svg  # the first event, in London time
+    ticks = re.findall(r'class="axis">(\d\d:\d\d)<', svg)
+    assert ticks[0] == "09:00" and all(t.endswith(("00", "30")) for t in ticks), ticks
+    # States in words.
+    assert ">spam report<" in page and "spamreport<" not in page
     # Bounces by reason, in words.
     for label in (
         "Address or domain does not exist",
@@ -98,7 +113,7 @@ def test_report_is_self_contained_and_shows_what_a_manager_needs(sent, cli):
         "Blocked: Refused as spam or by policy",
         "Dropped: the address bounced before",
     ):
-        assert f"<td>{label}</td>" in page
+        assert f'<th scope="row">{label}</th>' in page
     # By ward, with the hostile ward name escaped and the blank one named.
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img" not in page
     assert "(no ward)" in page and ">Penge and Cator<" in page
@@ -138,8 +153,21 @@ def test_report_before_any_events_says_where_they_come_from(sent, cli):
     assert "eu-referendum-report.html" in result.stdout
     page = (sent / "eu-referendum-report.html").read_text()
     assert "No delivery events have been recorded for this send yet" in page
+    assert 'class="chart' not in page
+
+
+def test_an_outbox_send_is_not_tracked_rather_than_zero(outbox_sent, cli):
+    cli("report", "eu-referendum", "-o", "r.html")
+    page = (outbox_sent / "r.html").read_text()
     assert "This send went to the outbox" in page
-    assert 'class="chart"' not in page
+    tiles = dict(
+        re.findall(r'<p class="label">([^<]+)</p>\s*<p class="value[^"]*">([^<]+)</p>', page)
+    )
+    assert tiles["Handed to the outbox"] == "36"
+    for label in ("Delivered", "Opened", "Clicked a link", "Did not arrive", "Unsubscribed"):
+        assert tiles[label] == "not tracked"
+    assert ">0.0%" not in page and 'class="chart' not in page
+    assert 'class="tile good' not in page and 'class="tile bad' not in page
 
 
 def test_report_of_an_unknown_send_is_one_clear_line(sent, cli):
@@ -173,3 +201,82 @@ def test_report_of_an_unknown_send_is_one_clear_line(sent, cli):
 )
 def test_failure_labels(state, error, label):
     assert failure_label(state, error) == label
+
+
+CHART_TEXT = """() => {
+    const svg = [...document.querySelectorAll('svg.chart')].find(s => s.getClientRects().length);
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    return [...svg.querySelectorAll('text')].map(
+        t => parseFloat(getComputedStyle(t).fontSize) * scale);
+}"""
+
+
+@pytest.mark.parametrize("width", [375, 1280])
+def test_report_fits_the_screen_and_its_chart_text_is_readable(sent, cli, page, width):
+    story(sent)
+    cli("report", "1", "-o", "report.html")
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto((sent / "report.html").as_uri())
+    save_screenshot(page, f"report-{width}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    sizes = page.evaluate(CHART_TEXT)
+    assert sizes and min(sizes) >= 11, sizes
+    # Each ward is readable without scrolling sideways: every cell on screen.
+    right = page.evaluate(
+        "Math.max(...[...document.querySelectorAll('#wards ~ table td')]"
+        ".map(td => td.getBoundingClientRect().right))"
+    )
+    assert right <= width
+    assert page.console_errors == []
+
+
+def test_report_numbers_agree(sent, cli):
+    story(sent)
+    cli("report", "1", "-o", "report.html")
+    page = (sent / "report.html").read_text()
+    tiles = dict(re.findall(r'<p class="label">([^<]+)</p>\s*<p class="value">([^<]+)</p>', page))
+    svgs = re.findall(r'<svg[^>]*class="chart[^"]*".*?</svg>', page, re.S)
+    assert len(svgs) == 2  # wide and narrow
+    for svg in svgs:
+        ends = dict(re.findall(r'class="end" fill="[^"]+" data-series="([^"]+)">([\d.]+%)', svg))
+        assert ends == {
+            k: tiles[k] for k in ("Delivered", "Opened", "Clicked a link", "Did not arrive")
+        }
+    # The status table's Delivered group is the tile's count, on the same base.
+    assert re.search(
+        r'<tr class="group"><th scope="row">Delivered</th><td class="num">32</td>'
+        r'<td class="num">88\.9%</td>',
+        page,
+    )
+    assert (
+        "Every percentage on this page is a share of the <strong>36 emails handed to SendGrid"
+        in page
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "most", "expected"),
+    [
+        ("13:51", "15:07", 7, ["13:45", "14:00", "14:15", "14:30", "14:45", "15:00", "15:15"]),
+        ("13:51", "15:07", 4, ["13:00", "14:00", "15:00", "16:00"]),
+        ("09:01", "09:04", 7, ["09:01", "09:02", "09:03", "09:04"]),
+        ("09:00", "09:00", 7, ["09:00", "09:01"]),
+    ],
+)
+def test_time_ticks_fall_at_round_uk_times(start, end, most, expected):
+    from datetime import datetime
+
+    from bulletin.report import LONDON, time_ticks
+
+    def at(hhmm: str) -> float:
+        return datetime.fromisoformat(f"2024-07-01T{hhmm}").replace(tzinfo=LONDON).timestamp()
+
+    low, high, ticks, fmt = time_ticks(at(start), at(end), most)
+    shown = [datetime.fromtimestamp(t, LONDON).strftime(fmt) for t in ticks]
+    assert shown == expected and low <= at(start) and high >= at(end)
+
+
+def test_report_prints_on_a4(sent, cli):
+    cli("report", "1", "-o", "r.html")
+    page = (sent / "r.html").read_text()
+    assert "@page { size: A4;" in page and "tr { break-inside: avoid; }" in page
