@@ -723,19 +723,17 @@ def events_serve(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="accept unsigned event posts (local tests only)")
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="worker processes sharing the port and database")
+    ] = 1,
 ) -> None:
     """Receive SendGrid's Event Webhook at POST /events and serve the /unsubscribe pages.
 
-    Example: bulletin events serve --port 8025
+    Example: bulletin events serve --port 8025 --workers 2
     """
-    from bulletin import server as servers
+    from bulletin.web import webhook
 
-    config = settings()
-    server = servers.make_server(config, host, port, insecure=insecure, log=note)
-    for line in servers.startup_warnings(server):
-        note(line)
-    note(f"Listening on {server.url} (POST /events, /unsubscribe); database {config.db}")
-    servers.serve(server)
+    webhook.serve(settings(), host, port, insecure=insecure, workers=workers, log=note)
 
 
 @command(events_app, "import")
