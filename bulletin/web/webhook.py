@@ -44,7 +44,14 @@ from bulletin.errors import BulletinError, ConfigError
 from bulletin.events import Event, Tally, apply_events, parse_event, unsubscribe_by_link
 from bulletin.tracking import Tracker
 from bulletin.unsubscribe import parse_token, verify_token
-from bulletin.web.common import BodyRefused, BodyTimedOut, printable, read_body, without_query
+from bulletin.web.common import (
+    BODY_DEADLINE,
+    BodyRefused,
+    BodyTimedOut,
+    printable,
+    read_body,
+    without_query,
+)
 
 MAX_BODY = 5 * 1024 * 1024  # SendGrid batches stay far below this
 MAX_FORM = 64 * 1024
@@ -151,8 +158,10 @@ class Webhook:
         log: Callable[[str], None] = lambda line: None,
         tolerance: float = TOLERANCE,
         db_timeout: float = 10.0,
+        body_deadline: float = BODY_DEADLINE,
     ) -> None:
         self.settings = settings
+        self.body_deadline = body_deadline
         self.key = (
             load_public_key(settings.webhook_public_key) if settings.webhook_public_key else None
         )
@@ -332,9 +341,9 @@ def _closing(response: Response) -> Response:
     return response
 
 
-async def _body(request: Request, limit: int) -> bytes | Response | None:
+async def _body(request: Request, limit: int, deadline: float) -> bytes | Response | None:
     try:
-        return await read_body(request, limit)
+        return await read_body(request, limit, deadline=deadline)
     except BodyRefused as refused:
         _note(request, refused.note)
         return _closing(_text(refused.status, refused.text))
@@ -361,7 +370,7 @@ def create_app(webhook: Webhook) -> Starlette:
             if problem:  # before reading a byte of the body (issue 12, finding 3)
                 _note(request, f"refused: {problem}")
                 return _closing(_text(403, "Forbidden: the signature does not verify."))
-        body = await _body(request, MAX_BODY)
+        body = await _body(request, MAX_BODY, webhook.body_deadline)
         if body is None:
             _note(request, "the client went away mid-body")
             return _closing(_text(400, "Incomplete body."))
@@ -393,7 +402,7 @@ def create_app(webhook: Webhook) -> Starlette:
             return _html(status, page)
         if request.method != "POST":
             return _text(405, "Method not allowed.", {"Allow": "GET, HEAD, POST"})
-        body = await _body(request, MAX_FORM)
+        body = await _body(request, MAX_FORM, webhook.body_deadline)
         if body is None:
             return _closing(_text(400, "Incomplete body."))
         if isinstance(body, Response):
@@ -491,13 +500,19 @@ def make_server(
     log: Callable[[str], None] = lambda line: None,
     tolerance: float = TOLERANCE,
     db_timeout: float = 10.0,
+    body_deadline: float = BODY_DEADLINE,
     **options: Any,
 ):
     """A bound, not yet serving, server (`serving.WebServer`); ConfigError if it cannot start."""
     from bulletin.web.serving import WebServer
 
     webhook = Webhook(
-        settings, insecure=insecure, log=log, tolerance=tolerance, db_timeout=db_timeout
+        settings,
+        insecure=insecure,
+        log=log,
+        tolerance=tolerance,
+        db_timeout=db_timeout,
+        body_deadline=body_deadline,
     )
     try:
         return WebServer(create_app(webhook), host, port, **options)
