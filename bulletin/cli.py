@@ -273,11 +273,28 @@ def preview(
         Path | None, typer.Option("-o", "--output", help="write here, not stdout", dir_okay=False)
     ] = None,
     open_it: Annotated[bool, typer.Option("--open", help="open the result")] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="a live page on 127.0.0.1 that follows your edits")
+    ] = False,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="with --serve: port (default: a free one)")
+    ] = 0,
+    no_open: Annotated[
+        bool, typer.Option("--no-open", help="with --serve: do not open a browser")
+    ] = False,
 ) -> None:
     """Render a message for one contact as HTML, text, PDF or the full .eml; no credentials needed.
 
     Example: bulletin preview eu-referendum --format pdf --contact ada.okafor@example.org -o a.pdf
+
+    With --serve: one live page (email at desktop and phone width, text, PDFs, a contact
+    picker, check's problems) that updates as you save. Example: bulletin preview NAME --serve
     """
+    if serve:
+        from bulletin.web import preview as live
+
+        live.serve(message, settings().workdir, port=port, open_browser=not no_open, say=echo)
+        return
     from bulletin import preview as previews
 
     checked = _checked_for_rendering(message)

@@ -76,14 +76,32 @@ def config(app: Any, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(app, **{**defaults, **options})
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app it is stopping before it waits for open requests.
+
+    Open streams (the preview's server-sent events) end then, instead of holding the
+    graceful shutdown until it times out.
+    """
+
+    before_shutdown: tuple = ()
+
+    async def shutdown(self, sockets=None) -> None:
+        for hook in self.before_shutdown:
+            hook()
+        await super().shutdown(sockets)
+
+
 class WebServer:
     """A bound uvicorn server: `serve_forever()` here, or `start()` in a thread (tests)."""
 
-    def __init__(self, app: Any, host: str, port: int, **options: Any) -> None:
+    def __init__(
+        self, app: Any, host: str, port: int, *, before_shutdown=(), **options: Any
+    ) -> None:
         self.app = app
         self.socket = bind(host, port)
         self.server_address = self.socket.getsockname()[:2]
-        self.server = uvicorn.Server(config(app, **options))
+        self.server = _Server(config(app, **options))
+        self.server.before_shutdown = tuple(before_shutdown)
         self._thread: threading.Thread | None = None
 
     @property
