@@ -1005,7 +1005,35 @@ class Bench:
         rate = median(rates)
         row.bulletin_s = median(row.bulletin_times) / posts  # per post
         row.measure = f"{rate:,.0f} events/s"
-        self.judge(row, [] if rate >= 1000 else [f"{rate:,.0f} events/s < 1,000"])
+        self.judge(row, [] if rate >= 10_000 else [f"{rate:,.0f} events/s < 10,000"])
+
+    def preview_serve(self, row: Row) -> None:
+        """`preview --serve`: time from start to a served page, and from a save to the update."""
+        from servers import free_port
+
+        if not self.has_command("preview", "--serve", "--no-open"):
+            row.result = "skipped: no `bulletin preview --serve` yet"
+            return
+        size = self.size("10k", "10k", "1k")
+        ready_times, edit_times = [], []
+        for number in range(self.repeats(3, 1)):
+            ready, _ = _preview_timings(
+                self.bulletin, self.folder("sample"), free_port(), edit=False
+            )
+            _, edit = _preview_timings(self.bulletin, self.folder(size), free_port(), edit=True)
+            ready_times.append(ready)
+            edit_times.append(edit)
+            self.log(f"  preview run {number + 1}: ready {ready:.2f} s, edit {edit:.2f} s")
+        row.scenario = f"preview --serve: page ready (example letter); edit visible ({size})"
+        row.runs = len(ready_times)
+        row.bulletin_times = ready_times
+        row.bulletin_s = median(ready_times)
+        edit = median(edit_times)
+        row.measure = f"ready {row.bulletin_s:.2f} s, edit {edit:.2f} s"
+        failures: list[str] = []
+        self.within(failures, row.bulletin_s, 1.0, f"ready {seconds(row.bulletin_s)} > 1 s")
+        self.within(failures, edit, 1.0, f"edit {seconds(edit)} > 1 s")
+        self.judge(row, failures)
 
     # running ---------------------------------------------------------------------------
 
@@ -1019,7 +1047,8 @@ class Bench:
             ("sendgrid", "≤ 20 s per 100k, ≤ 100 requests, RSS ≤ 250 MB", self.sendgrid),
             ("status", "≤ 1 s", self.status),
             ("events-import", "≤ 60 s per 1M, RSS ≤ 300 MB", self.events_import),
-            ("webhook", "≥ 1,000 events/s", self.webhook),
+            ("webhook", "≥ 10,000 events/s", self.webhook),
+            ("preview-serve", "ready ≤ 1 s; edit visible ≤ 1 s", self.preview_serve),
         ]
 
     def run(self) -> list[Row]:
@@ -1033,6 +1062,7 @@ class Bench:
             "status": "status of a 100k send",
             "events-import": "events import, 1M events",
             "webhook": "webhook: posts of 1,000 events",
+            "preview-serve": "preview --serve: ready, and an edit visible",
         }
         wanted = set(self.args.only or names)
         if {"status", "events-import", "webhook"} & wanted:
@@ -1107,6 +1137,76 @@ def _post_events(port: int, batches: list[list[dict]], sign) -> int:
     finally:
         connection.close()
     return sent
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _preview_timings(bulletin: list[str], folder: Path, port: int, *, edit: bool):
+    """(seconds from start to page + state + email served, seconds from a save to the update).
+
+    The update is timed as the page sees it: the server-sent event arrives, then /state
+    carries the new subject.
+    """
+    message = folder / "messages" / f"{MESSAGE}.md"
+    original = message.read_text(encoding="utf-8")
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*bulletin, "preview", MESSAGE, "--serve", "--no-open", "--port", str(port)],
+        cwd=folder,
+        env=clean_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = started + 60
+        while True:
+            if process.poll() is not None:
+                raise Broken(f"preview --serve exited {process.returncode}")
+            try:
+                if _get(port, "/")[0] == 200:
+                    state = json.loads(_get(port, "/state")[1])
+                    if state.get("ready") and _get(port, "/email")[0] == 200:
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() > deadline:
+                raise Broken("preview --serve did not answer within 60 s")
+            time.sleep(0.01)
+        ready = time.perf_counter() - started
+        if not edit:
+            return ready, 0.0
+        stream = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        stream.request("GET", "/updates")
+        events = stream.getresponse()
+        while not events.readline().startswith(b"data:"):
+            pass
+        time.sleep(0.5)  # let the watcher settle
+        changed = original.replace("we stand together", "we stand united", 1)
+        saved = time.perf_counter()
+        message.write_text(changed, encoding="utf-8")
+        while not events.readline().startswith(b"data:"):
+            pass
+        state = json.loads(_get(port, "/state")[1])
+        if "we stand united" not in state.get("subject", ""):
+            raise Broken(f"the edit did not show: {state.get('subject')!r}")
+        seen = time.perf_counter() - saved
+        stream.close()
+        return ready, seen
+    finally:
+        message.write_text(original, encoding="utf-8")
+        process.send_signal(2)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def commit_latency(folder: Path, samples: int = 40) -> float:

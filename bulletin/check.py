@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bulletin import contacts as contacts_module
@@ -51,8 +52,18 @@ class Checked:
             raise InputError(f"{len(self.problems)} problem(s) found; {what}", self.problems)
 
 
-def check_message(name: str, settings: Settings, *, include_contacts: bool = True) -> Checked:
-    """Validate front matter, placeholders, templates and the audience's contacts."""
+def check_message(
+    name: str,
+    settings: Settings,
+    *,
+    include_contacts: bool = True,
+    load_contacts: Callable[..., ContactList] | None = None,
+) -> Checked:
+    """Validate front matter, placeholders, templates and the audience's contacts.
+
+    `load_contacts` (default contacts.load_contacts) lets the live preview reuse lists whose
+    files have not changed since the last check.
+    """
     path = resolve_path(name, settings.workdir)
     message, problems = load_message(
         path, settings.workdir, default_from=settings.sender, default_reply_to=settings.reply_to
@@ -70,7 +81,7 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
         problems += [
             Problem(message.shown, message.line_of("contacts"), p.text) for p in file_problems
         ]
-        contact_list = contacts_module.load_contacts(files, settings.workdir)
+        contact_list = (load_contacts or contacts_module.load_contacts)(files, settings.workdir)
         problems += contact_list.problems
         audience_filter = {field_key(k): v for k, v in message.audience.items()}
         missing = [c for c in audience_filter if files and c not in contact_list.columns]

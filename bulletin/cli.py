@@ -277,11 +277,28 @@ def preview(
         Path | None, typer.Option("-o", "--output", help="write here, not stdout", dir_okay=False)
     ] = None,
     open_it: Annotated[bool, typer.Option("--open", help="open the result")] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="a live page on 127.0.0.1 that follows your edits")
+    ] = False,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="with --serve: port (default: a free one)")
+    ] = 0,
+    no_open: Annotated[
+        bool, typer.Option("--no-open", help="with --serve: do not open a browser")
+    ] = False,
 ) -> None:
     """Render a message for one contact as HTML, text, PDF or the full .eml; no credentials needed.
 
     Example: bulletin preview eu-referendum --format pdf --contact ada.okafor@example.org -o a.pdf
+
+    With --serve: one live page (email at desktop and phone width, text, PDFs, a contact
+    picker, check's problems) that updates as you save. Example: bulletin preview NAME --serve
     """
+    if serve:
+        from bulletin.web import preview as live
+
+        live.serve(message, settings().workdir, port=port, open_browser=not no_open, say=echo)
+        return
     from bulletin import preview as previews
 
     checked = _checked_for_rendering(message)
@@ -742,19 +759,17 @@ def events_serve(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="accept unsigned event posts (local tests only)")
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="worker processes sharing the port and database")
+    ] = 1,
 ) -> None:
     """Receive SendGrid's Event Webhook at POST /events and serve the /unsubscribe pages.
 
-    Example: bulletin events serve --port 8025
+    Example: bulletin events serve --port 8025 --workers 2
     """
-    from bulletin import server as servers
+    from bulletin.web import webhook
 
-    config = settings()
-    server = servers.make_server(config, host, port, insecure=insecure, log=note)
-    for line in servers.startup_warnings(server):
-        note(line)
-    note(f"Listening on {server.url} (POST /events, /unsubscribe); database {config.db}")
-    servers.serve(server)
+    webhook.serve(settings(), host, port, insecure=insecure, workers=workers, log=note)
 
 
 @command(events_app, "import")

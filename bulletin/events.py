@@ -1,6 +1,6 @@
 """SendGrid delivery events: parse them, map them to deliveries, apply them to the tracking DB.
 
-Events reach us twice over: posted to `bulletin events serve` (bulletin/server.py), or
+Events reach us twice over: posted to `bulletin events serve` (bulletin/web/webhook.py), or
 downloaded and loaded with `bulletin events import FILE`. Both end in `apply_events`, which
 handles one batch in one short transaction, so a `bulletin send` running in another process
 only ever waits milliseconds for the database.

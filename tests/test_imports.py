@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("weasyprint", "sendgrid", "markdown", "css_inline")
+HEAVY = ("weasyprint", "sendgrid", "markdown", "css_inline", "starlette", "uvicorn", "watchfiles")
 
 
 def run_python(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import threading
 from email import message_from_bytes, policy
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -17,8 +16,8 @@ import pytest
 import requests
 
 from bulletin.config import load_settings
-from bulletin.server import make_server
 from bulletin.unsubscribe import make_token, verify_token
+from bulletin.web.webhook import make_server
 
 SECRET = "unsubscribe-test-secret"
 PUBLIC = "https://bulletin.example.org"
@@ -49,7 +48,7 @@ class Server:
         )
         self.url = self.server.url
         self.db = workdir / "bulletin.db"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server.start()
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -14,7 +14,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +26,11 @@ from servers import free_port, slow
 
 from bulletin.config import load_settings
 from bulletin.errors import ConfigError
-from bulletin.server import (
+from bulletin.web.serving import WebServer
+from bulletin.web.webhook import (
     MAX_BODY,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    EventServer,
     make_server,
 )
 
@@ -59,7 +58,7 @@ def signed(private, body: bytes, timestamp: int | None = None) -> dict[str, str]
 
 @dataclass
 class Served:
-    server: EventServer
+    server: WebServer
     private: ec.EllipticCurvePrivateKey
     workdir: Path
     log: list[str] = field(default_factory=list)
@@ -89,9 +88,7 @@ class Served:
 def start(workdir: Path, private, **options) -> Served:
     log: list[str] = []
     server = make_server(load_settings(workdir), "127.0.0.1", 0, log=log.append, **options)
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    ).start()
+    server.start()
     return Served(server, private, workdir, log)
 
 

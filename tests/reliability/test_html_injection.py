@@ -15,7 +15,6 @@ import csv
 import html
 import json
 import re
-import threading
 from email import message_from_bytes, policy
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
@@ -218,15 +217,14 @@ def test_status_csv_neutralises_spreadsheet_formulas(workdir, cli):
 def test_the_unsubscribe_page_escapes_the_address_and_never_reflects_a_bad_token(
     workdir, cli, sendgrid_env, db_path, monkeypatch
 ):
-    from bulletin.server import make_server
     from bulletin.unsubscribe import make_token
+    from bulletin.web.webhook import make_server
 
     write_contacts(workdir, [{"email": "o'brien&co@example.org", **dict.fromkeys(FIELDS, "x")}])
     cli("send", "eu-referendum", "--yes")
     config = load_settings(workdir)
     server = make_server(config, port=0, insecure=True)  # no webhook key: pages only
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server.start()
     try:
         token = make_token(config.secret, 1, 1, "o'brien&co@example.org")
         good = urlopen(f"{server.url}/unsubscribe?t={token}", timeout=10).read().decode()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
@@ -20,8 +19,8 @@ import pytest
 from reliability_harness import connect, integrity
 
 from bulletin.config import load_settings
-from bulletin.server import SIGNATURE_HEADER, TIMESTAMP_HEADER, make_server
 from bulletin.unsubscribe import make_token
+from bulletin.web.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, make_server
 
 
 def key_pair():
@@ -75,8 +74,7 @@ def webhook(workdir, cli, sendgrid_env, monkeypatch):
     private, public = key_pair()
     monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", public)
     server = make_server(load_settings(workdir), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server.start()
     yield Webhook(server.url, private)
     server.shutdown()
     server.server_close()
