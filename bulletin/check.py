@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bulletin import contacts as contacts_module
 from bulletin.config import Settings
 from bulletin.contacts import Contact, ContactList
 from bulletin.errors import InputError, Problem
 from bulletin.fields import field_key, has_line_break
-from bulletin.message import Message, load_message, resolve_path
+from bulletin.message import Address, Message, load_message, resolve_path
 from bulletin.render import (
     CompiledEmail,
     compile_email,
+    sender_identity,
     template_environment,
     template_problem,
 )
@@ -55,8 +56,16 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
     )
     if message is None:
         return Checked(None, None, ContactList(), problems=problems)
+    identity = sender_identity(settings.organisation, settings.unit)
+    if message.sender is not None and not message.sender.name and identity:
+        # One name everywhere: a From without a name shows the masthead's (issue 15, item 9).
+        message = replace(message, sender=Address(identity, message.sender.email))
     compiled, render_problems = compile_email(
-        message, settings.workdir, organisation=settings.organisation, unit=settings.unit
+        message,
+        settings.workdir,
+        organisation=settings.organisation,
+        unit=settings.unit,
+        privacy_url=settings.privacy_url,
     )
     problems += render_problems + _print_layout_problems(settings)
     contact_list = ContactList()

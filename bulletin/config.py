@@ -35,6 +35,7 @@ class Settings:
     timeout: float = 30.0
     organisation: str = "Metropolitan Police Service"
     unit: str = "Bromley Borough"
+    privacy_url: str = ""  # BULLETIN_PRIVACY_URL: the privacy notice linked from every footer
     log_file: Path | None = None
     stale_after_hours: float = 24.0
     retries: int = 5
@@ -136,6 +137,7 @@ def load_settings(
         timeout=_number(env, "BULLETIN_TIMEOUT", 30.0),
         organisation=get("BULLETIN_ORGANISATION", "Metropolitan Police Service"),
         unit=get("BULLETIN_UNIT", "Bromley Borough"),
+        privacy_url=get("BULLETIN_PRIVACY_URL"),
         log_file=Path(log_file) if log_file else None,
         stale_after_hours=_number(env, "BULLETIN_STALE_AFTER_HOURS", 24.0),
         retries=int(_number(env, "BULLETIN_RETRIES", 5, int)),

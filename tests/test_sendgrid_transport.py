@@ -82,7 +82,7 @@ def test_request_uses_the_api_key_and_the_message_front_matter(workdir, cli, sen
     body = sendgrid_env.accepted[0]["body"]
     assert body["from"] == {
         "email": "bromley.neighbourhoods@example.org",
-        "name": "Bromley Police",
+        "name": "Metropolitan Police Service, Bromley Borough",  # from the settings
     }
     assert body["reply_to"]["email"] == "bromley.snt@example.org"
     assert body["categories"] == ["key-messages"]
