@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from bulletin import contacts as contacts_module
+from bulletin.accessibility import accessibility_problems
 from bulletin.config import Settings
 from bulletin.contacts import Contact, ContactList
 from bulletin.errors import InputError, Problem
@@ -30,6 +31,8 @@ class Checked:
     contact_list: ContactList
     audience: list[Contact] = field(default_factory=list)  # in the audience, emailable or not
     problems: list[Problem] = field(default_factory=list)
+    # Advice that does not stop a send (bulletin/accessibility.py); `check` prints it.
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -99,7 +102,8 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                     "the audience is empty: no contact matches it",
                 )
             )
-    return Checked(message, compiled, contact_list, audience, problems)
+    warnings = accessibility_problems(message.body, message.shown, message.body_line)
+    return Checked(message, compiled, contact_list, audience, problems, warnings)
 
 
 def _print_layout_problems(settings: Settings) -> list[Problem]:
