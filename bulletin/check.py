@@ -103,6 +103,16 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                 )
             )
     warnings = accessibility_problems(message.body, message.shown, message.body_line)
+    if message.sender is not None and identity and message.sender.name != identity:
+        warnings.append(
+            Problem(
+                message.shown,
+                message.line_of("from"),
+                f"the sender's name {message.sender.name!r} is not the email header's "
+                f"{identity!r}; recipients check the name, so use one: give only the address "
+                "(or set BULLETIN_ORGANISATION / BULLETIN_UNIT)",
+            )
+        )
     return Checked(message, compiled, contact_list, audience, problems, warnings)
 
 

@@ -131,9 +131,9 @@ def check(message: MessageArg) -> None:
     checked = check_message(message, settings())
     for duplicate in checked.contact_list.duplicates:
         note(str(duplicate))
-    for warning in checked.warnings:
-        note(f"warning: {warning}")
     checked.raise_for_problems("fix them and run bulletin check again")
+    for warning in checked.warnings:  # advice, once the errors are fixed; never blocks a send
+        note(f"warning: {warning}")
     recipients, postal = len(checked.recipients), len(checked.postal)
     echo(
         f"{checked.message.shown}: OK — {recipients} email recipient(s)"

@@ -76,3 +76,21 @@ def test_check_warns_without_failing(workdir, cli):
         f'warning: messages/eu-referendum.md:{line}: accessibility: link text "Click here" '
         "does not say where the link goes; describe it, e.g. [ward surgery times](https://…)"
     ]
+
+
+def test_check_warns_when_the_senders_name_is_not_the_headers(workdir, cli):
+    """One name everywhere (issue 15, item 9): a different From name is pointed out."""
+    message = workdir / "messages" / "eu-referendum.md"
+    text = message.read_text(encoding="utf-8")
+    message.write_text(
+        text.replace(
+            "from: bromley.neighbourhoods@example.org",
+            'from: "Bromley Police <bromley.neighbourhoods@example.org>"',
+        ),
+        encoding="utf-8",
+    )
+    (warning,) = cli("check", "eu-referendum").stderr.splitlines()
+    assert warning.startswith(
+        "warning: messages/eu-referendum.md:3: the sender's name 'Bromley Police' is not the "
+        "email header's 'Metropolitan Police Service, Bromley Borough'"
+    )
