@@ -58,7 +58,7 @@ def test_lines_count_from_the_top_of_the_file():
 
 
 def test_the_example_and_the_feature_test_message_have_no_warnings(workdir, cli):
-    data = Path(__file__).parent / "data" / "messages" / "every-feature.md"
+    data = Path(__file__).parent / "data" / "every-feature.md"
     shutil.copy(data, workdir / "messages" / data.name)
     for name in ("eu-referendum", "every-feature"):
         result = cli("check", name)

@@ -21,7 +21,7 @@ from browser import save_screenshot
 
 from bulletin.check import check_message
 
-DATA = Path(__file__).parent / "data" / "messages"
+DATA = Path(__file__).parent / "data"  # messages/ there is the hostile corpus
 MESSAGES = ("eu-referendum", "every-feature")
 WIDTHS = (375, 1280)
 
@@ -29,25 +29,30 @@ WIDTHS = (375, 1280)
 @pytest.fixture(scope="module")
 def sent(tmp_path_factory) -> dict[str, list[Path]]:
     """Both messages sent through the outbox, once for this file: name → its .eml files."""
-    from conftest import ENV_PREFIXES, Cli
+    from typer.testing import CliRunner
 
+    from bulletin.cli import app
     from bulletin.workdir import init_workdir
+
+    def cli(*args: str) -> None:
+        result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
 
     folder = tmp_path_factory.mktemp("quality")
     init_workdir(folder)
     shutil.copy(DATA / "every-feature.md", folder / "messages" / "every-feature.md")
     found = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for name in [n for n in os.environ if n.startswith(ENV_PREFIXES)]:
+        for name in [n for n in os.environ if n.startswith(("BULLETIN_", "SENDGRID_", "SMTP_"))]:
             monkeypatch.delenv(name)
         monkeypatch.chdir(folder)
         monkeypatch.setenv("BULLETIN_SECRET", "quality-test-secret")
         monkeypatch.setenv("BULLETIN_PUBLIC_URL", "https://bulletin.example.org")
         for number, name in enumerate(MESSAGES, start=1):
-            Cli()("send", name, "--yes")
+            cli("send", name, "--yes")
             found[name] = sorted((folder / "outbox").glob(f"{number}-*.eml"))
             assert found[name], name
-        Cli()("report", "1", "-o", "report.html")
+        cli("report", "1", "-o", "report.html")
     return found
 
 
