@@ -90,6 +90,15 @@ def test_request_uses_the_api_key_and_the_message_front_matter(workdir, cli, sen
     assert len(body["personalizations"]) == SAMPLE
 
 
+def test_the_text_part_is_the_same_unwrapped_text_as_smtp_sends(workdir, cli, sendgrid_env):
+    """SendGrid's content type cannot carry format=flowed (no ';' allowed), so bulletin never
+    hard-wraps paragraphs: the text is the same for every transport (issue 15, item 5)."""
+    cli("send", "eu-referendum", "--yes")
+    (plain,) = [c for c in sendgrid_env.accepted[0]["body"]["content"] if c["type"] == "text/plain"]
+    opening = next(line for line in plain["value"].splitlines() if line.startswith("I’m writing"))
+    assert opening.endswith("circulate them to your contacts.")
+
+
 def test_oversized_personal_fields_fail_that_recipient_only(workdir, cli, sendgrid_env):
     rows = people(3)
     rows[1]["first_name"] = "x" * 6000  # used in subject and body: over 10,000 bytes
