@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bulletin import contacts as contacts_module
+from bulletin.accessibility import accessibility_problems
 from bulletin.config import Settings
 from bulletin.contacts import Contact, ContactList
 from bulletin.errors import InputError, Problem
 from bulletin.fields import field_key, has_line_break
-from bulletin.message import Message, load_message, resolve_path
+from bulletin.message import Address, Message, load_message, resolve_path
 from bulletin.render import (
     CompiledEmail,
     compile_email,
+    sender_identity,
     template_environment,
     template_problem,
 )
@@ -30,8 +32,12 @@ class Checked:
     contact_list: ContactList
     audience: list[Contact] = field(default_factory=list)  # in the audience, emailable or not
     problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)  # sendable, but not to everyone
-    limits_checked: str = ""  # the transport whose limits `warnings` reflect (issue 19)
+    # Advice that does not stop a send (bulletin/accessibility.py, SendGrid limits); `check`
+    # prints it.
+    warnings: list[Problem] = field(default_factory=list)
+    limits_checked: str = ""  # the transport whose limits `over_limits` reflect (issue 19)
+    # Contacts that transport will refuse (also in `warnings`): the send summary lists them.
+    over_limits: list[Problem] = field(default_factory=list)
     # Letters `print` would refuse; they fail `check` but do not stop an email send.
     letter_problems: list[Problem] = field(default_factory=list)
 
@@ -70,8 +76,16 @@ def check_message(
     )
     if message is None:
         return Checked(None, None, ContactList(), problems=problems)
+    identity = sender_identity(settings.organisation, settings.unit)
+    if message.sender is not None and not message.sender.name and identity:
+        # One name everywhere: a From without a name shows the masthead's (issue 15, item 9).
+        message = replace(message, sender=Address(identity, message.sender.email))
     compiled, render_problems = compile_email(
-        message, settings.workdir, organisation=settings.organisation, unit=settings.unit
+        message,
+        settings.workdir,
+        organisation=settings.organisation,
+        unit=settings.unit,
+        privacy_url=settings.privacy_url,
     )
     problems += render_problems + _print_layout_problems(settings)
     contact_list = ContactList()
@@ -105,8 +119,21 @@ def check_message(
                     "the audience is empty: no contact matches it",
                 )
             )
+    warnings = accessibility_problems(message.body, message.shown, message.body_line)
+    if message.sender is not None and identity and message.sender.name != identity:
+        warnings.append(
+            Problem(
+                message.shown,
+                message.line_of("from"),
+                f"the sender's name {message.sender.name!r} is not the email header's "
+                f"{identity!r}; recipients check the name, so use one: give only the address "
+                "(or set BULLETIN_ORGANISATION / BULLETIN_UNIT)",
+            )
+        )
     letters = address_problems([c for c in audience if c.postal_only])
-    checked = Checked(message, compiled, contact_list, audience, problems, letter_problems=letters)
+    checked = Checked(
+        message, compiled, contact_list, audience, problems, warnings, letter_problems=letters
+    )
     if settings.transport == "sendgrid":
         check_transport_limits(checked, settings, "sendgrid")
     return checked
@@ -124,6 +151,7 @@ def check_transport_limits(checked: Checked, settings: Settings, transport: str)
     problems, warnings = limit_problems(checked.compiled, checked.recipients, settings)
     checked.problems += problems
     checked.warnings += warnings
+    checked.over_limits += warnings
 
 
 def address_problems(contacts: list[Contact]) -> list[Problem]:

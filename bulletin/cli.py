@@ -131,10 +131,10 @@ def check(message: MessageArg) -> None:
     checked = check_message(message, settings())
     for duplicate in checked.contact_list.duplicates:
         note(str(duplicate))
-    for warning in checked.warnings:
-        note(f"warning: {warning}")
     checked.problems.extend(checked.letter_problems)  # letters print would refuse fail check
     checked.raise_for_problems("fix them and run bulletin check again")
+    for warning in checked.warnings:  # advice, once the errors are fixed; never blocks a send
+        note(f"warning: {warning}")
     recipients, postal = len(checked.recipients), len(checked.postal)
     echo(
         f"{checked.message.shown}: OK — {recipients} email recipient(s)"
@@ -366,7 +366,7 @@ def _summary_lines(plan) -> list[str]:
     if plan.invalid_skipped:
         skipped.append(f"{len(plan.invalid_skipped)} invalid row(s)")
     lines.append("Skipped:   " + ", ".join(skipped))
-    refused = plan.checked.warnings if plan.checked.limits_checked == plan.transport.name else []
+    refused = plan.checked.over_limits if plan.checked.limits_checked == plan.transport.name else []
     if refused:  # issue 19: known before sending, refused when sending
         lines += [f"warning: {w}" for w in refused]
         lines.append(f"Refused:   {len(refused)} over the transport's limits")

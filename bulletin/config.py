@@ -37,6 +37,7 @@ class Settings:
     unit: str = "Bromley Borough"
     postal_address: str = ""  # printed on letters and the notice for replies by post
     phone: str = ""
+    privacy_url: str = ""  # BULLETIN_PRIVACY_URL: the privacy notice linked from every footer
     log_file: Path | None = None
     stale_after_hours: float = 24.0
     retries: int = 5
@@ -155,6 +156,7 @@ def load_settings(
         unit=get("BULLETIN_UNIT", "Bromley Borough"),
         postal_address=get("BULLETIN_POSTAL_ADDRESS"),
         phone=get("BULLETIN_PHONE"),
+        privacy_url=get("BULLETIN_PRIVACY_URL"),
         log_file=Path(log_file) if log_file else None,
         stale_after_hours=_number(env, "BULLETIN_STALE_AFTER_HOURS", 24.0),
         retries=int(_number(env, "BULLETIN_RETRIES", 5, int)),

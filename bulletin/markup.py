@@ -1,11 +1,16 @@
-"""Markdown → safe HTML (sanitised, phone numbers as tel: links) and HTML → plain text."""
+"""Markdown → safe HTML (sanitised, phone numbers as tel: links) and HTML → plain text.
+
+The plain text is not hard-wrapped: each paragraph is one line, which every mail client
+wraps to its own width, so it reads well on a phone. RFC 3676 `format=flowed` would allow
+wrapped lines that reflow, but SendGrid's API cannot declare it (its content `type` may not
+contain ";" parameters), and one text part for every transport is simpler (issue 15, item 5).
+"""
 
 from __future__ import annotations
 
 import re
-import textwrap
 
-TEXT_WIDTH = 76
+RULE_WIDTH = 24  # underlines under headings: short enough never to wrap on a phone
 URL_SCHEMES = {"http", "https", "mailto", "tel"}
 
 # 999, 101, 111 and UK numbers starting 0 with 10–11 digits (spaces allowed).
@@ -114,29 +119,22 @@ def _inline(element) -> str:
     return "".join(parts)
 
 
-def _wrap(text: str, width: int, first: str = "", rest: str = "") -> str:
-    lines: list[str] = []
-    for n, line in enumerate(re.sub(r"[^\S\u2028]+", " ", text).strip().split(_BREAK)):
-        wrapped = textwrap.wrap(
-            line.strip(),
-            width=width,
-            initial_indent=first if n == 0 else rest,
-            subsequent_indent=rest,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-        lines.extend(wrapped or [rest.rstrip()])
-    return "\n".join(lines)
+def _lines(text: str, first: str = "", rest: str = "") -> str:
+    """Whitespace folded; one line per <br>-separated line, never hard-wrapped."""
+    lines = re.sub(r"[^\S\u2028]+", " ", text).strip().split(_BREAK)
+    return "\n".join(
+        ((first if n == 0 else rest) + line.strip()).rstrip() for n, line in enumerate(lines)
+    )
 
 
-def _blocks(element, width: int) -> list[str]:
+def _blocks(element) -> list[str]:
     blocks: list[str] = []
     pending = [element.text or ""]
 
     def flush() -> None:
         text = "".join(pending).strip()
         if text:
-            blocks.append(_wrap(text, width))
+            blocks.append(_lines(text))
         pending.clear()
 
     for child in element:
@@ -149,7 +147,7 @@ def _blocks(element, width: int) -> list[str]:
             pending.append(child.tail or "")
             continue
         flush()
-        blocks.extend(_block(child, tag, width))
+        blocks.extend(_block(child, tag))
         pending.append(child.tail or "")
     flush()
     return [b for b in blocks if b.strip()]
@@ -170,10 +168,10 @@ class _Wrapper:
             self._children[0].tail = tail
 
 
-def _block(element, tag: str, width: int) -> list[str]:
+def _block(element, tag: str) -> list[str]:
     if tag in ("h1", "h2"):
         text = " ".join(_inline(element).split())
-        return [f"{text}\n{('=' if tag == 'h1' else '-') * min(len(text), width)}"]
+        return [f"{text}\n{('=' if tag == 'h1' else '-') * min(len(text), RULE_WIDTH)}"]
     if tag in ("h3", "h4", "h5", "h6"):
         return [" ".join(_inline(element).split())]
     if tag == "hr":
@@ -188,24 +186,24 @@ def _block(element, tag: str, width: int) -> list[str]:
                 continue
             marker = f"{number}. " if tag == "ol" else "* "
             number += 1
-            inner = _blocks(child, width - len(marker)) or [""]
+            inner = _blocks(child) or [""]
             pad = " " * len(marker)
             lines = "\n\n".join(inner).split("\n")
             items.append(
                 "\n".join([marker + lines[0]] + [pad + ln if ln else "" for ln in lines[1:]])
             )
-        return ["\n".join(items)]
+        return ["\n\n".join(items)]  # a blank line between items: easier to tell apart
     if tag == "blockquote":
-        inner = _blocks(element, width - 4)
+        inner = _blocks(element)
         return ["\n".join("    " + ln if ln else "" for ln in "\n\n".join(inner).split("\n"))]
-    return _blocks(element, width)
+    return _blocks(element)
 
 
-def html_to_text(html: str, width: int = TEXT_WIDTH) -> str:
-    """A readable plain-text version of sanitised HTML, wrapped at `width` columns."""
+def html_to_text(html: str) -> str:
+    """A readable plain-text version of sanitised HTML: one line per paragraph."""
     import tinyhtml5
 
     root = tinyhtml5.parse(html)
     body = next((e for e in root if _local(e.tag) == "body"), root)
     # Strip only blank lines: a body that opens with a quote keeps its indent.
-    return "\n\n".join(_blocks(body, width)).strip("\n") + "\n"
+    return "\n\n".join(_blocks(body)).strip("\n") + "\n"

@@ -336,7 +336,7 @@ Many thanks for your continued support.
 """
 
 
-SCAFFOLD_FROM = '"Bromley Police <bromley.neighbourhoods@example.org>"'
+SCAFFOLD_FROM = "bromley.neighbourhoods@example.org"  # named after BULLETIN_ORGANISATION
 
 
 def scaffold(name: str, workdir: Path, today: date, *, default_from: str = "") -> Path:

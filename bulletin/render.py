@@ -26,11 +26,11 @@ from pathlib import Path
 from bulletin import fields
 from bulletin.contacts import Contact
 from bulletin.errors import InputError, Problem
-from bulletin.markup import URL_SCHEMES, html_to_text, markdown_to_html
+from bulletin.markup import RULE_WIDTH, URL_SCHEMES, html_to_text, markdown_to_html
 from bulletin.message import Message
 
 UNSUBSCRIBE = "@unsubscribe"  # the slot for the per-recipient unsubscribe link
-SUBJECT_RULE = "@subject_rule"  # "=====" as long as this recipient's subject (email.txt)
+SUBJECT_RULE = "@subject_rule"  # "=====" under this recipient's subject, short (email.txt)
 URL_OF = "@url:"  # "@url:N": slot N's value where it starts a link, with its scheme checked
 # A slot whose value would start an href/src decides the link's scheme (javascript:…).
 _URL_START = re.compile("((?:href|src)\\s*=\\s*[\"']?)\ue000(\\d+)\ue001", re.IGNORECASE)
@@ -175,7 +175,7 @@ class CompiledEmail:
         values = self.slots.values(contact, unsubscribe_url)
         rule = self.slots.index_of(SUBJECT_RULE)
         if rule is not None:
-            values[rule] = "=" * min(len(fill(self.subject, values)), 76)
+            values[rule] = "=" * min(len(fill(self.subject, values)), RULE_WIDTH)
         return values
 
     def render(self, contact: Contact | None, unsubscribe_url: str = "") -> Rendered:
@@ -191,8 +191,36 @@ class CompiledEmail:
         return fill(self.body_html, [html.escape(v) for v in self.values(contact)])
 
 
+_BLOCKQUOTE_OPEN = re.compile(r"<blockquote\b[^>]*>", re.IGNORECASE)
+
+
+def callout_quotes(body_html: str) -> str:
+    """Each block quote inside a one-cell table: Outlook's Word engine drops a blockquote's
+    padding and border, but keeps a table cell's (issue 15, item 8)."""
+    body_html = _BLOCKQUOTE_OPEN.sub(
+        lambda m: (
+            '<table role="presentation" class="quote" width="100%" cellpadding="0" '
+            'cellspacing="0" border="0"><tr><td class="quote-cell">' + m.group(0)
+        ),
+        body_html,
+    )
+    return re.sub(
+        r"</blockquote>", "</blockquote></td></tr></table>", body_html, flags=re.IGNORECASE
+    )
+
+
+def sender_identity(organisation: str, unit: str) -> str:
+    """The one name a recipient sees: From, masthead and footer (issue 15, item 9)."""
+    return ", ".join(part for part in (organisation, unit) if part)
+
+
 def compile_email(
-    message: Message, workdir: Path, *, organisation: str = "", unit: str = ""
+    message: Message,
+    workdir: Path,
+    *,
+    organisation: str = "",
+    unit: str = "",
+    privacy_url: str = "",
 ) -> tuple[CompiledEmail | None, list[Problem]]:
     """Render the message once with tokens for every placeholder; list every problem."""
     import jinja2
@@ -222,6 +250,8 @@ def compile_email(
         "organisation": organisation,
         "unit": unit,
         "sender_name": sender.name if sender else "",
+        "identity": sender_identity(organisation, unit),
+        "privacy_url": privacy_url,
         "sender_email": sender.email if sender else "",
         "unsubscribe_url": slots.token_for(UNSUBSCRIBE),
         "subject_rule": slots.token_for(SUBJECT_RULE),
@@ -230,7 +260,7 @@ def compile_email(
     environment = template_environment(workdir)
     try:
         html_layout = environment.get_template("email.html").render(
-            context, body=jinja2.utils.markupsafe.Markup(body_html)
+            context, body=jinja2.utils.markupsafe.Markup(callout_quotes(body_html))
         )
         text_layout = environment.get_template("email.txt").render(context, body=body_text)
     except jinja2.TemplateError as error:

@@ -39,7 +39,7 @@ def test_the_example_message_loads(workdir):
     assert message.shown == "messages/eu-referendum.md"
     assert message.name == "eu-referendum"
     assert message.subject == "Key messages from the Borough Commander: we stand together"
-    assert message.sender == Address("Bromley Police", "bromley.neighbourhoods@example.org")
+    assert message.sender == Address("", "bromley.neighbourhoods@example.org")  # check names it
     assert str(message.reply_to) == "Bromley Safer Neighbourhoods <bromley.snt@example.org>"
     assert message.preheader.startswith("After the EU Referendum")
     assert message.reference == "BR-2016-07-01"

@@ -120,9 +120,14 @@ def test_eml_is_multipart_alternative_utf8(eml):
     assert "I’m writing" in parts[0].get_content()
 
 
+IDENTITY = "Metropolitan Police Service, Bromley Borough"
+
+
 def test_eml_headers(eml):
     mail = as_email(eml)
-    assert mail["From"] == "Bromley Police <bromley.neighbourhoods@example.org>"
+    assert mail["From"] == (  # the example names no sender: the masthead's name (issue 15)
+        f'"{IDENTITY}" <bromley.neighbourhoods@example.org>'
+    )
     assert mail["To"] == "Zoë Lefèvre <zoe.lefevre@example.org>"
     assert mail["Reply-To"] == "Bromley Safer Neighbourhoods <bromley.snt@example.org>"
     assert mail["Subject"] == "Key messages from the Borough Commander: we stand together"

@@ -138,7 +138,7 @@ def test_css_is_inlined_and_media_queries_kept(margaret):
         assert elements and all(e.get("style") for e in elements), tag
     assert "color: #1f2328" in find_all(cell, "p")[0].get("style")
     (style,) = [s for s in find_all(root, "style") if "@media" in text_of(s)]
-    assert "max-width: 620px" in text_of(style)
+    assert "max-width: 660px" in text_of(style)
     assert "<link" not in margaret.html  # nothing fetched
 
 
@@ -157,25 +157,30 @@ def test_subject(margaret):
 # --- the plain-text version ---------------------------------------------------------------------
 
 
-def test_text_is_wrapped_at_78_columns(margaret):
+def test_text_paragraphs_are_not_hard_wrapped(margaret):
+    """One line per paragraph: every client wraps it to its own width (issue 15, item 5)."""
     lines = margaret.text.splitlines()
-    assert len(lines) > 60
-    assert max(len(line) for line in lines) <= 78
+    assert "Many thanks for your continued support." in lines
+    opening = next(line for line in lines if line.startswith("I’m writing"))
+    assert opening.endswith("I would be grateful if you could circulate them to your contacts.")
+    rules = [line for line in lines if line and set(line) <= set("=-")]
+    assert rules and max(map(len, rules)) <= 24  # short enough never to wrap on a phone
 
 
 def test_text_bullets_quote_and_sign_off(margaret):
     text = margaret.text
-    assert text.count("\n* ") == 7
-    assert "\n* We are aware that significant events at home or abroad can increase\n  " in text
+    assert text.count("\n\n* ") == 7  # a blank line between bullets
+    assert "\n* We are aware that significant events at home or abroad can increase " in text
     assert "\n    “The EU Referendum may have divided public opinion" in text
     start = text.index("    “The EU Referendum")
     quoted = text[start : text.index("Many thanks")].strip("\n").splitlines()
-    assert len(quoted) > 20
+    assert len([line for line in quoted if line]) == 3
     assert all(line.startswith("    ") for line in quoted if line)
     assert "Many thanks for your continued support.\n\nChris Hafford\nBorough Commander\nMet " in (
         text
     )
     assert text.startswith("Metropolitan Police Service, Bromley Borough\n")
+    assert "with the Metropolitan Police Service, Bromley Borough." in text
     assert "Dear Margaret,\n" in text
     assert "Unsubscribe: https://example.org/unsubscribe?t=x" in text
     assert "<" not in text.split("Dear", 1)[1].split("--", 1)[0]
@@ -201,8 +206,8 @@ def test_text_subject_underline_matches_the_personalised_subject(settings):
         ("See <https://example.org/page>.", "See https://example.org/page."),
         ("[Write to us](mailto:snt@example.org)", "Write to us (mailto:snt@example.org)"),
         ("Call 101.", "Call 101."),
-        ("- one\n- two", "* one\n* two"),
-        ("1. one\n2. two", "1. one\n2. two"),
+        ("- one\n- two", "* one\n\n* two"),
+        ("1. one\n2. two", "1. one\n\n2. two"),
         ("> quoted", "    quoted"),
         ("Line one  \nLine two", "Line one\nLine two"),
         ("## Section", "Section\n-------"),
@@ -214,13 +219,15 @@ def test_markdown_to_text(markdown, text):
     assert html_to_text(markdown_to_html(markdown)) == text + "\n"
 
 
-def test_long_paragraphs_wrap_and_list_items_hang(settings):
+def test_long_paragraphs_stay_on_one_line_and_item_paragraphs_hang(settings):
     words = " ".join(["neighbourhood"] * 30)
-    text = html_to_text(markdown_to_html(f"{words}\n\n- {words}\n\n> {words}"))
-    lines = text.splitlines()
-    assert max(len(line) for line in lines) <= 76
-    bullet = [line for line in lines if line.startswith(("* ", "  "))]
-    assert bullet[0].startswith("* neighbourhood") and bullet[1].startswith("  neighbourhood")
+    text = html_to_text(markdown_to_html(f"{words}\n\n- {words}\n\n    {words}\n\n> {words}"))
+    assert text == f"{words}\n\n* {words}\n\n  {words}\n\n    {words}\n"
+
+
+def test_headings_get_short_underlines():
+    text = html_to_text(markdown_to_html("# " + "Long heading " * 8 + "\n\n## Short"))
+    assert text.splitlines()[1] == "=" * 24 and text.splitlines()[4] == "-" * 5
 
 
 # --- Markdown → safe HTML ----------------------------------------------------------------------
@@ -445,3 +452,16 @@ def test_templates_folder_is_optional(tmp_path):
     compiled, problems = compile_email(message, tmp_path)
     assert problems == []
     assert "Hello" in compiled.render(None).text
+
+
+def test_every_line_of_the_example_survives_into_the_html_and_the_text(example, margaret):
+    """Paragraph by paragraph (each line of the example is one), in the email and its text."""
+    body = example.message.body
+    lines = [re.sub(r"^(?:- |> ?)", "", line).strip() for line in body.splitlines()]
+    lines = [line for line in lines if line and "{{" not in line]
+    assert len(lines) > 15
+    html_text = " ".join(text_of(content_cell(parse_html(margaret.html))).split())
+    plain = " ".join(margaret.text.split())
+    for line in lines:
+        assert " ".join(line.split()) in html_text, line
+        assert " ".join(line.split()) in plain, line

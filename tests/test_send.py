@@ -20,6 +20,7 @@ import pytest
 
 SAMPLE = 34  # email recipients in the packaged contacts/coordinators.csv
 FIRST = "margaret.okafor@example.org"  # its first row
+IDENTITY = "Metropolitan Police Service, Bromley Borough"  # the example's sender name
 
 STREET = """\
 ---
@@ -151,7 +152,7 @@ def test_summary_shows_subject_sender_transport_audience_and_skips(workdir, cli)
     result = cli("send", "eu-referendum", "--dry-run")
     summary = result.stderr
     assert "Subject:   Key messages from the Borough Commander: we stand together" in summary
-    assert "From:      Bromley Police <bromley.neighbourhoods@example.org>" in summary
+    assert f'From:      "{IDENTITY}" <bromley.neighbourhoods@example.org>' in summary
     assert "Transport: outbox" in summary and "nothing is emailed" in summary
     assert f"Audience:  {SAMPLE - 1} email recipient(s)" in summary
     assert "Skipped:   1 suppressed, 1 duplicate row(s)" in summary

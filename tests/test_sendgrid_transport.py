@@ -92,12 +92,21 @@ def test_request_uses_the_api_key_and_the_message_front_matter(workdir, cli, sen
     body = sendgrid_env.accepted[0]["body"]
     assert body["from"] == {
         "email": "bromley.neighbourhoods@example.org",
-        "name": "Bromley Police",
+        "name": "Metropolitan Police Service, Bromley Borough",  # from the settings
     }
     assert body["reply_to"]["email"] == "bromley.snt@example.org"
     assert body["categories"] == ["key-messages"]
     assert body["headers"] == {"X-Bulletin-Reference": "BR-2016-07-01"}
     assert len(body["personalizations"]) == SAMPLE
+
+
+def test_the_text_part_is_the_same_unwrapped_text_as_smtp_sends(workdir, cli, sendgrid_env):
+    """SendGrid's content type cannot carry format=flowed (no ';' allowed), so bulletin never
+    hard-wraps paragraphs: the text is the same for every transport (issue 15, item 5)."""
+    cli("send", "eu-referendum", "--yes")
+    (plain,) = [c for c in sendgrid_env.accepted[0]["body"]["content"] if c["type"] == "text/plain"]
+    opening = next(line for line in plain["value"].splitlines() if line.startswith("I’m writing"))
+    assert opening.endswith("circulate them to your contacts.")
 
 
 def test_oversized_personal_fields_fail_that_recipient_only(workdir, cli, sendgrid_env):
@@ -283,7 +292,7 @@ ORDERS = [(order, passes) for order in ("given", "reversed", "at-once") for pass
 NAMED = """\
 ---
 subject: 'Hello {{ first_name }}'
-from: "Bromley Police <bromley.neighbourhoods@example.org>"
+from: bromley.neighbourhoods@example.org
 reference: BR-TEST-KEYS
 contacts: [lists/people.csv]
 ---
@@ -359,7 +368,7 @@ def test_the_token_is_never_one_the_letters_own_text_contains(monkeypatch):
 LINKS = """\
 ---
 subject: Links
-from: "Bromley Police <bromley.neighbourhoods@example.org>"
+from: bromley.neighbourhoods@example.org
 reference: BR-TEST-LINKS
 contacts: [lists/people.csv]
 ---
