@@ -25,7 +25,7 @@ IDENTITY = "Metropolitan Police Service, Bromley Borough"  # the example's sende
 STREET = """\
 ---
 subject: 'Street safety update for {{ first_name or "neighbour" }}'
-from: "Bromley Police <bromley.neighbourhoods@example.org>"
+from: bromley.neighbourhoods@example.org
 category: street-safety
 reference: BR-TEST-1
 contacts: [lists/people.csv]
