@@ -9,7 +9,13 @@ from bulletin.config import Settings
 from bulletin.contacts import Contact, ContactList
 from bulletin.errors import InputError, Problem
 from bulletin.fields import field_key, has_line_break
-from bulletin.message import Message, load_message, resolve_path
+from bulletin.message import (
+    SCAFFOLD_BODY,
+    SCAFFOLD_PREHEADER,
+    Message,
+    load_message,
+    resolve_path,
+)
 from bulletin.render import (
     CompiledEmail,
     compile_email,
@@ -58,7 +64,7 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
     compiled, render_problems = compile_email(
         message, settings.workdir, organisation=settings.organisation, unit=settings.unit
     )
-    problems += render_problems + _print_layout_problems(settings)
+    problems += _scaffold_problems(message) + render_problems + _print_layout_problems(settings)
     contact_list = ContactList()
     audience: list[Contact] = []
     if include_contacts:
@@ -78,6 +84,7 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                     f"audience: no contact list has a column {column!r}",
                 )
             )
+        problems += _audience_value_problems(message, audience_filter, contact_list, missing)
         audience = [c for c in contact_list.contacts if contacts_module.matches(c, audience_filter)]
         if compiled is not None and files:
             problems += _placeholder_problems(message, compiled, contact_list)
@@ -91,6 +98,80 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                 )
             )
     return Checked(message, compiled, contact_list, audience, problems)
+
+
+def _scaffold_problems(message: Message) -> list[Problem]:
+    """An empty body, or text `bulletin new` put there and nobody replaced (issue 11)."""
+    problems = []
+    if not message.body.strip():
+        problems.append(
+            Problem(
+                message.shown,
+                message.body_line,
+                "the body is empty: write the message below the front matter's closing ---",
+            )
+        )
+    for number, line in enumerate(message.body.splitlines(), message.body_line):
+        if SCAFFOLD_BODY in line:
+            problems.append(
+                Problem(
+                    message.shown,
+                    number,
+                    f"the body still has the scaffold's text {SCAFFOLD_BODY!r}: write the message",
+                )
+            )
+    if message.preheader.strip() == SCAFFOLD_PREHEADER:
+        problems.append(
+            Problem(
+                message.shown,
+                message.line_of("preheader"),
+                "preheader is still the scaffold's text: write the line an inbox shows beside "
+                "the subject, or remove it",
+            )
+        )
+    return problems
+
+
+def _audience_value_problems(
+    message: Message,
+    audience: dict[str, tuple[str, ...]],
+    contact_list: ContactList,
+    missing: list[str],
+) -> list[Problem]:
+    """Every audience value that matches no contact, with the nearest real values (issue 11).
+
+    A misspelt ward would otherwise drop everyone in it without a word.
+    """
+    import difflib
+
+    problems = []
+    for column, allowed in audience.items():
+        if column in missing:
+            continue
+        real: dict[str, str] = {}  # casefolded → as written in the first row that has it
+        for contact in contact_list.contacts:
+            value = contact.get(column).strip()
+            if value:
+                real.setdefault(value.casefold(), value)
+        for value in allowed:
+            if value.strip().casefold() in real:
+                continue
+            near = difflib.get_close_matches(value.casefold(), list(real), n=3, cutoff=0.6)
+            if near:
+                hint = "did you mean " + " or ".join(repr(real[n]) for n in near) + "?"
+            elif real:
+                shown = sorted(real.values())
+                hint = "values: " + ", ".join(map(repr, shown[:10])) + (" …" if shown[10:] else "")
+            else:
+                hint = "the column is empty in every row"
+            problems.append(
+                Problem(
+                    message.shown,
+                    message.line_of("audience"),
+                    f"audience: {column}: no contact has {value!r} ({hint})",
+                )
+            )
+    return problems
 
 
 def _print_layout_problems(settings: Settings) -> list[Problem]:

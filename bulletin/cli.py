@@ -9,6 +9,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -336,16 +337,32 @@ def _summary_lines(plan) -> list[str]:
         skipped.append(f"{len(plan.invalid_skipped)} invalid row(s)")
     lines.append("Skipped:   " + ", ".join(skipped))
     if plan.resume is not None:
-        lines.append(
-            f"Resuming:  send #{plan.resume.id} — {plan.already_done} already done, "
-            f"{plan.to_send} to go"
-            + (
-                f", {plan.unknown} unknown (not re-sent without --resend-unknown)"
-                if plan.unknown
-                else ""
-            )
-        )
+        lines.append(_resume_line(plan))
+    elif plan.limit is not None and plan.to_send < plan.due:
+        lines.append(f"Limit:     {plan.to_send} now (--limit), {plan.due - plan.to_send} later")
     return lines
+
+
+def _resume_line(plan) -> str:
+    """What a resumed send does, per recipient (issue 11); ends with the number to be sent."""
+    if plan.unknown:
+        unknown = f"{plan.unknown} unknown " + (
+            "(re-sent: --resend-unknown)"
+            if plan.resend_unknown
+            else "(not re-sent without --resend-unknown)"
+        )
+    else:
+        unknown = "0 unknown"
+    line = (
+        f"Resuming:  send #{plan.resume.id} — {plan.already_done} already done, "
+        f"{plan.to_send} to go; {plan.joined} joined since, {unknown}, "
+        f"{plan.suppressed} suppressed"
+    )
+    if plan.left:
+        line += f", {plan.left} left the list (not sent)"
+    if plan.to_send < plan.due:
+        line += f"; {plan.due - plan.to_send} more after this --limit"
+    return line
 
 
 def _progress(total: int):
@@ -426,59 +443,82 @@ def send(
     checked = check_message(message, config)
     for duplicate in checked.contact_list.duplicates:
         note(str(duplicate))
-    plan = sending.plan_send(
-        checked, config, transport_name=transport, skip_invalid=skip_invalid, new_send=new_send
-    )
-    for problem in plan.invalid_skipped:
-        note(f"skipped: {problem}")
-    for line in _summary_lines(plan):
-        note(line)
-    if test:
-        message_id = sending.send_test(plan, config, test)
-        echo(
-            f"Test copy sent to {test} via {plan.transport.name}"
-            + (f" (message id {message_id})" if message_id else "")
-            + "; not tracked."
+    # The lock comes first (issue 11): a second send refuses before it reads or touches any row,
+    # and the count confirmed below cannot change before it is sent.
+    lock = nullcontext() if dry_run or test else sending.send_lock(config.db_path)
+    with lock:
+        plan = sending.plan_send(
+            checked,
+            config,
+            transport_name=transport,
+            skip_invalid=skip_invalid,
+            new_send=new_send,
+            limit=limit,
+            resend_unknown=resend_unknown,
         )
-        return
-    if dry_run:
-        report = sending.dry_run(plan, config)
-        echo(
-            f"Dry run: rendered {report.attempted} message(s); nothing was sent. "
-            f"Run without --dry-run to send."
-        )
-        return
-    if plan.to_send == 0 and plan.resume is not None and not resend_unknown:
-        echo(
-            f"Nothing to send: send #{plan.resume.id} has no pending recipients"
-            + (
-                f"; {plan.unknown} unknown (use --resend-unknown if they never arrived)."
-                if plan.unknown
-                else "."
+        for problem in plan.invalid_skipped:
+            note(f"skipped: {problem}")
+        for line in _summary_lines(plan):
+            note(line)
+        if test:
+            message_id = sending.send_test(plan, config, test)
+            echo(
+                f"Test copy sent to {test} via {plan.transport.name}"
+                + (f" (message id {message_id})" if message_id else "")
+                + "; not tracked."
             )
-        )
-        return
-    if not yes:
-        if not sys.stdin.isatty():
-            raise InputError("no terminal to confirm on; pass --yes to send without asking")
-        if not typer.confirm(f"Send to {plan.to_send} recipient(s)?", err=True):
-            raise fail("cancelled; nothing was sent")
-    bar, advance = _progress(min(plan.to_send, limit or plan.to_send))
-    try:
-        with bar:
-            report = sending.execute(
-                plan,
-                config,
-                limit=limit,
-                resend_unknown=resend_unknown,
-                new_send=new_send,
-                progress=advance,
+            return
+        if dry_run:
+            report = sending.dry_run(plan, config)
+            echo(
+                f"Dry run: rendered {report.attempted} message(s); nothing was sent. "
+                f"Run without --dry-run to send."
             )
-    except sending.Unsent as error:
-        raise fail(
-            f"{error} — nothing more was sent; recorded state is in {config.db}", ExitCode.TRANSPORT
-        ) from None
+            return
+        if plan.to_send == 0 and plan.resume is not None:
+            # Nothing is sent, but people who left or were suppressed are settled in the ledger.
+            report = sending.execute(plan, config, new_send=new_send, locked=True)
+            _report_nothing_to_send(report, plan, checked.message.name)
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise InputError("no terminal to confirm on; pass --yes to send without asking")
+            try:
+                confirmed = typer.confirm(f"Send to {plan.to_send} recipient(s)?", err=True)
+            except typer.Abort:  # Ctrl-C or end of input at the prompt
+                note("")
+                raise fail(
+                    "interrupted at the prompt; nothing was sent", ExitCode.INTERRUPTED
+                ) from None
+            if not confirmed:
+                raise fail("cancelled; nothing was sent")
+        bar, advance = _progress(plan.to_send)
+        try:
+            with bar:
+                report = sending.execute(
+                    plan, config, new_send=new_send, progress=advance, locked=True
+                )
+        except sending.Unsent as error:
+            raise fail(
+                f"{error} — nothing more was sent; recorded state is in {config.db}",
+                ExitCode.TRANSPORT,
+            ) from None
     _report_send(report, checked.message.name, plan.transport.name)
+
+
+def _report_nothing_to_send(report, plan, name: str) -> None:
+    from bulletin.errors import PartialSendError
+
+    unknown = report.counts.get("unknown", 0)
+    echo(
+        f"Nothing to send: send #{report.send_id} has no one left to send to"
+        + (f"; {unknown} unknown (use --resend-unknown if they never arrived)." if unknown else ".")
+    )
+    if unknown:
+        raise PartialSendError(
+            f"send #{report.send_id} finished with {unknown} recipient(s) unknown; "
+            f"see `bulletin status {report.send_id}`"
+        )
 
 
 def _report_send(report, name: str, transport: str) -> None:
@@ -499,6 +539,7 @@ def _report_send(report, name: str, transport: str) -> None:
         f"{len(report.unknown) + len(report.stale_unknown)} unknown, "
         f"{report.pending_left} still pending"
         + (f", {report.dropped} dropped (suppressed)" if report.dropped else "")
+        + (f", {report.left} left the list (not sent)" if report.left else "")
         + "."
     )
     if transport == "outbox" and report.accepted:
@@ -507,9 +548,9 @@ def _report_send(report, name: str, transport: str) -> None:
         raise Interrupted(
             f"interrupted; the state is recorded. Run `bulletin send {name}` again to resume."
         )
-    if report.failed or report.unknown or report.stale_unknown:
+    if report.failed or report.counts.get("unknown", 0):
         raise PartialSendError(
-            f"some recipients were not sent; see `bulletin status {report.send_id}`"
+            f"some recipients failed or are unknown; see `bulletin status {report.send_id}`"
         )
     if report.pending_left and not report.completed:
         echo(
