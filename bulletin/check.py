@@ -24,6 +24,10 @@ from bulletin.render import (
 )
 
 ALWAYS_AVAILABLE = {"email"}
+# Reserved for examples and tests (RFC 2606, RFC 6761): the sample contacts live here, and no
+# real co-ordinator does, so a real transport refuses to mail them (issue 11).
+RESERVED_DOMAINS = ("example.org", "example.com", "example.net")
+RESERVED_TLDS = ("example", "test", "invalid", "localhost")
 
 
 @dataclass
@@ -53,8 +57,13 @@ class Checked:
             raise InputError(f"{len(self.problems)} problem(s) found; {what}", self.problems)
 
 
-def check_message(name: str, settings: Settings, *, include_contacts: bool = True) -> Checked:
-    """Validate front matter, placeholders, templates and the audience's contacts."""
+def check_message(
+    name: str, settings: Settings, *, include_contacts: bool = True, transport: str | None = None
+) -> Checked:
+    """Validate front matter, placeholders, templates and the audience's contacts.
+
+    `transport` (default: the configured one) decides whether sample addresses are a problem.
+    """
     path = resolve_path(name, settings.workdir)
     message, problems = load_message(
         path, settings.workdir, default_from=settings.sender, default_reply_to=settings.reply_to
@@ -89,6 +98,10 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
         if compiled is not None and files:
             problems += _placeholder_problems(message, compiled, contact_list)
             problems += _subject_field_problems(compiled, audience)
+        if _delivers_for_real(settings, transport or settings.transport):
+            problems += _reserved_domain_problems(
+                [c for c in audience if c.email], transport or settings.transport
+            )
         if files and not contact_list.problems and not missing and not audience:
             problems.append(
                 Problem(
@@ -98,6 +111,53 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                 )
             )
     return Checked(message, compiled, contact_list, audience, problems)
+
+
+def is_reserved(address: str) -> bool:
+    """Is the address on a domain reserved for examples (example.org, *.test, …)?"""
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return domain.rpartition(".")[2] in RESERVED_TLDS or any(
+        domain == d or domain.endswith("." + d) for d in RESERVED_DOMAINS
+    )
+
+
+def _delivers_for_real(settings: Settings, transport: str) -> bool:
+    """sendgrid or smtp to anything but a loopback address (the test suite's stand-ins).
+
+    An unconfigured transport is left to `send` to refuse, with the setting to fix.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if transport == "sendgrid" and settings.sendgrid_api_key:
+        host = urlsplit(settings.sendgrid_url).hostname
+    elif transport == "smtp" and settings.smtp_host:
+        host = settings.smtp_host
+    else:
+        return False
+    try:
+        return not ipaddress.ip_address((host or "").strip("[]")).is_loopback
+    except ValueError:
+        return True  # a name, even localhost: a local relay delivers for real
+
+
+def _reserved_domain_problems(recipients: list[Contact], transport: str) -> list[Problem]:
+    """One problem per contact list holding sample addresses the transport would really mail."""
+    by_file: dict[str, list[Contact]] = {}
+    for contact in recipients:
+        if is_reserved(contact.email):
+            by_file.setdefault(str(contact.file), []).append(contact)
+    return [
+        Problem(
+            found[0].file,
+            found[0].line,
+            f"{len(found)} address(es) on reserved example domains (such as "
+            f"{found[0].email.rpartition('@')[2]}) would be sent through {transport}: these "
+            "are sample contacts, not real people; take them out of the audience "
+            "(bulletin init --example put them there)",
+        )
+        for found in by_file.values()
+    ]
 
 
 def _scaffold_problems(message: Message) -> list[Problem]:

@@ -42,6 +42,7 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
     def register(function: Callable) -> Callable:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _warned.clear()
             try:
                 return function(*args, **kwargs)
             except BulletinError as error:
@@ -57,10 +58,19 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
     return register
 
 
+_warned: set[str] = set()  # settings warnings already printed by this command
+
+
 def settings():
+    """The settings; a warning for each unknown BULLETIN_*/SMTP_*/SENDGRID_* key, once."""
     from bulletin.config import load_settings
 
-    return load_settings()
+    config = load_settings()
+    for warning in config.warnings:
+        if warning not in _warned:
+            _warned.add(warning)
+            note(warning)
+    return config
 
 
 def echo(text: str = "") -> None:
@@ -87,19 +97,38 @@ MessageArg = Annotated[
 
 
 @command(app)
-def init(directory: Annotated[Path, typer.Argument(help="folder to set up")] = Path(".")) -> None:
+def init(
+    directory: Annotated[Path, typer.Argument(help="folder to set up")] = Path("."),
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example", help="also copy the example letter and its 36 fictional sample contacts"
+        ),
+    ] = False,
+) -> None:
     """Make a working folder: messages/, contacts/, templates/ and .env.example.
+
+    contacts/ starts with an empty contacts.csv (the columns only); --example adds the example
+    letter and sample contacts instead, to try bulletin out.
 
     Example: bulletin init borough-bulletins
     """
     from bulletin.workdir import init_workdir
 
-    written = init_workdir(directory.resolve())
+    written = init_workdir(directory.resolve(), example=example)
     echo(
         f"Set up {directory}: {len(written)} files (messages/, contacts/, templates/, "
         ".env.example)."
     )
-    echo("Next: bulletin check eu-referendum, then bulletin preview eu-referendum --format html")
+    if example:
+        echo(
+            "Next: bulletin check eu-referendum, then bulletin preview eu-referendum --format html"
+        )
+    else:
+        echo(
+            "Next: put your contact list in contacts/ (contacts/contacts.csv shows the columns), "
+            "then bulletin new NAME"
+        )
 
 
 @command(app)
@@ -440,7 +469,7 @@ def send(
             "--dry-run sends nothing; use one or the other", param_hint="--test"
         )
     config = settings()
-    checked = check_message(message, config)
+    checked = check_message(message, config, transport=transport)
     for duplicate in checked.contact_list.duplicates:
         note(str(duplicate))
     # The lock comes first (issue 11): a second send refuses before it reads or touches any row,
@@ -665,8 +694,13 @@ def suppress_add(
 
     Example: bulletin suppress add someone@example.org --reason "asked by phone"
     """
+    from bulletin.contacts import check_address
     from bulletin.tracking import Tracker
 
+    # Validated as contacts are, all before any is added (issue 11).
+    for email in emails:
+        if (error := check_address(email)[1]) is not None:
+            raise InputError(f"{email!r} is not an email address ({error}); nothing was added")
     with Tracker(settings().db_path) as tracker:
         for email in emails:
             added = tracker.suppress(email.strip(), reason, "manual")

@@ -38,7 +38,7 @@ def files_in(folder: Path) -> dict[str, bytes]:
 
 def test_init_here(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    result = cli("init")
+    result = cli("init", "--example")
     assert set(files_in(tmp_path)) == PACKAGED >= ESSENTIAL
     assert result.stdout.startswith(f"Set up .: {len(PACKAGED)} files")
     assert "bulletin check eu-referendum" in result.stdout
@@ -49,12 +49,12 @@ def test_init_here(tmp_path, monkeypatch, cli):
 
 def test_init_makes_a_new_folder(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    cli("init", "borough/bulletins")
+    cli("init", "--example", "borough/bulletins")
     assert set(files_in(tmp_path / "borough" / "bulletins")) == PACKAGED
 
 
 def test_init_copies_the_packaged_files_exactly(tmp_path):
-    init_workdir(tmp_path)
+    init_workdir(tmp_path, example=True)
     for name in PACKAGED - {".env.example"}:
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
 
@@ -90,7 +90,7 @@ def test_init_refuses_an_existing_env_example(tmp_path, monkeypatch, cli):
 
 def test_an_initialised_folder_checks_clean(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    cli("init")
+    cli("init", "--example")
     assert "OK — 34 email recipient(s), 2 postal-only" in cli("check", "eu-referendum").stdout
 
 
