@@ -369,6 +369,7 @@ def _summary_lines(plan) -> list[str]:
         lines.append(_resume_line(plan))
     elif plan.limit is not None and plan.to_send < plan.due:
         lines.append(f"Limit:     {plan.to_send} now (--limit), {plan.due - plan.to_send} later")
+    lines.append(f"To send:   {plan.to_send} recipient(s)")
     return lines
 
 
@@ -458,6 +459,12 @@ def send(
     ] = None,
 ) -> None:
     """Send a message to its audience; resumable, never sends anyone the same send twice.
+
+    Running it again for the same (unchanged) message resumes that send against the list as it
+    is now: people who joined since get their copy, people who left and were not sent yet are
+    not sent, suppressed people are skipped, and nobody already sent is sent again. The summary
+    says how many joined, are already done, unknown and suppressed; the number asked about
+    ("Send to N recipient(s)?") is exactly the number then sent.
 
     Example: bulletin send eu-referendum --dry-run
     """
@@ -765,6 +772,10 @@ def run(
     ] = False,
 ) -> None:
     """For cron: send every message whose send_at is due and not yet sent; quiet if nothing is.
+
+    An unfinished send is resumed (people who joined the list since included). A finished send
+    is never extended: people who join the list later are not mailed by run; `bulletin send
+    NAME` sends them their copy.
 
     Example: bulletin run --verbose
     """
