@@ -547,7 +547,7 @@ def _report_nothing_to_send(report, plan, name: str) -> None:
 
     unknown = report.counts.get("unknown", 0)
     echo(
-        f"Nothing to send: send #{report.send_id} has no one left to send to"
+        f"Nothing to send: send #{report.send_id} has no pending recipients"
         + (f"; {unknown} unknown (use --resend-unknown if they never arrived)." if unknown else ".")
     )
     if unknown:
