@@ -595,7 +595,9 @@ class Bench:
             return self.folders[size]
         folder = self.base / f"work-{size}"
         expect(
-            measure([*self.bulletin, "init", str(folder)], self.base, clean_environment()),
+            measure(
+                [*self.bulletin, "init", "--example", str(folder)], self.base, clean_environment()
+            ),
             "bulletin init",
         )
         if size != "sample":
@@ -901,7 +903,11 @@ class Bench:
         folder = self.base / "work-events"
         if not folder.exists():
             expect(
-                measure([*self.bulletin, "init", str(folder)], self.base, clean_environment()),
+                measure(
+                    [*self.bulletin, "init", "--example", str(folder)],
+                    self.base,
+                    clean_environment(),
+                ),
                 "bulletin init",
             )
         self.forget_sends(folder)

@@ -11,7 +11,14 @@ from bulletin.config import Settings
 from bulletin.contacts import Contact, ContactList
 from bulletin.errors import InputError, Problem
 from bulletin.fields import field_key, has_line_break
-from bulletin.message import Address, Message, load_message, resolve_path
+from bulletin.message import (
+    SCAFFOLD_BODY,
+    SCAFFOLD_PREHEADER,
+    Address,
+    Message,
+    load_message,
+    resolve_path,
+)
 from bulletin.render import (
     CompiledEmail,
     compile_email,
@@ -21,6 +28,10 @@ from bulletin.render import (
 )
 
 ALWAYS_AVAILABLE = {"email"}
+# Reserved for examples and tests (RFC 2606, RFC 6761): the sample contacts live here, and no
+# real co-ordinator does, so a real transport refuses to mail them (issue 11).
+RESERVED_DOMAINS = ("example.org", "example.com", "example.net")
+RESERVED_TLDS = ("example", "test", "invalid", "localhost")
 
 
 @dataclass
@@ -64,11 +75,13 @@ def check_message(
     *,
     include_contacts: bool = True,
     load_contacts: Callable[..., ContactList] | None = None,
+    transport: str | None = None,
 ) -> Checked:
     """Validate front matter, placeholders, templates and the audience's contacts.
 
     `load_contacts` (default contacts.load_contacts) lets the live preview reuse lists whose
-    files have not changed since the last check.
+    files have not changed since the last check. `transport` (default: the configured one)
+    decides whether sample addresses are a problem.
     """
     path = resolve_path(name, settings.workdir)
     message, problems = load_message(
@@ -87,7 +100,7 @@ def check_message(
         unit=settings.unit,
         privacy_url=settings.privacy_url,
     )
-    problems += render_problems + _print_layout_problems(settings)
+    problems += _scaffold_problems(message) + render_problems + _print_layout_problems(settings)
     contact_list = ContactList()
     audience: list[Contact] = []
     if include_contacts:
@@ -107,10 +120,15 @@ def check_message(
                     f"audience: no contact list has a column {column!r}",
                 )
             )
+        problems += _audience_value_problems(message, audience_filter, contact_list, missing)
         audience = [c for c in contact_list.contacts if contacts_module.matches(c, audience_filter)]
         if compiled is not None and files:
             problems += _placeholder_problems(message, compiled, contact_list)
             problems += _subject_field_problems(compiled, audience)
+        if _delivers_for_real(settings, transport or settings.transport):
+            problems += _reserved_domain_problems(
+                [c for c in audience if c.email], transport or settings.transport
+            )
         if files and not contact_list.problems and not missing and not audience:
             problems.append(
                 Problem(
@@ -163,6 +181,127 @@ def address_problems(contacts: list[Contact]) -> list[Problem]:
         fit = fit_contact(contact)
         if not fit.ok:
             problems.append(Problem(contact.file, contact.line, f"letter refused: {fit.problem}"))
+    return problems
+
+
+def is_reserved(address: str) -> bool:
+    """Is the address on a domain reserved for examples (example.org, *.test, …)?"""
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return domain.rpartition(".")[2] in RESERVED_TLDS or any(
+        domain == d or domain.endswith("." + d) for d in RESERVED_DOMAINS
+    )
+
+
+def _delivers_for_real(settings: Settings, transport: str) -> bool:
+    """sendgrid or smtp to anything but a loopback address (the test suite's stand-ins).
+
+    An unconfigured transport is left to `send` to refuse, with the setting to fix.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if transport == "sendgrid" and settings.sendgrid_api_key:
+        host = urlsplit(settings.sendgrid_url).hostname
+    elif transport == "smtp" and settings.smtp_host:
+        host = settings.smtp_host
+    else:
+        return False
+    try:
+        return not ipaddress.ip_address((host or "").strip("[]")).is_loopback
+    except ValueError:
+        return True  # a name, even localhost: a local relay delivers for real
+
+
+def _reserved_domain_problems(recipients: list[Contact], transport: str) -> list[Problem]:
+    """One problem per contact list holding sample addresses the transport would really mail."""
+    by_file: dict[str, list[Contact]] = {}
+    for contact in recipients:
+        if is_reserved(contact.email):
+            by_file.setdefault(str(contact.file), []).append(contact)
+    return [
+        Problem(
+            found[0].file,
+            found[0].line,
+            f"{len(found)} address(es) on reserved example domains (such as "
+            f"{found[0].email.rpartition('@')[2]}) would be sent through {transport}: these "
+            "are sample contacts, not real people; take them out of the audience "
+            "(bulletin init --example put them there)",
+        )
+        for found in by_file.values()
+    ]
+
+
+def _scaffold_problems(message: Message) -> list[Problem]:
+    """An empty body, or text `bulletin new` put there and nobody replaced (issue 11)."""
+    problems = []
+    if not message.body.strip():
+        problems.append(
+            Problem(
+                message.shown,
+                message.body_line,
+                "the body is empty: write the message below the front matter's closing ---",
+            )
+        )
+    for number, line in enumerate(message.body.splitlines(), message.body_line):
+        if SCAFFOLD_BODY in line:
+            problems.append(
+                Problem(
+                    message.shown,
+                    number,
+                    f"the body still has the scaffold's text {SCAFFOLD_BODY!r}: write the message",
+                )
+            )
+    if message.preheader.strip() == SCAFFOLD_PREHEADER:
+        problems.append(
+            Problem(
+                message.shown,
+                message.line_of("preheader"),
+                "preheader is still the scaffold's text: write the line an inbox shows beside "
+                "the subject, or remove it",
+            )
+        )
+    return problems
+
+
+def _audience_value_problems(
+    message: Message,
+    audience: dict[str, tuple[str, ...]],
+    contact_list: ContactList,
+    missing: list[str],
+) -> list[Problem]:
+    """Every audience value that matches no contact, with the nearest real values (issue 11).
+
+    A misspelt ward would otherwise drop everyone in it without a word.
+    """
+    import difflib
+
+    problems = []
+    for column, allowed in audience.items():
+        if column in missing:
+            continue
+        real: dict[str, str] = {}  # casefolded → as written in the first row that has it
+        for contact in contact_list.contacts:
+            value = contact.get(column).strip()
+            if value:
+                real.setdefault(value.casefold(), value)
+        for value in allowed:
+            if value.strip().casefold() in real:
+                continue
+            near = difflib.get_close_matches(value.casefold(), list(real), n=3, cutoff=0.6)
+            if near:
+                hint = "did you mean " + " or ".join(repr(real[n]) for n in near) + "?"
+            elif real:
+                shown = sorted(real.values())
+                hint = "values: " + ", ".join(map(repr, shown[:10])) + (" …" if shown[10:] else "")
+            else:
+                hint = "the column is empty in every row"
+            problems.append(
+                Problem(
+                    message.shown,
+                    message.line_of("audience"),
+                    f"audience: {column}: no contact has {value!r} ({hint})",
+                )
+            )
     return problems
 
 

@@ -9,6 +9,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -41,6 +42,7 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
     def register(function: Callable) -> Callable:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _warned.clear()
             try:
                 return function(*args, **kwargs)
             except BulletinError as error:
@@ -56,10 +58,19 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
     return register
 
 
+_warned: set[str] = set()  # settings warnings already printed by this command
+
+
 def settings():
+    """The settings; a warning for each unknown BULLETIN_*/SMTP_*/SENDGRID_* key, once."""
     from bulletin.config import load_settings
 
-    return load_settings()
+    config = load_settings()
+    for warning in config.warnings:
+        if warning not in _warned:
+            _warned.add(warning)
+            note(warning)
+    return config
 
 
 def echo(text: str = "") -> None:
@@ -86,19 +97,38 @@ MessageArg = Annotated[
 
 
 @command(app)
-def init(directory: Annotated[Path, typer.Argument(help="folder to set up")] = Path(".")) -> None:
+def init(
+    directory: Annotated[Path, typer.Argument(help="folder to set up")] = Path("."),
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example", help="also copy the example letter and its 36 fictional sample contacts"
+        ),
+    ] = False,
+) -> None:
     """Make a working folder: messages/, contacts/, templates/ and .env.example.
+
+    contacts/ starts with an empty contacts.csv (the columns only); --example adds the example
+    letter and sample contacts instead, to try bulletin out.
 
     Example: bulletin init borough-bulletins
     """
     from bulletin.workdir import init_workdir
 
-    written = init_workdir(directory.resolve())
+    written = init_workdir(directory.resolve(), example=example)
     echo(
         f"Set up {directory}: {len(written)} files (messages/, contacts/, templates/, "
         ".env.example)."
     )
-    echo("Next: bulletin check eu-referendum, then bulletin preview eu-referendum --format html")
+    if example:
+        echo(
+            "Next: bulletin check eu-referendum, then bulletin preview eu-referendum --format html"
+        )
+    else:
+        echo(
+            "Next: put your contact list in contacts/ (contacts/contacts.csv shows the columns), "
+            "then bulletin new NAME"
+        )
 
 
 @command(app)
@@ -371,16 +401,33 @@ def _summary_lines(plan) -> list[str]:
         lines += [f"warning: {w}" for w in refused]
         lines.append(f"Refused:   {len(refused)} over the transport's limits")
     if plan.resume is not None:
-        lines.append(
-            f"Resuming:  send #{plan.resume.id} — {plan.already_done} already done, "
-            f"{plan.to_send} to go"
-            + (
-                f", {plan.unknown} unknown (not re-sent without --resend-unknown)"
-                if plan.unknown
-                else ""
-            )
-        )
+        lines.append(_resume_line(plan))
+    elif plan.limit is not None and plan.to_send < plan.due:
+        lines.append(f"Limit:     {plan.to_send} now (--limit), {plan.due - plan.to_send} later")
+    lines.append(f"To send:   {plan.to_send} recipient(s)")
     return lines
+
+
+def _resume_line(plan) -> str:
+    """What a resumed send does, per recipient (issue 11); ends with the number to be sent."""
+    if plan.unknown:
+        unknown = f"{plan.unknown} unknown " + (
+            "(re-sent: --resend-unknown)"
+            if plan.resend_unknown
+            else "(not re-sent without --resend-unknown)"
+        )
+    else:
+        unknown = "0 unknown"
+    line = (
+        f"Resuming:  send #{plan.resume.id} — {plan.already_done} already done, "
+        f"{plan.to_send} to go; {plan.joined} joined since, {unknown}, "
+        f"{plan.suppressed} suppressed"
+    )
+    if plan.left:
+        line += f", {plan.left} left the list (not sent)"
+    if plan.to_send < plan.due:
+        line += f"; {plan.due - plan.to_send} more after this --limit"
+    return line
 
 
 def _progress(total: int):
@@ -448,6 +495,12 @@ def send(
 ) -> None:
     """Send a message to its audience; resumable, never sends anyone the same send twice.
 
+    Running it again for the same (unchanged) message resumes that send against the list as it
+    is now: people who joined since get their copy, people who left and were not sent yet are
+    not sent, suppressed people are skipped, and nobody already sent is sent again. The summary
+    says how many joined, are already done, unknown and suppressed; the number asked about
+    ("Send to N recipient(s)?") is exactly the number then sent.
+
     Example: bulletin send eu-referendum --dry-run
     """
     from bulletin import send as sending
@@ -458,62 +511,85 @@ def send(
             "--dry-run sends nothing; use one or the other", param_hint="--test"
         )
     config = settings()
-    checked = check_message(message, config)
+    checked = check_message(message, config, transport=transport)
     for duplicate in checked.contact_list.duplicates:
         note(str(duplicate))
-    plan = sending.plan_send(
-        checked, config, transport_name=transport, skip_invalid=skip_invalid, new_send=new_send
-    )
-    for problem in plan.invalid_skipped:
-        note(f"skipped: {problem}")
-    for line in _summary_lines(plan):
-        note(line)
-    if test:
-        message_id = sending.send_test(plan, config, test)
-        echo(
-            f"Test copy sent to {test} via {plan.transport.name}"
-            + (f" (message id {message_id})" if message_id else "")
-            + "; not tracked."
+    # The lock comes first (issue 11): a second send refuses before it reads or touches any row,
+    # and the count confirmed below cannot change before it is sent.
+    lock = nullcontext() if dry_run or test else sending.send_lock(config.db_path)
+    with lock:
+        plan = sending.plan_send(
+            checked,
+            config,
+            transport_name=transport,
+            skip_invalid=skip_invalid,
+            new_send=new_send,
+            limit=limit,
+            resend_unknown=resend_unknown,
         )
-        return
-    if dry_run:
-        report = sending.dry_run(plan, config)
-        echo(
-            f"Dry run: rendered {report.attempted} message(s); nothing was sent. "
-            f"Run without --dry-run to send."
-        )
-        return
-    if plan.to_send == 0 and plan.resume is not None and not resend_unknown:
-        echo(
-            f"Nothing to send: send #{plan.resume.id} has no pending recipients"
-            + (
-                f"; {plan.unknown} unknown (use --resend-unknown if they never arrived)."
-                if plan.unknown
-                else "."
+        for problem in plan.invalid_skipped:
+            note(f"skipped: {problem}")
+        for line in _summary_lines(plan):
+            note(line)
+        if test:
+            message_id = sending.send_test(plan, config, test)
+            echo(
+                f"Test copy sent to {test} via {plan.transport.name}"
+                + (f" (message id {message_id})" if message_id else "")
+                + "; not tracked."
             )
-        )
-        return
-    if not yes:
-        if not sys.stdin.isatty():
-            raise InputError("no terminal to confirm on; pass --yes to send without asking")
-        if not typer.confirm(f"Send to {plan.to_send} recipient(s)?", err=True):
-            raise fail("cancelled; nothing was sent")
-    bar, advance = _progress(min(plan.to_send, limit or plan.to_send))
-    try:
-        with bar:
-            report = sending.execute(
-                plan,
-                config,
-                limit=limit,
-                resend_unknown=resend_unknown,
-                new_send=new_send,
-                progress=advance,
+            return
+        if dry_run:
+            report = sending.dry_run(plan, config)
+            echo(
+                f"Dry run: rendered {report.attempted} message(s); nothing was sent. "
+                f"Run without --dry-run to send."
             )
-    except sending.Unsent as error:
-        raise fail(
-            f"{error} — nothing more was sent; recorded state is in {config.db}", ExitCode.TRANSPORT
-        ) from None
+            return
+        if plan.to_send == 0 and plan.resume is not None:
+            # Nothing is sent, but people who left or were suppressed are settled in the ledger.
+            report = sending.execute(plan, config, new_send=new_send, locked=True)
+            _report_nothing_to_send(report, plan, checked.message.name)
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise InputError("no terminal to confirm on; pass --yes to send without asking")
+            try:
+                confirmed = typer.confirm(f"Send to {plan.to_send} recipient(s)?", err=True)
+            except typer.Abort:  # Ctrl-C or end of input at the prompt
+                note("")
+                raise fail(
+                    "interrupted at the prompt; nothing was sent", ExitCode.INTERRUPTED
+                ) from None
+            if not confirmed:
+                raise fail("cancelled; nothing was sent")
+        bar, advance = _progress(plan.to_send)
+        try:
+            with bar:
+                report = sending.execute(
+                    plan, config, new_send=new_send, progress=advance, locked=True
+                )
+        except sending.Unsent as error:
+            raise fail(
+                f"{error} — nothing more was sent; recorded state is in {config.db}",
+                ExitCode.TRANSPORT,
+            ) from None
     _report_send(report, checked.message.name, plan.transport.name)
+
+
+def _report_nothing_to_send(report, plan, name: str) -> None:
+    from bulletin.errors import PartialSendError
+
+    unknown = report.counts.get("unknown", 0)
+    echo(
+        f"Nothing to send: send #{report.send_id} has no pending recipients"
+        + (f"; {unknown} unknown (use --resend-unknown if they never arrived)." if unknown else ".")
+    )
+    if unknown:
+        raise PartialSendError(
+            f"send #{report.send_id} finished with {unknown} recipient(s) unknown; "
+            f"see `bulletin status {report.send_id}`"
+        )
 
 
 def _report_send(report, name: str, transport: str) -> None:
@@ -534,6 +610,7 @@ def _report_send(report, name: str, transport: str) -> None:
         f"{len(report.unknown) + len(report.stale_unknown)} unknown, "
         f"{report.pending_left} still pending"
         + (f", {report.dropped} dropped (suppressed)" if report.dropped else "")
+        + (f", {report.left} left the list (not sent)" if report.left else "")
         + "."
     )
     if transport == "outbox" and report.accepted:
@@ -542,9 +619,9 @@ def _report_send(report, name: str, transport: str) -> None:
         raise Interrupted(
             f"interrupted; the state is recorded. Run `bulletin send {name}` again to resume."
         )
-    if report.failed or report.unknown or report.stale_unknown:
+    if report.failed or report.counts.get("unknown", 0):
         raise PartialSendError(
-            f"some recipients were not sent; see `bulletin status {report.send_id}`"
+            f"some recipients failed or are unknown; see `bulletin status {report.send_id}`"
         )
     if report.pending_left and not report.completed:
         echo(
@@ -660,8 +737,13 @@ def suppress_add(
 
     Example: bulletin suppress add someone@example.org --reason "asked by phone"
     """
+    from bulletin.contacts import check_address
     from bulletin.tracking import Tracker
 
+    # Validated as contacts are, all before any is added (issue 11).
+    for email in emails:
+        if (error := check_address(email)[1]) is not None:
+            raise InputError(f"{email!r} is not an email address ({error}); nothing was added")
     with Tracker(settings().db_path) as tracker:
         for email in emails:
             added = tracker.suppress(email.strip(), reason, "manual")
@@ -726,6 +808,10 @@ def run(
     ] = False,
 ) -> None:
     """For cron: send every message whose send_at is due and not yet sent; quiet if nothing is.
+
+    An unfinished send is resumed (people who joined the list since included). A finished send
+    is never extended: people who join the list later are not mailed by run; `bulletin send
+    NAME` sends them their copy.
 
     Example: bulletin run --verbose
     """

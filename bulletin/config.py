@@ -12,6 +12,52 @@ from bulletin.errors import ConfigError
 TRANSPORTS = ("sendgrid", "smtp", "outbox")
 SMTP_SECURITY = ("starttls", "ssl", "none")
 
+# Every setting bulletin reads, in one place: any other BULLETIN_*, SMTP_* or SENDGRID_* key is
+# a typo until proven otherwise, and gets a warning naming the nearest of these (issue 11).
+SETTINGS_KEYS = (
+    "BULLETIN_TRANSPORT",
+    "BULLETIN_SENDGRID_URL",
+    "BULLETIN_FROM",
+    "BULLETIN_REPLY_TO",
+    "BULLETIN_DB",
+    "BULLETIN_OUTBOX",
+    "BULLETIN_TIMEOUT",
+    "BULLETIN_SECRET",
+    "BULLETIN_PUBLIC_URL",
+    "BULLETIN_ORGANISATION",
+    "BULLETIN_UNIT",
+    "BULLETIN_LOG",
+    "BULLETIN_STALE_AFTER_HOURS",
+    "BULLETIN_RETRIES",
+    "BULLETIN_RETRY_MAX_WAIT",
+    "BULLETIN_OPEN_TRACKING",
+    "BULLETIN_CLICK_TRACKING",
+    "BULLETIN_PRIVACY_URL",
+    "BULLETIN_POSTAL_ADDRESS",
+    "BULLETIN_PHONE",
+    "BULLETIN_DEBUG",  # read by cli.py: tracebacks for developers
+    "BULLETIN_CHROMIUM",  # read by the test suite's browser fixture
+    "BULLETIN_PG_BIN",  # read by the test suite's PostgreSQL fixture
+    "SENDGRID_API_KEY",
+    "SENDGRID_WEBHOOK_PUBLIC_KEY",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_USERNAME",
+    "SMTP_PASSWORD",
+    "SMTP_SECURITY",
+    "SMTP_CONNECTIONS",
+)
+SETTINGS_PREFIXES = ("BULLETIN_", "SMTP_", "SENDGRID_")
+# Numeric settings: (kind, default, lowest, highest). Out of range is refused, not clamped.
+NUMBERS: dict[str, tuple[type, float, float, float]] = {
+    "SMTP_PORT": (int, 0, 1, 65535),  # default depends on SMTP_SECURITY
+    "SMTP_CONNECTIONS": (int, 3, 1, 32),
+    "BULLETIN_TIMEOUT": (float, 30.0, 0.001, 3600),
+    "BULLETIN_STALE_AFTER_HOURS": (float, 24.0, 0, 24 * 366),
+    "BULLETIN_RETRIES": (int, 5, 0, 100),
+    "BULLETIN_RETRY_MAX_WAIT": (float, 60.0, 0, 3600),
+}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -45,6 +91,7 @@ class Settings:
     # SendGrid's tracking, set on every request (issue 19): opens as before, clicks off.
     open_tracking: bool = True
     click_tracking: bool = False
+    warnings: tuple[str, ...] = ()  # unknown keys, for the CLI to print on stderr
 
     @property
     def db_path(self) -> Path:
@@ -76,38 +123,79 @@ class Settings:
 
 def read_environment(workdir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """`.env` values overlaid by real environment variables (which always win)."""
+    return read_sources(workdir, environ)[0]
+
+
+def read_sources(
+    workdir: Path, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Values as `read_environment`, and where each came from: ".env" or "the environment"."""
     from dotenv import dotenv_values
 
     values: dict[str, str] = {}
+    sources: dict[str, str] = {}
     env_file = workdir / ".env"
     if env_file.is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
-    return values
+        sources.update(dict.fromkeys(values, ".env"))
+    real = os.environ if environ is None else environ
+    values.update(real)
+    sources.update(dict.fromkeys(real, "the environment"))
+    return values, sources
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type = float) -> float:
+def unknown_keys(sources: Mapping[str, str]) -> list[str]:
+    """A warning for each BULLETIN_*/SMTP_*/SENDGRID_* key bulletin does not read."""
+    import difflib
+
+    warnings = []
+    for key in sorted(sources):
+        if not key.startswith(SETTINGS_PREFIXES) or key in SETTINGS_KEYS:
+            continue
+        near = difflib.get_close_matches(key, SETTINGS_KEYS, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}?" if near else "see .env.example for the settings"
+        warnings.append(
+            f"warning: {key} (in {sources[key]}) is not a bulletin setting and is ignored; {hint}"
+        )
+    return warnings
+
+
+def _fix(name: str, sources: Mapping[str, str]) -> str:
+    """Where to correct a setting, named by where its value came from."""
+    if sources.get(name) == "the environment":
+        return f"fix {name} in the environment (it overrides .env)"
+    return "fix it in .env"
+
+
+def _number(
+    env: Mapping[str, str], name: str, sources: Mapping[str, str], default: float | None = None
+) -> float:
+    """A numeric setting (NUMBERS), refused with where to fix it unless a number in range."""
+    kind, number_default, lowest, highest = NUMBERS[name]
     raw = env.get(name, "").strip()
     if not raw:
-        return default
+        return number_default if default is None else default
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; fix it in .env") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative; fix it in .env")
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {what}; {_fix(name, sources)}") from None
+    if value != value or not lowest <= value <= highest:  # NaN, or out of range
+        raise ConfigError(
+            f"{name}={raw} is out of range: use {lowest:g} to {highest:g}; {_fix(name, sources)}"
+        )
     return value
 
 
 SWITCHES = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
 
 
-def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+def _switch(env: Mapping[str, str], name: str, sources: Mapping[str, str], default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
     if raw not in SWITCHES:
-        raise ConfigError(f"{name}={raw!r} is not on or off; fix it in .env")
+        raise ConfigError(f"{name}={raw!r} is not on or off; {_fix(name, sources)}")
     return SWITCHES[raw]
 
 
@@ -116,20 +204,22 @@ def load_settings(
 ) -> Settings:
     """Build `Settings` for a working folder, validating every value."""
     workdir = (workdir or Path.cwd()).resolve()
-    env = read_environment(workdir, environ)
+    env, sources = read_sources(workdir, environ)
     get = lambda name, default="": env.get(name, default).strip()  # noqa: E731
+    number = lambda name, default=None: _number(env, name, sources, default)  # noqa: E731
 
     api_key = get("SENDGRID_API_KEY")
     transport = get("BULLETIN_TRANSPORT").lower() or ("sendgrid" if api_key else "outbox")
     if transport not in TRANSPORTS:
         raise ConfigError(
             f"BULLETIN_TRANSPORT={transport!r} is not one of {', '.join(TRANSPORTS)}; "
-            "fix it in .env"
+            + _fix("BULLETIN_TRANSPORT", sources)
         )
     security = get("SMTP_SECURITY", "starttls").lower()
     if security not in SMTP_SECURITY:
         raise ConfigError(
-            f"SMTP_SECURITY={security!r} is not one of {', '.join(SMTP_SECURITY)}; fix it in .env"
+            f"SMTP_SECURITY={security!r} is not one of {', '.join(SMTP_SECURITY)}; "
+            + _fix("SMTP_SECURITY", sources)
         )
     default_port = {"ssl": 465, "starttls": 587, "none": 25}[security]
     log_file = get("BULLETIN_LOG")
@@ -143,24 +233,25 @@ def load_settings(
         db=get("BULLETIN_DB", "bulletin.db") or "bulletin.db",
         outbox=Path(get("BULLETIN_OUTBOX", "outbox") or "outbox"),
         smtp_host=get("SMTP_HOST", "localhost"),
-        smtp_port=int(_number(env, "SMTP_PORT", default_port, int)),
+        smtp_port=int(number("SMTP_PORT", default_port)),
         smtp_username=get("SMTP_USERNAME"),
-        smtp_connections=max(1, int(_number(env, "SMTP_CONNECTIONS", 3, int))),
+        smtp_connections=int(number("SMTP_CONNECTIONS")),
         smtp_password=env.get("SMTP_PASSWORD", ""),
         smtp_security=security,
         secret=env.get("BULLETIN_SECRET", ""),
         public_url=get("BULLETIN_PUBLIC_URL").rstrip("/"),
         webhook_public_key=get("SENDGRID_WEBHOOK_PUBLIC_KEY"),
-        timeout=_number(env, "BULLETIN_TIMEOUT", 30.0),
+        timeout=number("BULLETIN_TIMEOUT"),
         organisation=get("BULLETIN_ORGANISATION", "Metropolitan Police Service"),
         unit=get("BULLETIN_UNIT", "Bromley Borough"),
         postal_address=get("BULLETIN_POSTAL_ADDRESS"),
         phone=get("BULLETIN_PHONE"),
         privacy_url=get("BULLETIN_PRIVACY_URL"),
         log_file=Path(log_file) if log_file else None,
-        stale_after_hours=_number(env, "BULLETIN_STALE_AFTER_HOURS", 24.0),
-        retries=int(_number(env, "BULLETIN_RETRIES", 5, int)),
-        retry_max_wait=_number(env, "BULLETIN_RETRY_MAX_WAIT", 60.0),
-        open_tracking=_switch(env, "BULLETIN_OPEN_TRACKING", True),
-        click_tracking=_switch(env, "BULLETIN_CLICK_TRACKING", False),
+        stale_after_hours=number("BULLETIN_STALE_AFTER_HOURS"),
+        retries=int(number("BULLETIN_RETRIES")),
+        retry_max_wait=number("BULLETIN_RETRY_MAX_WAIT"),
+        warnings=tuple(unknown_keys(sources)),
+        open_tracking=_switch(env, "BULLETIN_OPEN_TRACKING", sources, True),
+        click_tracking=_switch(env, "BULLETIN_CLICK_TRACKING", sources, False),
     )

@@ -151,6 +151,11 @@ def _validator():
     return check
 
 
+def check_address(address: str) -> tuple[str, str | None]:
+    """An address validated as a contact's is: (normalised address, None) or (as given, why not)."""
+    return _validator()(address.strip())
+
+
 def expand(patterns: Iterable[str], workdir: Path) -> tuple[list[Path], list[Problem]]:
     """Resolve file names and globs (relative to the working folder) to CSV files."""
     files: list[Path] = []

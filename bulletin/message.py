@@ -311,11 +311,16 @@ def load_message(
     return message, problems
 
 
+# The scaffold's own placeholder text: `bulletin check` refuses a message that still has it
+# (issue 11), so an unedited `bulletin new` can never go out.
+SCAFFOLD_PREHEADER = "One line shown in the inbox beside the subject"
+SCAFFOLD_BODY = "Write the message here in Markdown."
+
 SCAFFOLD = """\
 ---
 subject: "{title}"
 {from_line}
-preheader: One line shown in the inbox beside the subject
+preheader: {preheader}
 category: key-messages
 reference: {reference}
 # audience:
@@ -325,7 +330,7 @@ reference: {reference}
 ---
 Dear {{{{ first_name or "Co-ordinator" }}}},
 
-Write the message here in Markdown.
+{body}
 
 - Key messages as bullets
 - Report crime on 999 in an emergency, 101 otherwise
@@ -359,6 +364,13 @@ def scaffold(name: str, workdir: Path, today: date, *, default_from: str = "") -
         else f"from: {SCAFFOLD_FROM}   # or set BULLETIN_FROM in .env and delete this line"
     )
     path.write_text(
-        SCAFFOLD.format(title=title, reference=reference, from_line=from_line), encoding="utf-8"
+        SCAFFOLD.format(
+            title=title,
+            reference=reference,
+            from_line=from_line,
+            preheader=SCAFFOLD_PREHEADER,
+            body=SCAFFOLD_BODY,
+        ),
+        encoding="utf-8",
     )
     return path

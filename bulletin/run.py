@@ -332,7 +332,12 @@ def _sent(shown: str, name: str, report: Report, transport: str, resumed: bool) 
             ExitCode.INTERRUPTED,
             report=report,
         )
-    code = ExitCode.PARTIAL if report.failed or unknown else ExitCode.OK
+    # Unknown recipients from an earlier run count too: the send ends with them (issue 11).
+    code = (
+        ExitCode.PARTIAL
+        if report.failed or unknown or report.counts.get("unknown")
+        else ExitCode.OK
+    )
     return Considered(shown, Verdict.SENT, text, details, code, report=report)
 
 

@@ -29,12 +29,12 @@ from bulletin.errors import (
     Problem,
 )
 from bulletin.tracking import (
-    FINAL_STATES,
     DatabaseError,
     SendRow,
     State,
     Tracker,
     email_hash,
+    purged_text,
 )
 from bulletin.transports import Outgoing, Transport, Unsent, Waiter, make_transport
 from bulletin.unsubscribe import make_token, unsubscribe_url
@@ -76,7 +76,11 @@ def send_lock(db_path: Path) -> Iterator[None]:
 
 @dataclass
 class Plan:
-    """What a send will do, shown before asking for confirmation."""
+    """What a send will do, shown before asking for confirmation.
+
+    Computed once, per recipient, against the ledger of the send it resumes: `to_send` is the
+    number the person confirms, and `execute` never sends more than that.
+    """
 
     checked: Checked
     transport: Transport
@@ -86,12 +90,25 @@ class Plan:
     invalid_skipped: list[Problem] = field(default_factory=list)
     postal_only: int = 0
     resume: SendRow | None = None
-    already_done: int = 0  # recipients of the resumed send with a final state
-    unknown: int = 0
+    already_done: int = 0  # audience members with a final state in the resumed send
+    pending: int = 0  # audience members still pending in the resumed send
+    joined: int = 0  # audience members the resumed send has no row for: they get a copy now
+    unknown: int = 0  # audience members whose copy's fate is unknown (re-sent on request)
+    left: int = 0  # pending rows of people no longer in the audience: never sent
+    limit: int | None = None
+    resend_unknown: bool = False
+
+    @property
+    def due(self) -> int:
+        """Everyone this send still owes a copy, before `--limit`."""
+        if self.resume is None:
+            return len(self.recipients)
+        return self.pending + self.joined + (self.unknown if self.resend_unknown else 0)
 
     @property
     def to_send(self) -> int:
-        return max(0, len(self.recipients) - self.already_done)
+        """The number confirmed and then sent (at most: a later suppression only lowers it)."""
+        return self.due if self.limit is None else min(self.due, self.limit)
 
 
 @dataclass
@@ -103,6 +120,7 @@ class Report:
     unknown: list[str] = field(default_factory=list)
     stale_unknown: list[str] = field(default_factory=list)
     dropped: int = 0
+    left: int = 0  # pending rows removed: those people are no longer in the audience
     pending_left: int = 0
     interrupted: bool = False
     completed: bool = False
@@ -121,8 +139,14 @@ def plan_send(
     skip_invalid: bool = False,
     new_send: bool = False,
     waiter: Waiter | None = None,
+    limit: int | None = None,
+    resend_unknown: bool = False,
 ) -> Plan:
-    """Validate everything and count the audience; writes nothing."""
+    """Validate everything and count, per recipient, what the send will do; writes nothing.
+
+    Call it under the send lock when the plan is to be executed: the ledger cannot then change
+    between the count shown and the send.
+    """
     invalid: list[Problem] = []
     if checked.problems:
         row_problems = set(map(id, checked.contact_list.problems))
@@ -151,6 +175,8 @@ def plan_send(
         duplicates=len(checked.contact_list.duplicates),
         invalid_skipped=invalid,
         postal_only=len(checked.postal),
+        limit=limit,
+        resend_unknown=resend_unknown,
     )
     tracker = _tracker_if_exists(settings)
     if tracker is None:
@@ -162,10 +188,37 @@ def plan_send(
         latest = _send_to_resume(tracker, checked, new_send)
         if latest is not None:
             plan.resume = latest
-            counts = tracker.counts(latest.id)
-            plan.already_done = sum(counts[state] for state in FINAL_STATES)
-            plan.unknown = counts["unknown"] + counts["sending"]
+            _count_against_ledger(plan, tracker, {c.email.lower() for c in recipients})
     return plan
+
+
+def _count_against_ledger(plan: Plan, tracker: Tracker, audience: set[str]) -> None:
+    """Sort each audience member by their row in the resumed send (issue 11).
+
+    People who joined since have no row and are owed a copy; people who left are never sent
+    (`execute` removes their pending rows); a purged send's rows are gone, so nobody is owed.
+    """
+    send = plan.resume
+    assert send is not None
+    if tracker.is_purged(send.id):
+        if not send.completed_at:
+            raise InputError(purged_text(send.id))
+        plan.already_done = len(plan.recipients)
+        return
+    ledger = tracker.recipient_states(send.id)
+    for contact in plan.recipients:
+        state = ledger.get(contact.email.lower())
+        if state is None:
+            plan.joined += 1
+        elif state == State.PENDING:
+            plan.pending += 1
+        elif state in (State.SENDING, State.UNKNOWN):
+            plan.unknown += 1
+        else:
+            plan.already_done += 1
+    plan.left = sum(
+        1 for key, state in ledger.items() if state == State.PENDING and key not in audience
+    )
 
 
 def _send_to_resume(tracker: Tracker, checked: Checked, new_send: bool) -> SendRow | None:
@@ -264,14 +317,17 @@ def execute(
     plan: Plan,
     settings: Settings,
     *,
-    limit: int | None = None,
-    resend_unknown: bool = False,
     new_send: bool = False,
     progress: Callable[[int], None] = lambda n: None,
     waiter: Waiter | None = None,
     locked: bool = False,
 ) -> Report:
-    """Deliver the plan under the send lock (`locked`: the caller holds it); safe to re-run."""
+    """Deliver the plan under the send lock (`locked`: the caller holds it); safe to re-run.
+
+    Sends at most `plan.to_send` copies, to the plan's audience only: people who joined since
+    the send began get a pending row, people who left lose theirs, suppressed people's pending
+    rows are dropped. With nothing to send it still does that bookkeeping (and completes the send).
+    """
     waiter = waiter or getattr(plan.transport, "waiter", None) or Waiter()
     checked, compiled, message = plan.checked, plan.checked.compiled, plan.checked.message
     lock = nullcontext() if locked else send_lock(settings.db_path)
@@ -290,45 +346,53 @@ def execute(
                 transport=plan.transport.name,
             )
         report = Report(send_id)
+        if tracker.is_purged(send_id):  # finished and purged: nothing is owed (see the plan)
+            report.completed, report.counts = True, tracker.counts(send_id)
+            return report
         tracking = getattr(plan.transport, "tracking", None)
         if tracking is not None:  # what the transport asked for is shown by status (issue 19)
             tracker.note_tracking(send_id, **tracking)
+        # Under the lock: a `sending` row is now certainly a crashed run's, not a live one's.
         report.stale_unknown = tracker.stale_to_unknown(send_id)
-        if resend_unknown:
-            tracker.unknown_to_pending(send_id)
-            report.stale_unknown = []  # they are pending again: this run sends them
         suppressed = tracker.suppressed_hashes()
-        audience = [c for c in checked.recipients if email_hash(c.email) not in suppressed]
+        audience = [c for c in plan.recipients if email_hash(c.email) not in suppressed]
+        keys = {c.email.lower() for c in audience}
+        if plan.resend_unknown:
+            tracker.unknown_to_pending(send_id, keys)
+            # They are pending again: this run sends them.
+            report.stale_unknown = [e for e in report.stale_unknown if e.lower() not in keys]
         tracker.add_recipients(send_id, audience)
         report.dropped = tracker.drop_suppressed(send_id)
+        report.left = tracker.remove_left(send_id, keys)
         by_key = {c.email.lower(): c for c in audience}
         secret, base = _public(settings)
         transport = plan.transport
-        with _interruptible(waiter):
-            transport.open()
-            try:
-                _deliver(
-                    tracker,
-                    transport,
-                    compiled,
-                    send_id,
-                    by_key,
-                    secret,
-                    base,
-                    limit,
-                    waiter,
-                    progress,
-                    report,
-                )
-            except KeyboardInterrupt:
-                # A second Ctrl-C abandons the request in flight: whether it went is unknown.
-                unknown = tracker.stale_to_unknown(send_id)
-                raise Interrupted(
-                    f"stopped at once: {len(unknown)} recipient(s) in flight are now unknown. "
-                    f"Run `bulletin send {message.name}` again to resume."
-                ) from None
-            finally:
-                transport.close()
+        if plan.to_send:
+            with _interruptible(waiter):
+                transport.open()
+                try:
+                    _deliver(
+                        tracker,
+                        transport,
+                        compiled,
+                        send_id,
+                        by_key,
+                        secret,
+                        base,
+                        plan.to_send,
+                        waiter,
+                        progress,
+                        report,
+                    )
+                except KeyboardInterrupt:
+                    # A second Ctrl-C abandons the request in flight: whether it went is unknown.
+                    unknown = tracker.stale_to_unknown(send_id)
+                    raise Interrupted(
+                        f"stopped at once: {len(unknown)} recipient(s) in flight are now "
+                        f"unknown. Run `bulletin send {message.name}` again to resume."
+                    ) from None
+                finally:
+                    transport.close()
         report.interrupted = waiter.interrupted
         report.completed = tracker.complete_if_done(send_id)
         report.counts = tracker.counts(send_id)
@@ -344,7 +408,7 @@ def _deliver(
     by_key: dict[str, Contact],
     secret: str,
     base: str,
-    limit: int | None,
+    limit: int,
     waiter: Waiter,
     progress: Callable[[int], None],
     report: Report,
@@ -353,11 +417,7 @@ def _deliver(
     unrecorded: list[tuple[int, str, str | None, str | None]] = []
     try:
         while not waiter.interrupted:
-            size = (
-                transport.batch_size
-                if limit is None
-                else min(transport.batch_size, limit - report.attempted)
-            )
+            size = min(transport.batch_size, limit - report.attempted)
             if size <= 0:
                 break
             # The last batch's outcomes are committed together with this claim.

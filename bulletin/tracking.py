@@ -139,6 +139,13 @@ def email_key(email: str) -> str:
     return key
 
 
+def purged_text(send_id: int) -> str:
+    return (
+        f"send #{send_id} was purged: who received it is no longer recorded, so it "
+        "cannot be resumed without mailing everyone again; pass --new-send to do that"
+    )
+
+
 class DatabaseError(BulletinError):
     exit_code = ExitCode.TRANSPORT
 
@@ -331,11 +338,8 @@ class Tracker:
 
     def add_recipients(self, send_id: int, contacts: Iterable) -> int:
         """Insert the audience as pending; recipients already recorded are left as they are."""
-        if self.execute("SELECT 1 FROM purged_sends WHERE send_id = ?", (send_id,)).fetchone():
-            raise InputError(
-                f"send #{send_id} was purged: who received it is no longer recorded, so it "
-                "cannot be resumed without mailing everyone again; pass --new-send to do that"
-            )
+        if self.is_purged(send_id):
+            raise InputError(purged_text(send_id))
         now = utcnow()
         rows = (
             (send_id, c.email, c.email.lower(), c.first_name, c.last_name, c.get("ward"), now, now)
@@ -368,13 +372,55 @@ class Tracker:
             )
         return emails
 
-    def unknown_to_pending(self, send_id: int) -> int:
+    def unknown_to_pending(self, send_id: int, keys: set[str] | None = None) -> int:
+        """`--resend-unknown`: unknown recipients (only those in `keys`, if given) go again."""
         with self.transaction() as db:
-            return db.execute(
+            rows = db.execute(
+                "SELECT id, email_key FROM deliveries WHERE send_id = ? AND state = 'unknown'",
+                (send_id,),
+            ).fetchall()
+            now = utcnow()
+            ids = [(now, r["id"]) for r in rows if keys is None or r["email_key"] in keys]
+            db.executemany(
                 "UPDATE deliveries SET state = 'pending', updated_at = ? "
-                "WHERE send_id = ? AND state = 'unknown'",
-                (utcnow(), send_id),
-            ).rowcount
+                "WHERE id = ? AND state = 'unknown'",
+                ids,
+            )
+            return len(ids)
+
+    def remove_left(self, send_id: int, keys: set[str]) -> int:
+        """Delete the pending rows of people no longer in the audience (`keys`): never sent.
+
+        A pending row records nothing that happened, only an intention; the person left the
+        list before their turn came, so the send no longer owes them a copy (issue 11). If they
+        come back, a later resume adds them again.
+        """
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT id, email_key FROM deliveries WHERE send_id = ? AND state = 'pending'",
+                (send_id,),
+            ).fetchall()
+            gone = [(r["id"],) for r in rows if r["email_key"] not in keys]
+            # A stray event matched by address pins a row (events.delivery_id): keep it, dropped.
+            db.executemany(
+                "UPDATE deliveries SET state = 'dropped', error = 'left the audience; not sent' "
+                "WHERE id = ? AND EXISTS (SELECT 1 FROM events WHERE delivery_id = deliveries.id)",
+                gone,
+            )
+            db.executemany("DELETE FROM deliveries WHERE id = ? AND state = 'pending'", gone)
+            return len(gone)
+
+    def recipient_states(self, send_id: int) -> dict[str, str]:
+        """email key → state, for every recipient row of a send: the ledger a resume reads."""
+        return dict(
+            self.execute(
+                "SELECT email_key, state FROM deliveries WHERE send_id = ?", (send_id,)
+            ).fetchall()
+        )
+
+    def is_purged(self, send_id: int) -> bool:
+        row = self.execute("SELECT 1 FROM purged_sends WHERE send_id = ?", (send_id,))
+        return row.fetchone() is not None
 
     def drop_suppressed(self, send_id: int) -> int:
         """Pending recipients who have since been suppressed are dropped, never sent."""

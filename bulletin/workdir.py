@@ -1,4 +1,10 @@
-"""`bulletin init`: a working folder with the packaged example, layouts and sample contacts."""
+"""`bulletin init`: a working folder with the packaged layouts; `--example` adds the example.
+
+A real working folder starts with no contacts but an empty list showing the columns: the 36
+fictional sample contacts would otherwise go out beside the borough's own list, since the
+default audience reads every `contacts/*.csv` (issue 11). `bulletin init --example` copies the
+example letter and its sample contacts, to try bulletin out.
+"""
 
 from __future__ import annotations
 
@@ -48,23 +54,28 @@ BULLETIN_FROM=bromley.neighbourhoods@example.org
 """
 
 FOLDERS = ("messages", "contacts", "templates")
+EXAMPLE_FOLDERS = ("messages", "contacts")  # copied only with --example
+# contacts/contacts.csv in a real working folder: the columns, and no one to send to yet.
+CONTACTS_HEADER = "email,first_name,last_name,ward,role,scheme,phone,address,postcode\n"
+CONTACTS_FILE = Path("contacts") / "contacts.csv"
 
 
 def packaged(folder: str) -> Path:
     return Path(str(resources.files("bulletin") / "data" / folder))
 
 
-def init_workdir(target: Path) -> list[Path]:
-    """Copy the packaged defaults into `target`; refuse to overwrite anything."""
+def init_workdir(target: Path, *, example: bool = False) -> list[Path]:
+    """Copy the packaged layouts (and, with `example`, the example letter and sample contacts)
+    into `target`; refuse to overwrite anything."""
     plan: list[tuple[Path, Path]] = []
-    for folder in FOLDERS:
+    for folder in FOLDERS if example else tuple(f for f in FOLDERS if f not in EXAMPLE_FOLDERS):
         source = packaged(folder)
         for file in sorted(source.rglob("*")):
             if file.is_file() and "__pycache__" not in file.parts:
                 plan.append((file, target / folder / file.relative_to(source)))
+    written_by_us = [target / ".env.example"] + ([] if example else [target / CONTACTS_FILE])
     clashes = [dest for _, dest in plan if dest.exists()]
-    if (target / ".env.example").exists():
-        clashes.append(target / ".env.example")
+    clashes += [path for path in written_by_us if path.exists()]
     if clashes:
         names = ", ".join(str(c.relative_to(target)) for c in clashes[:5])
         raise InputError(
@@ -76,6 +87,11 @@ def init_workdir(target: Path) -> list[Path]:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)
         written.append(dest)
+    (target / "messages").mkdir(parents=True, exist_ok=True)
+    if not example:
+        (target / CONTACTS_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (target / CONTACTS_FILE).write_text(CONTACTS_HEADER, encoding="utf-8")
+        written.append(target / CONTACTS_FILE)
     (target / ".env.example").write_text(ENV_EXAMPLE, encoding="utf-8")
     written.append(target / ".env.example")
     return written

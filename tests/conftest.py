@@ -39,10 +39,10 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A `bulletin init`-ed folder, made the current directory."""
+    """A `bulletin init --example`-ed folder (the example letter, the samples), made the cwd."""
     folder = tmp_path / "work"
     folder.mkdir()
-    init_workdir(folder)
+    init_workdir(folder, example=True)
     monkeypatch.chdir(folder)
     return folder
 

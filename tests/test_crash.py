@@ -102,7 +102,7 @@ def test_sigkill_during_a_request_then_rerun(workdir, cli, sendgrid_env):
     unknown = {e for e, r in deliveries(db).items() if r["state"] == "unknown"}
     assert unknown == set(sg.accepted[1]["emails"])
 
-    cli("send", name, "--yes")  # and again: the unknown stay unknown, nobody is re-sent
+    cli("send", name, "--yes", expect=3)  # again: the unknown stay unknown (exit 3), none re-sent
     assert sg.requests == 3
     assert_sent_once_and_accounted_for(sg, db, audience)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import bulletin
+from bulletin.message import SCAFFOLD_BODY, SCAFFOLD_PREHEADER
 from bulletin.workdir import init_workdir
 
 DATA = Path(bulletin.__file__).parent / "data"
@@ -37,7 +38,7 @@ def files_in(folder: Path) -> dict[str, bytes]:
 
 def test_init_here(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    result = cli("init")
+    result = cli("init", "--example")
     assert set(files_in(tmp_path)) == PACKAGED >= ESSENTIAL
     assert result.stdout.startswith(f"Set up .: {len(PACKAGED)} files")
     assert "bulletin check eu-referendum" in result.stdout
@@ -48,12 +49,12 @@ def test_init_here(tmp_path, monkeypatch, cli):
 
 def test_init_makes_a_new_folder(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    cli("init", "borough/bulletins")
+    cli("init", "--example", "borough/bulletins")
     assert set(files_in(tmp_path / "borough" / "bulletins")) == PACKAGED
 
 
 def test_init_copies_the_packaged_files_exactly(tmp_path):
-    init_workdir(tmp_path)
+    init_workdir(tmp_path, example=True)
     for name in PACKAGED - {".env.example"}:
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
 
@@ -89,11 +90,18 @@ def test_init_refuses_an_existing_env_example(tmp_path, monkeypatch, cli):
 
 def test_an_initialised_folder_checks_clean(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    cli("init")
+    cli("init", "--example")
     assert "OK — 34 email recipient(s), 2 postal-only" in cli("check", "eu-referendum").stdout
 
 
-def test_new_scaffolds_a_message_that_passes_check(workdir, cli):
+def fill_in(path: Path) -> None:
+    """Replace the scaffold's placeholder text, as a person writing the message would."""
+    text = path.read_text(encoding="utf-8")
+    text = text.replace(SCAFFOLD_BODY, "Please report hate crime to 101.")
+    path.write_text(text.replace(SCAFFOLD_PREHEADER, "What to do now"), encoding="utf-8")
+
+
+def test_new_scaffolds_a_message_that_passes_check_once_written(workdir, cli):
     result = cli("new", "street-safety-july")
     assert result.stdout.strip() == (
         "Created messages/street-safety-july.md; edit it, then run: "
@@ -102,6 +110,11 @@ def test_new_scaffolds_a_message_that_passes_check(workdir, cli):
     text = (workdir / "messages" / "street-safety-july.md").read_text(encoding="utf-8")
     assert text.startswith('---\nsubject: "Street safety july"\n')
     assert f"reference: BR-{date.today():%Y-%m-%d}" in text
+    # Unedited, it fails check (issue 11): its body and preheader are placeholders.
+    result = cli("check", "street-safety-july", expect=1)
+    assert "the body still has the scaffold's text" in result.stderr
+    assert "preheader is still the scaffold's text" in result.stderr
+    fill_in(workdir / "messages" / "street-safety-july.md")
     assert "OK — 34 email recipient(s)" in cli("check", "street-safety-july").stdout
 
 
@@ -110,6 +123,7 @@ def test_new_uses_bulletin_from_when_set(workdir, cli, monkeypatch):
     cli("new", "with-env")
     text = (workdir / "messages" / "with-env.md").read_text(encoding="utf-8")
     assert "\nfrom:" not in text and "# from:" in text
+    fill_in(workdir / "messages" / "with-env.md")
     checked = cli("check", "with-env")
     assert "OK" in checked.stdout
 
@@ -117,6 +131,7 @@ def test_new_uses_bulletin_from_when_set(workdir, cli, monkeypatch):
 def test_new_message_with_a_dot_in_its_name_can_be_checked(workdir, cli):
     cli("new", "update-v1.2")
     assert (workdir / "messages" / "update-v1.2.md").is_file()
+    fill_in(workdir / "messages" / "update-v1.2.md")
     assert "messages/update-v1.2.md: OK" in cli("check", "update-v1.2").stdout
 
 

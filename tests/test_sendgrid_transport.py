@@ -250,7 +250,7 @@ def test_no_answer_makes_the_batch_unknown_and_it_is_resent_only_on_request(
     db = workdir / "bulletin.db"
     assert states(db) == {"unknown": SAMPLE}
 
-    result = cli("send", "eu-referendum", "--yes")
+    result = cli("send", "eu-referendum", "--yes", expect=3)  # still unknown: exit 3 (issue 11)
     assert f"no pending recipients; {SAMPLE} unknown (use --resend-unknown" in result.stdout
     assert sendgrid_env.requests == 1
 

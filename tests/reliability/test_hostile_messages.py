@@ -179,7 +179,7 @@ def test_random_messages_are_refused_or_rendered_never_crash(tmp_path_factory, k
 
     folder = tmp_path_factory.mktemp("msg")
     if not (folder / "messages").exists():
-        init_workdir(folder)
+        init_workdir(folder, example=True)
     front = "".join(f"{yaml_scalar(k)}: {yaml_scalar(v)}\n" for k, v in keys.items())
     front = f"subject: {yaml_scalar(subject)}\n" + front if "subject" not in keys else front
     path = folder / "messages" / "random.md"
