@@ -672,8 +672,8 @@ def status(
         summaries = [statuses.summary(tracker, s) for s in sends]
         if output is not None:
             rows = statuses.write_csv(tracker, sends, output)
-            if not is_stdout(output):
-                echo(f"Wrote {output}: {rows} recipient row(s)")
+            if not is_stdout(output):  # with --json, stdout holds only the JSON
+                (note if as_json else echo)(f"Wrote {output}: {rows} recipient row(s)")
     if as_json:
         echo(json.dumps({"sends": summaries}, indent=2))
     elif output is not None:

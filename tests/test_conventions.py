@@ -4,6 +4,7 @@ stream rule, `-` for stdout, no tracebacks, message-name suggestions, `send --te
 from __future__ import annotations
 
 import email
+import json
 import os
 import re
 import subprocess
@@ -137,6 +138,10 @@ def test_status_csv_is_kept_as_the_old_spelling_of_dash_o(workdir, cli):
     assert cli("status", "--csv", "old.csv").stdout.startswith("Wrote old.csv")
     assert (workdir / "old.csv").read_text().startswith("send_id,email,")
     cli("status", "--csv", "a.csv", "-o", "b.csv", expect=2)
+    both = cli("status", "1", "--json", "-o", "both.csv")
+    assert json.loads(both.stdout)["sends"][0]["id"] == 1
+    assert both.stderr.startswith("Wrote both.csv")
+    cli("status", "1", "--json", "-o", "-", expect=2)
 
 
 # --- no tracebacks ---------------------------------------------------------------------------

@@ -138,3 +138,10 @@ def test_readme_speaks_to_users_not_to_the_project():
         assert internal not in readme
     for doc in ("docs/reliability.md", "docs/performance.md"):
         assert doc in readme and (README.parent / doc).is_file()
+
+
+def test_the_front_matter_shown_is_the_example_letters():
+    readme = README.read_text(encoding="utf-8")
+    shown = readme.split("```markdown\n", 1)[1].split("\n---\n", 1)[0]
+    letter = (README.parent / "messages" / "eu-referendum.md").read_text(encoding="utf-8")
+    assert letter.startswith(shown + "\n---\n")

@@ -6,7 +6,7 @@ between requests, while recording), resumes with the same command, and checks th
 server's own log against the tracking database. After a resume every recipient is `accepted`
 (received exactly once) or `unknown` (the killed process never heard the answer; received at
 most once, and never re-sent without --resend-unknown). The schedule is fixed by the seed, so
-a failure can be replayed; `-m slow` runs a longer soak.
+a failure can be replayed; `-m "slow or not slow"` adds a longer soak.
 """
 
 from __future__ import annotations
