@@ -271,8 +271,6 @@ def test_new_makes_unique_references_and_title_case_subjects(workdir, cli):
     ]
     assert 'subject: "Street Safety July"' in texts[0]
     assert 'subject: "Asb Update"' in texts[2]
-    for name in ("street-safety-july", "street-safety-aug"):
-        cli("check", name)
 
 
 def test_send_test_on_the_outbox_says_where_and_that_nothing_was_emailed(workdir, cli):
