@@ -16,19 +16,88 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
+from bulletin import __version__
 from bulletin.errors import BulletinError, ExitCode, InputError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     help="Send the Borough Commander's key messages to Neighbourhood Watch co-ordinators, "
     "and track every copy.",
-    no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
     rich_markup_mode=None,
+    context_settings=CONTEXT,
 )
-contacts_app = typer.Typer(help="Validate and list contact lists.", no_args_is_help=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bulletin {__version__}")
+        raise typer.Exit()
+
+
+def _help_if_bare(ctx: typer.Context) -> None:
+    """A bare `bulletin` (or `bulletin contacts`) prints its help on stdout and exits 0."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="show the version and exit"
+        ),
+    ] = False,
+) -> None:
+    _help_if_bare(ctx)
+
+
+def group(help: str) -> typer.Typer:
+    """A command group whose bare name prints its help."""
+    sub = typer.Typer(help=help, short_help=help, rich_markup_mode=None)
+    sub.callback(invoke_without_command=True)(_help_if_bare)
+    return sub
+
+
+contacts_app = group("Validate and list contact lists.")
 app.add_typer(contacts_app, name="contacts")
+
+
+def _plain_metavar(param: Any) -> None:
+    """`FILES...` and `--output FILE` in help, never Python types such as `<list[str]>`."""
+    if getattr(param, "_plain", False):
+        return
+    param._plain = True
+    if param.param_type_name == "argument":
+        name = (param.metavar or param.name or "").strip("[]").upper()
+        shown = name + ("..." if param.nargs != 1 else "")
+        param.metavar = name
+        param.display_type_rich = lambda ctx: None
+        param._usage_display_name = lambda: shown if param.required else f"[{shown}]"
+    elif not param.is_flag and param.metavar is None:
+        descriptor = getattr(param, "type_descriptor", None)
+        choices = getattr(descriptor, "choices", None) if descriptor else None
+        param.metavar = (
+            f"[{'|'.join(str(getattr(c, 'value', c)) for c in choices)}]"
+            if choices
+            else (param.name or "value").upper()
+        )
+
+
+class Command(TyperCommand):
+    """Help text without Python types (issue 16)."""
+
+    def get_params(self, ctx: Any) -> list:
+        params = super().get_params(ctx)
+        for param in params:
+            _plain_metavar(param)
+        return params
 
 
 def fail(line: str, code: ExitCode = ExitCode.INVALID) -> typer.Exit:
@@ -53,6 +122,9 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
                     typer.echo(line, err=True)
                 raise fail(lines[-1] if lines else "failed", error.exit_code) from None
 
+        doc = (function.__doc__ or "").strip()
+        options.setdefault("short_help", doc.split("\n\n")[0].replace("\n", " "))
+        options.setdefault("cls", Command)
         return group.command(name, **options)(wrapper)
 
     return register
@@ -62,9 +134,12 @@ _warned: set[str] = set()  # settings warnings already printed by this command
 
 
 def settings():
-    """The settings; a warning for each unknown BULLETIN_*/SMTP_*/SENDGRID_* key, once."""
+    """The working folder's settings (refusing a folder that is not one); a warning for each
+    unknown BULLETIN_*/SMTP_*/SENDGRID_* key, once."""
     from bulletin.config import load_settings
+    from bulletin.workdir import require_workdir
 
+    require_workdir(Path.cwd())
     config = load_settings()
     for warning in config.warnings:
         if warning not in _warned:
@@ -81,11 +156,11 @@ def note(text: str) -> None:
     typer.echo(text, err=True)
 
 
-def console():
-    """A rich console that never truncates when output goes to a file or a pipe."""
-    from rich.console import Console
+def table(columns, rows) -> None:
+    """Print a table fitted to the terminal (COLUMNS if set): cells wrap, none is cut."""
+    from bulletin.tables import output_width, render_table
 
-    return Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 200)
+    echo(render_table(columns, rows, output_width(isatty=sys.stdout.isatty())))
 
 
 MessageArg = Annotated[
@@ -223,7 +298,8 @@ def contacts_list(
     where: Annotated[
         list[str] | None,
         typer.Option(
-            help="COLUMN=TEXT: rows whose column contains the text (any case); repeatable"
+            metavar="COLUMN=TEXT",
+            help="rows whose column contains the text (any case); repeatable",
         ),
     ] = None,
 ) -> None:
@@ -231,9 +307,8 @@ def contacts_list(
 
     Example: bulletin contacts list --where ward=Penge
     """
-    from rich.table import Table
-
     from bulletin import contacts
+    from bulletin.tables import Column
 
     conditions = {}
     for condition in where or []:
@@ -247,12 +322,19 @@ def contacts_list(
     if unknown := contacts.unknown_columns(conditions, loaded.columns):
         raise InputError("", unknown)
     shown = contacts.where(loaded.contacts, conditions)
-    table = Table("email", "name", "ward", "role", "scheme", "source", box=None)
-    for c in shown:
-        table.add_row(
-            c.email or "(postal)", c.name, c.get("ward"), c.get("role"), c.get("scheme"), c.where
-        )
-    console().print(table)
+    columns = [
+        Column("email"),
+        Column("name", 1),
+        Column("ward", 2),
+        Column("role", 3),
+        Column("source", 4),
+        Column("scheme", 5),
+    ]
+    rows = [
+        [c.email or "(postal)", c.name, c.get("ward"), c.get("role"), c.where, c.get("scheme")]
+        for c in shown
+    ]
+    table(columns, rows)
     echo(f"{len(shown)} of {len(loaded.contacts)} contacts")
 
 
@@ -278,20 +360,21 @@ def _checked_for_rendering(message: str):
 
 
 def _write_output(data: bytes, output: Path | None, open_it: bool, suffix: str) -> None:
+    from bulletin.outputs import STDOUT, is_stdout, write_output
+
     if output is None and open_it:
         import tempfile
 
         handle, name = tempfile.mkstemp(prefix="bulletin-preview-", suffix=suffix)
         os.close(handle)
         output = Path(name)
-    if output is None:
+    if output is None or is_stdout(output):
         if suffix == ".pdf" and sys.stdout.isatty():
             raise InputError("a PDF cannot be shown in the terminal; add -o preview.pdf or --open")
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        write_output(STDOUT, data)
         return
-    output.write_bytes(data)
-    note(f"Wrote {output} ({len(data):,} bytes)")
+    write_output(output, data)
+    echo(f"Wrote {output} ({len(data):,} bytes)")
     if open_it:
         typer.launch(str(output))
 
@@ -301,10 +384,14 @@ def preview(
     message: MessageArg,
     format: Annotated[Format, typer.Option("--format", "-f", help="what to render")] = Format.html,
     contact: Annotated[
-        str | None, typer.Option(help="render for this address (default: the first contact)")
+        str | None,
+        typer.Option(metavar="EMAIL", help="render for this address (default: the first contact)"),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="write here, not stdout", dir_okay=False)
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="write here (default: stdout)", dir_okay=False, metavar="FILE"
+        ),
     ] = None,
     open_it: Annotated[bool, typer.Option("--open", help="open the result")] = False,
     serve: Annotated[
@@ -319,7 +406,7 @@ def preview(
 ) -> None:
     """Render a message for one contact as HTML, text, PDF or the full .eml; no credentials needed.
 
-    Example: bulletin preview eu-referendum --format pdf --contact ada.okafor@example.org -o a.pdf
+    Example: bulletin preview eu-referendum --format pdf -o eu-referendum.pdf
 
     With --serve: one live page (email at desktop and phone width, text, PDFs, a contact
     picker, check's problems) that updates as you save. Example: bulletin preview NAME --serve
@@ -344,7 +431,13 @@ def print_letters(
     ] = False,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", dir_okay=False, help="PDF file (default: NAME-letters.pdf)"),
+        typer.Option(
+            "-o",
+            "--output",
+            dir_okay=False,
+            metavar="FILE",
+            help="PDF file, or - for stdout (default: NAME-letters.pdf)",
+        ),
     ] = None,
     duplex: Annotated[
         bool,
@@ -356,18 +449,22 @@ def print_letters(
     Example: bulletin print eu-referendum --notice -o notice.pdf
     """
     from bulletin import preview as previews
+    from bulletin.outputs import is_stdout, write_output
 
     checked = _checked_for_rendering(message)
     printed = previews.render_print(checked, settings(), notice=notice, duplex=duplex)
     kind = "notice" if notice else "letters"
     path = output or Path(f"{checked.message.name}-{kind}.pdf")
     if printed.pdf:
-        path.write_bytes(printed.pdf)
-        echo(
-            f"Wrote {path}: "
-            + ("an A4 notice" if notice else f"{printed.count} letter(s)")
-            + f" ({len(printed.pdf):,} bytes)"
-        )
+        if is_stdout(path) and sys.stdout.isatty():
+            raise InputError("a PDF cannot be shown in the terminal; add -o FILE")
+        write_output(path, printed.pdf)
+        if not is_stdout(path):
+            echo(
+                f"Wrote {path}: "
+                + ("an A4 notice" if notice else f"{printed.count} letter(s)")
+                + f" ({len(printed.pdf):,} bytes)"
+            )
     if printed.refused:
         raise InputError(
             f"{len(printed.refused)} letter(s) not printed: the address does not fit",
@@ -433,22 +530,23 @@ def _resume_line(plan) -> str:
 def _progress(total: int):
     """A rich progress bar on a terminal; otherwise a plain line every tenth."""
     if sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
             Progress,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         progress = Progress(
             TextColumn("Sending"),
             BarColumn(),
             MofNCompleteColumn(),
-            TransferSpeedColumn(),
+            TextColumn("emails"),
             TimeRemainingColumn(),
             transient=True,
+            console=Console(stderr=True),
         )
         task = progress.add_task("send", total=total)
         return progress, lambda n: progress.advance(task, n)
@@ -459,7 +557,7 @@ def _progress(total: int):
         step = max(1, total // 10)
         if done[0] // step > done[1] or done[0] >= total:
             done[1] = done[0] // step
-            note(f"sent {done[0]}/{total}")
+            note(f"sent {done[0]}/{total} emails")
 
     from contextlib import nullcontext
 
@@ -473,9 +571,11 @@ def send(
         bool, typer.Option("--dry-run", help="render everything, send nothing")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
-    transport: Annotated[str | None, typer.Option(help="sendgrid, smtp or outbox")] = None,
+    transport: Annotated[
+        str | None, typer.Option(metavar="NAME", help="sendgrid, smtp or outbox")
+    ] = None,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="send to the next N pending only")
+        int | None, typer.Option(min=1, metavar="N", help="send to the next N pending only")
     ] = None,
     skip_invalid: Annotated[
         bool, typer.Option(help="send to the valid rows, report the rest")
@@ -489,7 +589,8 @@ def send(
     test: Annotated[
         str | None,
         typer.Option(
-            help="send one copy, personalised as the first contact, to this staff address"
+            metavar="EMAIL",
+            help="send one copy, personalised as the first contact, to this staff address",
         ),
     ] = None,
 ) -> None:
@@ -533,6 +634,16 @@ def send(
             note(line)
         if test:
             message_id = sending.send_test(plan, config, test)
+            if plan.transport.name == "outbox":
+                from bulletin.transports.outbox import eml_name
+
+                echo(
+                    f"Test copy for {test} written to "
+                    f"{plan.transport.folder / eml_name('test', 0)}; nothing was emailed (the "
+                    "outbox transport only writes .eml files). Set SENDGRID_API_KEY, or "
+                    "BULLETIN_TRANSPORT=smtp, in .env to email it."
+                )
+                return
             echo(
                 f"Test copy sent to {test} via {plan.transport.name}"
                 + (f" (message id {message_id})" if message_id else "")
@@ -636,78 +747,102 @@ def status(
         str | None, typer.Argument(metavar="[SEND]", help="send number or message name")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            dir_okay=False,
+            metavar="FILE",
+            help="write one CSV row per recipient to FILE, or - for stdout",
+        ),
+    ] = None,
     csv_path: Annotated[
-        Path | None, typer.Option("--csv", dir_okay=False, help="write one row per recipient")
+        Path | None, typer.Option("--csv", dir_okay=False, hidden=True, help="same as -o")
     ] = None,
 ) -> None:
     """Show sends and what happened to each recipient.
 
-    Example: bulletin status eu-referendum --csv deliveries.csv
+    Example: bulletin status eu-referendum -o deliveries.csv
     """
     import json
 
     from bulletin import status as statuses
+    from bulletin.outputs import is_stdout
     from bulletin.tracking import Tracker
 
+    if output is not None and csv_path is not None:
+        raise typer.BadParameter("give -o FILE once (--csv is its old spelling)", param_hint="-o")
+    output = output or csv_path
+    if as_json and is_stdout(output):
+        raise typer.BadParameter("--json and -o - both write to stdout; choose one")
     config = settings()
     if not config.db_path.exists():
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
     with Tracker(config.db_path) as tracker:
         sends = [statuses.find_send(tracker, send_ref)] if send_ref else tracker.sends()
         summaries = [statuses.summary(tracker, s) for s in sends]
-        if csv_path is not None:
-            rows = statuses.write_csv(tracker, sends, csv_path)
-            note(f"Wrote {csv_path}: {rows} recipient row(s)")
+        if output is not None:
+            rows = statuses.write_csv(tracker, sends, output)
+            if not is_stdout(output):  # with --json, stdout holds only the JSON
+                (note if as_json else echo)(f"Wrote {output}: {rows} recipient row(s)")
     if as_json:
         echo(json.dumps({"sends": summaries}, indent=2))
+    elif output is not None:
+        return
     elif send_ref:
         _print_send(summaries[0], statuses)
-    elif csv_path is None:
+    else:
         _print_sends(summaries)
 
 
 def _print_sends(summaries: list[dict]) -> None:
-    from rich.table import Table
+    from bulletin.tables import Column, local_time
 
-    table = Table(
-        "send",
-        "message",
-        "subject",
-        "created",
-        "recipients",
-        "accepted",
-        "delivered",
-        "bounced",
-        "failed",
-        "unknown",
-        "pending",
-        box=None,
-    )
+    columns = [
+        Column("send", 0, numeric=True),
+        Column("message", 0),
+        Column("created", 0),
+        Column("recipients", 0, numeric=True),
+        Column("delivered", 1, numeric=True),
+        Column("failed", 1, numeric=True),
+        Column("unknown", 1, numeric=True),
+        Column("pending", 2, numeric=True),
+        Column("accepted", 3, numeric=True),
+        Column("bounced", 3, numeric=True),
+        Column("subject", 4),
+    ]
+    rows = []
     for s in summaries:
         c = s["counts"]
-        table.add_row(
-            str(s["id"]),
-            s["message"],
-            s["subject"],
-            s["created_at"][:16],
-            str(s["recipients"]),
-            str(c["accepted"]),
-            str(c["delivered"]),
-            str(c["bounced"]),
-            str(c["failed"]),
-            str(c["unknown"]),
-            str(c["pending"]),
+        rows.append(
+            [
+                str(s["id"]),
+                s["message"],
+                local_time(s["created_at"]),
+                str(s["recipients"]),
+                str(c["delivered"]),
+                str(c["failed"]),
+                str(c["unknown"]),
+                str(c["pending"]),
+                str(c["accepted"]),
+                str(c["bounced"]),
+                s["subject"],
+            ]
         )
-    console().print(table)
     if not summaries:
         echo("No sends yet.")
+        return
+    table(columns, rows)
 
 
 def _print_send(s: dict, statuses) -> None:
+    from bulletin.tables import local_time
+
     echo(f"Send #{s['id']}: {s['message']} — {s['subject']}")
     echo(
-        f"Created {s['created_at']} via {s['transport']}; "
-        + (f"completed {s['completed_at']}" if s["completed_at"] else "not completed")
+        f"Created {local_time(s['created_at'])} via {s['transport']}; "
+        + (f"completed {local_time(s['completed_at'])}" if s["completed_at"] else "not completed")
     )
     echo(statuses.tracking_line(s["tracking"]))
     rates = statuses.rates(s["counts"])
@@ -724,14 +859,14 @@ def _print_send(s: dict, statuses) -> None:
 
 # --- suppressions --------------------------------------------------------------------------
 
-suppress_app = typer.Typer(help="The do-not-send list.", no_args_is_help=True)
+suppress_app = group("The do-not-send list.")
 app.add_typer(suppress_app, name="suppress")
 
 
 @command(suppress_app, "add")
 def suppress_add(
     emails: Annotated[list[str], typer.Argument(help="addresses to stop sending to")],
-    reason: Annotated[str, typer.Option(help="why (shown in the list)")] = "manual",
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="why (shown in the list)")] = "manual",
 ) -> None:
     """Add addresses to the do-not-send list; every later send skips them.
 
@@ -770,16 +905,26 @@ def suppress_list() -> None:
 
     Example: bulletin suppress list
     """
+    from bulletin.tables import Column, local_time
     from bulletin.tracking import Tracker
 
     with Tracker(settings().db_path) as tracker:
         rows = tracker.suppressions()
-    for row in rows:
-        echo(
-            f"{row['email'] or '(forgotten)'}\t{row['reason']}\t{row['source']}\t"
-            f"{row['created_at']}"
+    if rows:
+        columns = [Column("email"), Column("reason", 1), Column("added", 2), Column("source", 3)]
+        table(
+            columns,
+            [
+                [
+                    row["email"] or "(forgotten)",
+                    row["reason"],
+                    local_time(row["created_at"]),
+                    row["source"],
+                ]
+                for row in rows
+            ],
         )
-    note(f"{len(rows)} suppressed address(es)")
+    echo(f"{len(rows)} suppressed address(es)")
 
 
 # --- scheduled sends (issue 6) -------------------------------------------------------------
@@ -788,7 +933,7 @@ def suppress_list() -> None:
 @command(app)
 def run(
     messages: Annotated[
-        Path, typer.Option(file_okay=False, help="folder of messages to look at")
+        Path, typer.Option(file_okay=False, metavar="DIR", help="folder of messages to look at")
     ] = Path("messages"),
     now: Annotated[
         str | None,
@@ -830,9 +975,7 @@ def run(
 
 # --- delivery events and reports (issue 5) ---------------------------------------------------
 
-events_app = typer.Typer(
-    help="SendGrid delivery events: receive them, or load a downloaded file.", no_args_is_help=True
-)
+events_app = group("SendGrid delivery events: receive them, or load a downloaded file.")
 app.add_typer(events_app, name="events")
 
 
@@ -896,7 +1039,11 @@ def report(
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", dir_okay=False, help="HTML file (default: NAME-report.html)"
+            "-o",
+            "--output",
+            dir_okay=False,
+            metavar="FILE",
+            help="HTML file, or - for stdout (default: NAME-report.html)",
         ),
     ] = None,
 ) -> None:
@@ -914,8 +1061,12 @@ def report(
     with Tracker(config.db_path) as tracker:
         send = statuses.find_send(tracker, send_ref)
         page = reports.render_report(tracker, send, config)
+    from bulletin.outputs import is_stdout, write_output
+
     path = output or Path(f"{send.message}-report.html")
-    path.write_text(page, encoding="utf-8")
+    write_output(path, page.encode("utf-8"))
+    if is_stdout(path):
+        return
     echo(f"Wrote {path} ({len(page.encode()):,} bytes): send #{send.id}, {send.subject}")
 
 
@@ -946,7 +1097,10 @@ def purge(
     older_than: Annotated[
         str,
         typer.Option(
-            "--older-than", help="purge sends older than this: 400d, 8w or 2y", show_default=False
+            "--older-than",
+            metavar="AGE",
+            help="purge sends older than this: 400d, 8w or 2y",
+            show_default=False,
         ),
     ],
     dry_run: Annotated[

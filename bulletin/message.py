@@ -72,6 +72,8 @@ def resolve_path(name: str, workdir: Path) -> Path:
     # A bare name may contain dots (`bulletin new update-v1.2`): only `.md` marks a file name.
     if path.suffix != ".md" and len(path.parts) == 1:
         path = Path("messages") / f"{name}.md"
+    elif len(path.parts) == 1 and not (workdir / path).exists():
+        path = Path("messages") / path  # `check NAME.md` means messages/NAME.md (issue 16)
     return path if path.is_absolute() else workdir / path
 
 
@@ -149,7 +151,9 @@ def load_message(
     except ValueError:
         shown = str(path)
     if not path.is_file():
-        raise InputError(f"{shown}: no such message; create it with `bulletin new {path.stem}`")
+        from bulletin.names import missing_message
+
+        raise InputError(missing_message(shown, path.stem, workdir))
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -356,8 +360,8 @@ def scaffold(name: str, workdir: Path, today: date, *, default_from: str = "") -
     if path.exists():
         raise InputError(f"messages/{name}.md already exists; edit it or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    title = name.replace("-", " ").replace("_", " ").capitalize()
-    reference = f"BR-{today:%Y-%m-%d}"
+    title = title_from_name(name)
+    reference = unique_reference(workdir, today)
     from_line = (
         f"# from: {SCAFFOLD_FROM}   (default: BULLETIN_FROM)"
         if default_from
@@ -374,3 +378,28 @@ def scaffold(name: str, workdir: Path, today: date, *, default_from: str = "") -
         encoding="utf-8",
     )
     return path
+
+
+def title_from_name(name: str) -> str:
+    """`street-safety-july` → `Street Safety July`: every word capitalised, capitals kept."""
+    words = name.replace("-", " ").replace("_", " ").split()
+    return " ".join(word[:1].upper() + word[1:] for word in words)
+
+
+_REFERENCE = re.compile(r"^reference:[ \t]*[\"']?([^\"'\n#]*?)[\"']?[ \t]*(?:#.*)?$", re.MULTILINE)
+
+
+def unique_reference(workdir: Path, today: date) -> str:
+    """`BR-YYYY-MM-DD`, or `BR-YYYY-MM-DD-2`, `-3`… when a message already uses it (issue 16)."""
+    used = set()
+    for path in (workdir / "messages").glob("*.md"):
+        try:
+            used.update(_REFERENCE.findall(path.read_text(encoding="utf-8", errors="replace")))
+        except OSError:
+            continue
+    base = f"BR-{today:%Y-%m-%d}"
+    reference, number = base, 1
+    while reference in used:
+        number += 1
+        reference = f"{base}-{number}"
+    return reference

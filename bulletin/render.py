@@ -478,7 +478,8 @@ def render_pdf(
     letter starts on a fresh sheet. A notice that needs more than one page is an error.
     """
     import jinja2
-    from weasyprint import HTML
+
+    HTML = import_weasyprint().HTML
 
     from bulletin.notice import derive_notice
 
@@ -550,3 +551,22 @@ def _print_page(
         )
     except jinja2.TemplateError as error:
         raise InputError("", [template_problem(error, workdir)]) from None
+
+
+PANGO_HELP = (
+    "PDFs need the Pango library, which WeasyPrint could not load ({error}); install it "
+    "(Debian/Ubuntu: sudo apt install libpango-1.0-0 libpangoft2-1.0-0; macOS: brew install "
+    "pango), then try again"
+)
+
+
+def import_weasyprint():
+    """WeasyPrint, or a user error naming what to install when its system libraries are missing."""
+    try:
+        import weasyprint
+    except OSError as error:  # cffi's "cannot load library 'libpango-1.0-0'" (issue 16)
+        from bulletin.errors import ConfigError
+
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(PANGO_HELP.format(error=first)) from None
+    return weasyprint

@@ -265,6 +265,15 @@ def dry_run(plan: Plan, settings: Settings) -> Report:
     return report
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class StaffCopy(Contact):
+    """The first recipient's fields, addressed to staff: To names no contact (issue 16)."""
+
+    @property
+    def name(self) -> str:
+        return ""
+
+
 def send_test(plan: Plan, settings: Settings, address: str) -> str:
     """One copy, personalised as the first recipient, to a staff address; not tracked."""
     from email_validator import EmailNotValidError, validate_email
@@ -277,7 +286,7 @@ def send_test(plan: Plan, settings: Settings, address: str) -> str:
     first = plan.recipients[0] if plan.recipients else None
     if first is None:
         raise InputError("the audience is empty: nobody to personalise the test copy as")
-    contact = Contact(email=address, fields=first.fields, file=first.file, line=first.line)
+    contact = StaffCopy(email=address, fields=first.fields, file=first.file, line=first.line)
     _secret, base = _public(settings)
     item = Outgoing(
         0, contact, unsubscribe_url(base, "test"), {"bulletin_test": "1"}, subject_prefix="[TEST] "

@@ -113,14 +113,20 @@ def neutralise(value: object) -> str:
 
 def write_csv(tracker: Tracker, sends: list[SendRow], path: Path) -> int:
     """One row per recipient; returns the number of rows."""
+    import contextlib
+    import sys
+
     count = 0
-    try:
-        handle = path.open("w", newline="", encoding="utf-8")
-    except OSError as error:
-        raise InputError(
-            f"cannot write {path}: {error.strerror}; choose another --csv path"
-        ) from None
-    with handle:
+    if str(path) == "-":  # `-o -`: stdout (issue 16)
+        handle = contextlib.nullcontext(sys.stdout)
+    else:
+        try:
+            handle = path.open("w", newline="", encoding="utf-8")
+        except OSError as error:
+            raise InputError(
+                f"cannot write {path}: {error.strerror}; choose another -o path"
+            ) from None
+    with handle as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for send in sends:

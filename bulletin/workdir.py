@@ -31,12 +31,19 @@ BULLETIN_FROM=bromley.neighbourhoods@example.org
 # BULLETIN_DB=bulletin.db
 # BULLETIN_OUTBOX=outbox
 # BULLETIN_TIMEOUT=30
+# BULLETIN_RETRIES=5                     # retries of a 429 or 5xx answer
+# BULLETIN_RETRY_MAX_WAIT=60             # longest wait between them, in seconds
 
-# SMTP_HOST=smtp.example.org
-# SMTP_PORT=587
+# The identity in every email's header
+# BULLETIN_ORGANISATION="Metropolitan Police Service"
+# BULLETIN_UNIT="Bromley Borough"
+
+# SMTP_HOST=smtp.example.org            # default localhost
+# SMTP_SECURITY=starttls                 # starttls (default) | ssl | none
+# SMTP_PORT=587                          # default 587 for starttls, 465 for ssl, 25 for none
 # SMTP_USERNAME=
 # SMTP_PASSWORD=
-# SMTP_SECURITY=starttls                 # starttls | ssl | none
+# SMTP_CONNECTIONS=3                     # SMTP sessions sending side by side
 
 # Signed unsubscribe links and the webhook receiver (bulletin events serve)
 # Make a secret with: python -c "import secrets; print(secrets.token_urlsafe(32))"
@@ -51,6 +58,9 @@ BULLETIN_FROM=bromley.neighbourhoods@example.org
 # Scheduled sends (bulletin run)
 # BULLETIN_LOG=bulletin.log
 # BULLETIN_STALE_AFTER_HOURS=24
+
+# Show full tracebacks of errors (for a bug report)
+# BULLETIN_DEBUG=1
 """
 
 FOLDERS = ("messages", "contacts", "templates")
@@ -67,6 +77,10 @@ def packaged(folder: str) -> Path:
 def init_workdir(target: Path, *, example: bool = False) -> list[Path]:
     """Copy the packaged layouts (and, with `example`, the example letter and sample contacts)
     into `target`; refuse to overwrite anything."""
+    if target.exists() and not target.is_dir():
+        raise InputError(
+            f"{target}: is a file, not a folder; choose a folder name for bulletin init"
+        )
     plan: list[tuple[Path, Path]] = []
     for folder in FOLDERS if example else tuple(f for f in FOLDERS if f not in EXAMPLE_FOLDERS):
         source = packaged(folder)
@@ -83,15 +97,38 @@ def init_workdir(target: Path, *, example: bool = False) -> list[Path]:
             "(move them away or choose another folder)"
         )
     written = []
-    for source, dest in plan:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
-        written.append(dest)
-    (target / "messages").mkdir(parents=True, exist_ok=True)
-    if not example:
-        (target / CONTACTS_FILE).parent.mkdir(parents=True, exist_ok=True)
-        (target / CONTACTS_FILE).write_text(CONTACTS_HEADER, encoding="utf-8")
-        written.append(target / CONTACTS_FILE)
-    (target / ".env.example").write_text(ENV_EXAMPLE, encoding="utf-8")
+    try:
+        for source, dest in plan:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, dest)
+            written.append(dest)
+        (target / "messages").mkdir(parents=True, exist_ok=True)
+        if not example:
+            (target / CONTACTS_FILE).parent.mkdir(parents=True, exist_ok=True)
+            (target / CONTACTS_FILE).write_text(CONTACTS_HEADER, encoding="utf-8")
+            written.append(target / CONTACTS_FILE)
+        (target / ".env.example").write_text(ENV_EXAMPLE, encoding="utf-8")
+    except OSError as error:
+        where = error.filename or target
+        raise InputError(
+            f"{where}: cannot write ({error.strerror or error}); choose another folder"
+        ) from None
     written.append(target / ".env.example")
     return written
+
+
+MARKERS = ("messages", "contacts", ".env", "bulletin.db")
+
+
+def is_workdir(folder: Path) -> bool:
+    """A working folder holds messages/, contacts/, a .env or a tracking database."""
+    return any((folder / marker).exists() for marker in MARKERS)
+
+
+def require_workdir(folder: Path) -> None:
+    """Refuse to work in (and create files in) a folder that is not a working folder."""
+    if not is_workdir(folder):
+        raise InputError(
+            f"{folder} is not a bulletin working folder (no messages/, contacts/ or .env); "
+            "cd to one, or make one with `bulletin init DIR`"
+        )

@@ -349,7 +349,8 @@ def test_a_broken_print_template_is_caught_by_check(workdir, cli):
 def test_a_missing_message_says_what_to_do(workdir, cli):
     result = cli("check", "nope", expect=1)
     assert result.stderr.strip() == (
-        "Error: messages/nope.md: no such message; create it with `bulletin new nope`"
+        "Error: messages/nope.md: no such message. Messages here: eu-referendum; "
+        "or create it with `bulletin new nope`"
     )
 
 

@@ -108,7 +108,7 @@ def test_new_scaffolds_a_message_that_passes_check_once_written(workdir, cli):
         "bulletin check street-safety-july"
     )
     text = (workdir / "messages" / "street-safety-july.md").read_text(encoding="utf-8")
-    assert text.startswith('---\nsubject: "Street safety july"\n')
+    assert text.startswith('---\nsubject: "Street Safety July"\n')
     assert f"reference: BR-{date.today():%Y-%m-%d}" in text
     # Unedited, it fails check (issue 11): its body and preheader are placeholders.
     result = cli("check", "street-safety-july", expect=1)
@@ -152,7 +152,15 @@ def test_new_refuses_bad_names(workdir, cli, name):
     assert files_in(workdir) == before
 
 
-def test_new_in_an_empty_folder_makes_messages(tmp_path, monkeypatch, cli):
+def test_new_in_a_folder_with_contacts_makes_messages(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "contacts").mkdir()
     cli("new", "first")
     assert (tmp_path / "messages" / "first.md").is_file()
+
+
+def test_new_outside_a_working_folder_creates_nothing(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    result = cli("new", "first", expect=1)
+    assert "is not a bulletin working folder" in result.stderr
+    assert list(tmp_path.iterdir()) == []

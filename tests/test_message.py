@@ -242,7 +242,7 @@ def test_scaffold_writes_a_message_and_refuses_to_overwrite(tmp_path):
     assert path == tmp_path / "messages" / "street-safety.md"
     message, problems = load_message(path, tmp_path, default_from="Police <p@example.org>")
     assert problems == []
-    assert message.subject == "Street safety"
+    assert message.subject == "Street Safety"
     assert message.reference == "BR-2016-07-04"
     assert "{{ first_name" in message.body
     before = path.read_bytes()

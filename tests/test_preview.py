@@ -52,8 +52,8 @@ def test_output_file(workdir, cli):
     result = cli("preview", "eu-referendum", "--format", "html", "-o", "out.html")
     data = (workdir / "out.html").read_bytes()
     assert data.startswith(b"<!DOCTYPE html>")
-    assert result.stdout == ""
-    assert result.stderr.strip() == f"Wrote out.html ({len(data):,} bytes)"
+    assert result.stderr == ""
+    assert result.stdout.strip() == f"Wrote out.html ({len(data):,} bytes)"
 
 
 def test_a_bare_name_or_a_path(workdir, cli):

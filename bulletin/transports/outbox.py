@@ -30,7 +30,7 @@ class OutboxTransport:
         outcomes = []
         for item in batch:
             message_id, data = personal_message(compiled, item)
-            name = f"{item.custom_args.get('bulletin_send', 'test')}-{item.delivery_id:07d}.eml"
+            name = eml_name(item.custom_args.get("bulletin_send", "test"), item.delivery_id)
             try:
                 _write_private(self.folder / name, data)
             except OSError as error:  # disk full, read-only: stop, keeping what was written
@@ -45,6 +45,11 @@ class OutboxTransport:
 
     def close(self) -> None:
         pass
+
+
+def eml_name(send: str, delivery_id: int) -> str:
+    """The outbox file of one delivery; a test copy is `test-0000000.eml`."""
+    return f"{send}-{delivery_id:07d}.eml"
 
 
 def _write_private(path, data: bytes) -> None:

@@ -26,14 +26,3 @@ def audience(workdir: Path, volunteers_csv: str) -> set[str]:
 def data_dir() -> Path:
     """tests/data: the corpus of bad inputs."""
     return DATA
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The soak tests here are opt-in: they run only when `-m slow` asks for them."""
-    if "slow" in (config.getoption("markexpr") or ""):
-        return
-    here = Path(__file__).resolve().parent
-    skip = pytest.mark.skip(reason="soak test: run with -m slow")
-    for item in items:
-        if "slow" in item.keywords and here in Path(item.path).resolve().parents:
-            item.add_marker(skip)

@@ -105,6 +105,7 @@ def sent(workdir, cli, sendgrid_env, audience, db_path, tmp_path):
     return pristine, events, snapshot(reference)
 
 
+@pytest.mark.slow  # a kill -9 loop
 def test_kill_9_of_events_import_never_half_applies(workdir, cli, sent, db_path, monkeypatch):
     pristine, events, reference = sent
     rng = random.Random(SEED)
@@ -163,6 +164,7 @@ def serve(workdir: Path, port: int):
     return process, url
 
 
+@pytest.mark.slow  # a kill -9 loop
 def test_kill_9_of_the_webhook_server_mid_post_is_retried_never_half_applied(
     workdir, sent, monkeypatch
 ):

@@ -6,7 +6,7 @@ between requests, while recording), resumes with the same command, and checks th
 server's own log against the tracking database. After a resume every recipient is `accepted`
 (received exactly once) or `unknown` (the killed process never heard the answer; received at
 most once, and never re-sent without --resend-unknown). The schedule is fixed by the seed, so
-a failure can be replayed; `-m slow` runs a longer soak.
+a failure can be replayed; `-m "slow or not slow"` adds a longer soak.
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ def sendgrid_repeats(workdir, cli, sg, audience, monkeypatch, points, args) -> l
     return left
 
 
+@pytest.mark.slow  # a kill -9 loop; tests/test_crash.py kills once in the default run
 def test_kill_9_of_bulletin_send_at_random_points(
     workdir, cli, sendgrid_env, audience, monkeypatch
 ):
@@ -126,6 +127,7 @@ def test_kill_9_of_bulletin_send_at_random_points(
     assert any(counts.get("sending") for counts in left)
 
 
+@pytest.mark.slow  # a kill -9 loop; tests/test_crash.py kills once in the default run
 def test_kill_9_of_bulletin_run_at_random_points(workdir, cli, sendgrid_env, audience, monkeypatch):
     (workdir / "messages" / "eu-referendum.md").unlink()  # only the scheduled one is due
     (workdir / "messages" / "street.md").write_text(SCHEDULED, encoding="utf-8")
@@ -135,6 +137,7 @@ def test_kill_9_of_bulletin_run_at_random_points(workdir, cli, sendgrid_env, aud
     assert any(counts.get("sending") for counts in left)
 
 
+@pytest.mark.slow  # a kill -9 loop; tests/test_crash.py kills once in the default run
 def test_kill_9_of_an_smtp_send_at_random_points(workdir, cli, smtp_env, monkeypatch):
     audience = use_contacts(workdir, contacts_csv(150))  # three batches of 50 messages
     rng = random.Random(SEED + 2)
@@ -146,6 +149,7 @@ def test_kill_9_of_an_smtp_send_at_random_points(workdir, cli, smtp_env, monkeyp
         kill_and_resume(workdir, cli, smtp_env, db, audience, args, point, again=repeat == 0)
 
 
+@pytest.mark.slow  # a kill -9 loop; tests/test_crash.py kills once in the default run
 def test_kill_9_of_an_outbox_send_leaves_only_whole_files(workdir, cli, monkeypatch):
     """The outbox writes each .eml atomically: a kill never leaves half a message behind."""
     from email import message_from_bytes, policy

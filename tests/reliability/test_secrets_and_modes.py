@@ -87,7 +87,11 @@ def failing_commands(workdir, monkeypatch, sendgrid_server, debug: bool):
     yield "run --verbose, SMTP down", run(workdir, "run", "--verbose", "--now", "2026-07-06T07:32")
 
 
-@pytest.mark.parametrize("debug", [False, True], ids=["plain", "BULLETIN_DEBUG"])
+@pytest.mark.parametrize(
+    "debug",
+    [False, pytest.param(True, marks=pytest.mark.slow)],  # every failing command again (~15 s)
+    ids=["plain", "BULLETIN_DEBUG"],
+)
 def test_no_failing_command_shows_a_secret(canary_env, sendgrid_server, monkeypatch, debug):
     workdir = canary_env
     codes = {}

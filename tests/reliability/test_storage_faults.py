@@ -213,6 +213,7 @@ def test_a_read_only_database_is_a_clear_error_and_reads_still_work(
     assert integrity(db_path) == "ok"
 
 
+@pytest.mark.slow  # waits out SQLite's busy timeout twice (~30 s)
 def test_a_locked_database_is_a_clear_error_mid_send_and_at_the_start(
     workdir, sendgrid_env, audience, db_path
 ):
