@@ -36,8 +36,6 @@ SETTINGS_KEYS = (
     "BULLETIN_POSTAL_ADDRESS",
     "BULLETIN_PHONE",
     "BULLETIN_DEBUG",  # read by cli.py: tracebacks for developers
-    "BULLETIN_CHROMIUM",  # read by the test suite's browser fixture
-    "BULLETIN_PG_BIN",  # read by the test suite's PostgreSQL fixture
     "SENDGRID_API_KEY",
     "SENDGRID_WEBHOOK_PUBLIC_KEY",
     "SMTP_HOST",
@@ -47,6 +45,8 @@ SETTINGS_KEYS = (
     "SMTP_SECURITY",
     "SMTP_CONNECTIONS",
 )
+# Read by the test suite's fixtures (the browser and PostgreSQL), not by bulletin itself.
+TEST_SUITE_KEYS = ("BULLETIN_CHROMIUM", "BULLETIN_PG_BIN")
 SETTINGS_PREFIXES = ("BULLETIN_", "SMTP_", "SENDGRID_")
 # Numeric settings: (kind, default, lowest, highest). Out of range is refused, not clamped.
 NUMBERS: dict[str, tuple[type, float, float, float]] = {
@@ -150,7 +150,7 @@ def unknown_keys(sources: Mapping[str, str]) -> list[str]:
 
     warnings = []
     for key in sorted(sources):
-        if not key.startswith(SETTINGS_PREFIXES) or key in SETTINGS_KEYS:
+        if not key.startswith(SETTINGS_PREFIXES) or key in SETTINGS_KEYS or key in TEST_SUITE_KEYS:
             continue
         near = difflib.get_close_matches(key, SETTINGS_KEYS, n=1, cutoff=0.6)
         hint = f"did you mean {near[0]}?" if near else "see .env.example for the settings"

@@ -21,11 +21,11 @@ ENV_EXAMPLE = """\
 # BULLETIN_TRANSPORT=sendgrid            # sendgrid | smtp | outbox
 # SENDGRID_API_KEY=SG.xxxxxxxx
 # BULLETIN_SENDGRID_URL=https://api.sendgrid.com
+# BULLETIN_OPEN_TRACKING=on               # SendGrid open tracking (on | off)
+# BULLETIN_CLICK_TRACKING=off             # SendGrid click tracking; never on our own links
 # The sender's name is the organisation and unit, as in the email's header, unless
 # BULLETIN_FROM or a message's from: gives one ("Name <address>"): use one name everywhere.
 BULLETIN_FROM=bromley.neighbourhoods@example.org
-# BULLETIN_ORGANISATION="Metropolitan Police Service"
-# BULLETIN_UNIT="Bromley Borough"
 # BULLETIN_PRIVACY_URL=https://www.example.org/privacy   # linked from every email's footer
 # BULLETIN_REPLY_TO="Bromley Safer Neighbourhoods <bromley.snt@example.org>"
 # BULLETIN_DB=bulletin.db

@@ -47,7 +47,7 @@ def frame_text(page, which: str):
 def test_the_page_shows_everything_with_no_console_errors(page, live):
     expect = open_page(page, live)
     expect(page.locator("#sender")).to_have_text(
-        "Bromley Police <bromley.neighbourhoods@example.org>"
+        "Metropolitan Police Service, Bromley Borough <bromley.neighbourhoods@example.org>"
     )
     expect(page.locator("#preheader")).to_contain_text("After the EU Referendum")
     expect(page.locator("#text")).to_contain_text("Dear Margaret,")
