@@ -16,6 +16,7 @@ from bulletin.render import (
     template_environment,
     template_problem,
 )
+from bulletin.terminal import scrub_text
 
 ALWAYS_AVAILABLE = {"email"}
 
@@ -29,6 +30,9 @@ class Checked:
     contact_list: ContactList
     audience: list[Contact] = field(default_factory=list)  # in the audience, emailable or not
     problems: list[Problem] = field(default_factory=list)
+    # Links a contact's values would make unsafe: `check` fails on them; `send` leaves such a
+    # link out (render.safe_url) rather than stop a whole bulletin for one bad cell (issue 12).
+    link_problems: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +65,7 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
     problems += render_problems + _print_layout_problems(settings)
     contact_list = ContactList()
     audience: list[Contact] = []
+    link_problems: list[Problem] = []
     if include_contacts:
         files, file_problems = contacts_module.expand(message.contacts, settings.workdir)
         problems += [
@@ -82,6 +87,7 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
         if compiled is not None and files:
             problems += _placeholder_problems(message, compiled, contact_list)
             problems += _subject_field_problems(compiled, audience)
+            link_problems = _link_problems(compiled, audience)
         if files and not contact_list.problems and not missing and not audience:
             problems.append(
                 Problem(
@@ -90,7 +96,7 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                     "the audience is empty: no contact matches it",
                 )
             )
-    return Checked(message, compiled, contact_list, audience, problems)
+    return Checked(message, compiled, contact_list, audience, problems, link_problems)
 
 
 def _print_layout_problems(settings: Settings) -> list[Problem]:
@@ -131,6 +137,22 @@ def _subject_field_problems(compiled: CompiledEmail, audience: list[Contact]) ->
         for c in audience
         for key in compiled.subject_keys
         if has_line_break(c.get(key))
+    ]
+
+
+def _link_problems(compiled: CompiledEmail, audience: list[Contact]) -> list[Problem]:
+    """A contact's values that would make a link's final URL a refused scheme (issue 12)."""
+    if not compiled.slots.links:
+        return []
+    return [
+        Problem(
+            c.file,
+            c.line,
+            f"a link would become {scrub_text(url)[:60]!r} for this contact: only https, http, "
+            "mailto and tel links are allowed (it is left out when sent)",
+        )
+        for c in audience
+        for url in compiled.unsafe_links(c)
     ]
 
 

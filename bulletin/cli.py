@@ -131,6 +131,7 @@ def check(message: MessageArg) -> None:
     checked = check_message(message, settings())
     for duplicate in checked.contact_list.duplicates:
         note(str(duplicate))
+    checked.problems.extend(checked.link_problems)
     checked.raise_for_problems("fix them and run bulletin check again")
     recipients, postal = len(checked.recipients), len(checked.postal)
     echo(

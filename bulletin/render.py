@@ -31,9 +31,12 @@ from bulletin.message import Message
 
 UNSUBSCRIBE = "@unsubscribe"  # the slot for the per-recipient unsubscribe link
 SUBJECT_RULE = "@subject_rule"  # "=====" as long as this recipient's subject (email.txt)
-URL_OF = "@url:"  # "@url:N": slot N's value where it starts a link, with its scheme checked
-# A slot whose value would start an href/src decides the link's scheme (javascript:…).
-_URL_START = re.compile("((?:href|src)\\s*=\\s*[\"']?)\ue000(\\d+)\ue001", re.IGNORECASE)
+URL_OF = "@url:"  # "@url:N": link N (an href/src holding slots) filled, its scheme checked
+# An href/src whose value holds a slot: the whole final URL decides its scheme (issue 12:
+# `java{{ x }}`, `{{ base }}{{ path }}`, `&#9;{{ x }}` all made javascript: links).
+_URL_ATTRIBUTE = re.compile(
+    r"""(\b(?:href|src)\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE
+)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _URL_CONTROL = re.compile(r"[\x00-\x20\x7f]+")
 _TOKEN = re.compile("\ue000(\\d+)\ue001")
@@ -93,6 +96,7 @@ class Slots:
 
     def __init__(self) -> None:
         self.keys: list[tuple[str, str]] = []  # (field key, fallback)
+        self.links: list[tuple[Part, ...]] = []  # href/src values holding slots (URL_OF)
         self._index: dict[tuple[str, str], int] = {}
 
     def token_for(self, key: str, fallback: str = "") -> str:
@@ -111,10 +115,16 @@ class Slots:
         return self._index.get((key, ""))
 
     def guard_urls(self, html_text: str) -> str:
-        """Give each slot that starts a link its own slot whose value has a safe scheme."""
-        return _URL_START.sub(
-            lambda m: m.group(1) + self.token_for(f"{URL_OF}{m.group(2)}"), html_text
-        )
+        """Make each href/src that holds a slot one slot of its own, checked once filled."""
+
+        def guard(match: re.Match[str]) -> str:
+            value = next(v for v in match.group(2, 3, 4) if v is not None)
+            if "\ue000" not in value:
+                return match.group(0)
+            self.links.append(split(html.unescape(value)))
+            return f'{match.group(1)}"{self.token_for(f"{URL_OF}{len(self.links) - 1}")}"'
+
+        return _URL_ATTRIBUTE.sub(guard, html_text)
 
     def values(self, contact: Contact | None, unsubscribe_url: str = "") -> list[str]:
         get = contact.fields.get if contact is not None else {}.get
@@ -122,8 +132,8 @@ class Slots:
         for key, fallback in self.keys:
             if key == UNSUBSCRIBE:
                 out.append(unsubscribe_url)
-            elif key.startswith(URL_OF):  # always after the slot it refers to
-                out.append(safe_url(out[int(key[len(URL_OF) :])]))
+            elif key.startswith(URL_OF):  # always after the slots it is made of
+                out.append(safe_url(fill(self.links[int(key[len(URL_OF) :])], out)))
             else:
                 out.append(get(key) or fallback)
         return out
@@ -131,12 +141,14 @@ class Slots:
 
 def safe_url(value: str) -> str:
     """The value if its scheme is one we allow in links (or it has none), else empty."""
+    return value if url_allowed(value) else ""
+
+
+def url_allowed(value: str) -> bool:
+    """True if a final URL's scheme is https, http, mailto or tel, or it has none."""
     # Browsers drop tabs, newlines and control characters inside URLs ("java\tscript:").
-    bare = _URL_CONTROL.sub("", value)
-    scheme = _SCHEME.match(bare)
-    if scheme and scheme.group(1).lower() not in URL_SCHEMES:
-        return ""
-    return value
+    scheme = _SCHEME.match(_URL_CONTROL.sub("", value))
+    return not scheme or scheme.group(1).lower() in URL_SCHEMES
 
 
 class _Recipient:
@@ -186,6 +198,15 @@ class CompiledEmail:
             where = contact.where if contact else "message"
             raise InputError(f"{where}: a field used in the subject contains a line break")
         return Rendered(subject, fill(self.html, escaped), fill(self.text, values))
+
+    def unsafe_links(self, contact: Contact | None) -> list[str]:
+        """The links this contact's values would turn into a refused scheme (for `check`)."""
+        values = self.slots.values(contact)
+        return [
+            url
+            for url in (fill(parts, values) for parts in self.slots.links)
+            if not url_allowed(url)
+        ]
 
     def render_body_html(self, contact: Contact | None) -> str:
         return fill(self.body_html, [html.escape(v) for v in self.values(contact)])
@@ -255,6 +276,39 @@ def compile_email(
 
 
 ADDRESS_HEADERS = ("From", "To", "Reply-To")
+TEXT_HEADERS = ("Subject", "X-Bulletin-Category", "X-Bulletin-Reference")
+
+
+def encoded_words(text: str, size: int = 45) -> list[str]:
+    """`text` as RFC 2047 encoded-words (UTF-8, base64) that decode to exactly `text`.
+
+    Chunks end between words where possible and never inside a character; each word stays
+    within 75 characters.
+    """
+    words, chunk = [], b""
+    for character in text:
+        encoded = character.encode("utf-8", "surrogatepass")
+        if len(chunk) + len(encoded) > size:
+            cut = chunk.rfind(b" ") + 1 or len(chunk)  # between words where possible
+            words.append(chunk[:cut])
+            chunk = chunk[cut:]
+        chunk += encoded
+    words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words]
+
+
+def header_text(value: str) -> str:
+    """An unstructured header value (subject, category, reference) ready to write as it is.
+
+    Printable ASCII is written as it is. Anything else, and any value holding `=?`, is
+    written here as encoded-words folded onto lines of their own, so the email package never
+    parses it: its parser decodes encoded-words and a refold then wrote a decoded CR/LF as a
+    real line break (CVE-2024-6923, not fixed in every 3.11/3.12 build). A contact named
+    `=?utf-8?b?DQpCY2M6IGV2aWxAZXZpbC5leGFtcGxl?=` therefore stays that text (issue 12).
+    """
+    if _PLAIN_HEADER.match(value) and "=?" not in value and len(value) <= 900:
+        return value
+    return "\r\n ".join(encoded_words(value))
 
 
 def mailbox(name: str, address: str) -> str:
@@ -271,17 +325,7 @@ def mailbox(name: str, address: str) -> str:
     if _PLAIN_HEADER.match(name) and "=?" not in name:
         value = formataddr((name, address))  # quotes a name with specials in it
     else:
-        words, chunk = [], b""
-        for character in name:
-            encoded = character.encode("utf-8")
-            if len(chunk) + len(encoded) > 45:  # an encoded-word stays within 75 characters
-                cut = chunk.rfind(b" ") + 1 or len(chunk)  # between words where possible
-                words.append(chunk[:cut])
-                chunk = chunk[cut:]
-            chunk += encoded
-        words.append(chunk)
-        value = " ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
-        value += f" <{address}>"
+        value = " ".join(encoded_words(name)) + f" <{address}>"
     return value if len(value) <= 900 else address  # a name that long is not shown
 
 
@@ -333,16 +377,26 @@ def build_mime(
     for name, value in _headers(
         compiled, rendered, to, to_name, unsubscribe_url, message_id, extra_headers, now
     ):
-        if name in ADDRESS_HEADERS:
-            mime.set_raw(name, value)  # already encoded: parsing it again would undo that
-        else:
-            mime[name] = value
+        # Already encoded (mailbox, header_text): parsing it again would undo that.
+        mime.set_raw(name, _written(name, value))
     mime.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     mime.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
     return mime
 
 
 _PLAIN_HEADER = re.compile(r"[\x20-\x7e]*\Z")
+
+
+def _written(name: str, value: str) -> str:
+    """A header value exactly as it goes on the wire: printable ASCII, never re-parsed."""
+    if name in TEXT_HEADERS:
+        value = header_text(value)
+    elif not _PLAIN_HEADER.match(value) or len(name) + len(value) > 996:
+        # Addresses are encoded by mailbox(); dates, ids and URLs are ours and ASCII.
+        raise ValueError(f"header {name} is not one line of printable ASCII")
+    return value
+
+
 _PART = (
     b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
 )
@@ -370,12 +424,7 @@ def message_bytes(
     for name, value in _headers(
         compiled, rendered, to, to_name, unsubscribe_url, message_id, extra_headers, now
     ):
-        if "\r" in value or "\n" in value:  # as EmailMessage refuses them
-            raise ValueError(f"header {name} contains a line break")
-        if len(name) + len(value) < 996 and _PLAIN_HEADER.match(value):
-            lines.append(f"{name}: {value}\r\n".encode("ascii"))
-        else:
-            lines.append(MAIL_POLICY.fold_binary(*MAIL_POLICY.header_store_parse(name, value)))
+        lines.append(f"{name}: {_written(name, value)}\r\n".encode("ascii"))
     boundary = ("=" * 15 + f"{random.randrange(sys.maxsize):019d}==").encode("ascii")
     lines += [
         b"MIME-Version: 1.0\r\n",
