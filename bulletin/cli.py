@@ -657,11 +657,11 @@ def suppress_list() -> None:
 
     with Tracker(settings().db_path) as tracker:
         rows = tracker.suppressions()
-    for row in rows:
-        echo(
-            f"{row['email'] or '(forgotten)'}\t{row['reason']}\t{row['source']}\t"
-            f"{row['created_at']}"
-        )
+    from bulletin.terminal import scrub_text
+
+    for row in rows:  # reasons come from bounces and webhook posts: no terminal escapes
+        cells = (row["email"] or "(forgotten)", row["reason"], row["source"], row["created_at"])
+        echo("\t".join(scrub_text(str(c)).replace("\t", " ") for c in cells))
     note(f"{len(rows)} suppressed address(es)")
 
 

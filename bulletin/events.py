@@ -156,10 +156,33 @@ def _timestamp(value: Any) -> int | None:
     return None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
+
+
+def _has_surrogate(obj: Any, depth: int = 0) -> bool:
+    """True if a string anywhere in a decoded event holds a lone surrogate (`"\udc80"`)."""
+    if isinstance(obj, str):
+        return bool(_SURROGATE.search(obj))
+    if depth > 50:
+        return True  # nested this deep is not an event either
+    if isinstance(obj, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v, depth + 1) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_surrogate(v, depth + 1) for v in obj)
+    return False
+
+
 def parse_event(obj: Any, payload: str | None = None) -> Event:
     """An `Event` from one decoded JSON value; ValueError saying why it is not an event."""
     if not isinstance(obj, dict):
         raise ValueError(f"expected an event object, found {type(obj).__name__}")
+    # A lone surrogate cannot be stored or hashed as UTF-8: one such event used to lose the
+    # whole post (a 500) or stop an import (issue 12). It is skipped and counted instead.
+    if (payload is None or _SURROGATE_ESCAPE.search(payload)) and _has_surrogate(obj):
+        raise ValueError(
+            "an event with an invalid character (a lone UTF-16 surrogate) or nested too deeply"
+        )
     kind = obj.get("event")
     if not isinstance(kind, str) or not kind.strip():
         raise ValueError('an event object without an "event" type')
@@ -464,9 +487,12 @@ def iter_json(
             continue
         try:
             value, end = decode(buf, pos)
-        except json.JSONDecodeError as error:
-            at = line + buf.count("\n", pos, error.pos)
-            detail = error.msg if at == line else f"{error.msg} on line {at}"
+        except (json.JSONDecodeError, RecursionError) as error:
+            if isinstance(error, RecursionError):  # a 200,000-deep array (issue 12)
+                at, detail = line, "nested too deeply"
+            else:
+                at = line + buf.count("\n", pos, error.pos)
+                detail = error.msg if at == line else f"{error.msg} on line {at}"
             yield Problem(name, line, f"not valid JSON ({detail}); skipped to the next event")
             # Resynchronise on the next line that begins with "{" or "[".
             start = pos + 1

@@ -7,6 +7,7 @@ tests/reliability/README.md point here.
 from __future__ import annotations
 
 import csv
+import json
 import re
 from email import message_from_bytes, policy
 from html import unescape
@@ -131,3 +132,93 @@ def test_12_4_no_javascript_url_after_substitution(workdir, cli, body):
     assert urls and not [u for u in urls if "javascript" in re.sub(r"[\x00-\x20]", "", u)]
     good = cli("preview", name, "--format", "html", "--contact", "bo@example.org").stdout
     assert "https://example.org" in good or "javascript-free" in good  # safe values kept
+
+
+# --- 2. forget leaves nothing behind -----------------------------------------------------------
+
+
+def bounce(email: str, delivery: int, reason: str, event_id: str) -> dict:
+    return {
+        "event": "bounce",
+        "type": "bounce",
+        "email": email,
+        "reason": reason,
+        "timestamp": 1467360000,
+        "sg_event_id": event_id,
+        "bulletin_send": "1",
+        "bulletin_delivery": str(delivery),
+    }
+
+
+def test_12_2_forget_scrubs_reasons_test_copies_and_tmp_files(workdir, cli, db_path):
+    person = "margaret.okafor@example.org"
+    cli("send", "eu-referendum", "--yes")
+    cli("send", "eu-referendum", "--test", person, "--yes")
+    outbox = workdir / "outbox"
+    (outbox / "1-0000099.eml.tmp").write_bytes(b"To: Margaret <" + person.upper().encode() + b">")
+    (outbox / "1-0000098.eml.tmp").write_bytes(b"To: someone.else@example.com\r\n")
+    reason = f"550 5.1.1 <{person}>: Recipient address rejected"
+    events = [bounce(person, 1, reason, "b-1")]
+    (workdir / "events.json").write_text(json.dumps(events), encoding="utf-8")
+    cli("events", "import", "events.json")
+    assert person in cli("suppress", "list").stdout
+    cli("forget", person)
+    listed = cli("suppress", "list").stdout
+    assert person not in listed.lower() and "(forgotten)" in listed
+    leftovers = [p.name for p in outbox.iterdir() if person.encode() in p.read_bytes().lower()]
+    assert not leftovers
+    assert (outbox / "1-0000098.eml.tmp").exists()  # someone else's is not ours to delete
+    assert person.encode() not in db_path.read_bytes().lower()
+
+
+# --- 5. malformed events are counted and skipped, the rest applied ---------------------------
+
+
+def test_12_5_lone_surrogates_wrong_types_and_deep_arrays_do_not_stop_an_import(
+    workdir, cli, db_path
+):
+    cli("send", "eu-referendum", "--yes")
+    good = [bounce("margaret.okafor@example.org", 1, "550 no such user", "good-1")]
+    bad = [
+        '{"event": "bounce", "email": "a\\udc80@example.org", "sg_event_id": "bad-1"}',
+        '{"event": "delivered", "email": "x@example.org", "reason": "\\ud800", "x": 1}',
+        '{"event": ["bounce"], "email": 5, "timestamp": "soon"}',
+        '{"event": "open", "email": {"a": 1}, "timestamp": 1e308, "sg_message_id": 7}',
+        '"just a string"',
+    ]
+    later = [bounce("david.oneill@example.com", 2, "550 gone", "good-2")]
+    text = "[\n" + ",\n".join([json.dumps(good[0]), *bad, json.dumps(later[0])]) + "\n]\n"
+    (workdir / "events.json").write_text(text, encoding="utf-8")
+    result = cli("events", "import", "events.json", expect=1)
+    assert "everything else was imported" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "example.org" not in result.stderr.replace("events.json", "")
+    listed = cli("suppress", "list").stdout
+    assert "margaret.okafor@example.org" in listed and "david.oneill@example.com" in listed
+    deep = "[" * 200_000 + "]" * 200_000
+    (workdir / "deep.json").write_text(deep + "\n" + json.dumps(later) + "\n", encoding="utf-8")
+    result = cli("events", "import", "deep.json", expect=1)
+    assert "nested too deeply" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_12_5_parse_event_refuses_surrogates_from_a_post():
+    from bulletin.events import parse_event
+
+    with pytest.raises(ValueError, match="surrogate"):
+        parse_event({"event": "bounce", "email": "a\udc80@example.org"})
+    with pytest.raises(ValueError, match="surrogate"):
+        parse_event({"event": "bounce", "nested": {"k": ["\ud800"]}})
+    assert parse_event({"event": "bounce", "email": "zoë@example.org 😀"}).kind == "bounce"
+
+
+# --- 12. terminal escapes from outside never reach the operator ------------------------------
+
+
+def test_12_12_suppress_list_strips_control_characters(workdir, cli):
+    cli("send", "eu-referendum", "--yes")
+    events = [bounce("priya.raman@example.net", 3, "550 \x1b[2J\x1b]0;pwned\x07 \x9b31m", "e1")]
+    (workdir / "events.json").write_text(json.dumps(events), encoding="utf-8")
+    cli("events", "import", "events.json")
+    listed = cli("suppress", "list").stdout
+    assert "priya.raman@example.net" in listed
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", listed)
