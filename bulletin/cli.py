@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from bulletin.errors import BulletinError, ExitCode, InputError
+from bulletin.files import write_output
 
 app = typer.Typer(
     help="Send the Borough Commander's key messages to Neighbourhood Watch co-ordinators, "
@@ -60,6 +61,12 @@ def settings():
     from bulletin.config import load_settings
 
     return load_settings()
+
+
+def tracker_for(config):
+    from bulletin.tracking import Tracker
+
+    return Tracker(config.db_path, timeout=config.db_timeout)
 
 
 def echo(text: str = "") -> None:
@@ -257,7 +264,7 @@ def _write_output(data: bytes, output: Path | None, open_it: bool, suffix: str) 
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    output.write_bytes(data)
+    write_output(output, data)
     note(f"Wrote {output} ({len(data):,} bytes)")
     if open_it:
         typer.launch(str(output))
@@ -307,7 +314,7 @@ def print_letters(
     data, count = previews.render_print(checked, settings(), notice=notice)
     kind = "notice" if notice else "letters"
     path = output or Path(f"{checked.message.name}-{kind}.pdf")
-    path.write_bytes(data)
+    write_output(path, data)
     echo(
         f"Wrote {path}: "
         + ("an A4 notice" if notice else f"{count} letter(s)")
@@ -541,7 +548,7 @@ def status(
     config = settings()
     if not config.db_path.exists():
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
-    with Tracker(config.db_path) as tracker:
+    with Tracker(config.db_path, timeout=config.db_timeout) as tracker:
         sends = [statuses.find_send(tracker, send_ref)] if send_ref else tracker.sends()
         summaries = [statuses.summary(tracker, s) for s in sends]
         if csv_path is not None:
@@ -625,9 +632,8 @@ def suppress_add(
 
     Example: bulletin suppress add someone@example.org --reason "asked by phone"
     """
-    from bulletin.tracking import Tracker
 
-    with Tracker(settings().db_path) as tracker:
+    with tracker_for(settings()) as tracker:
         for email in emails:
             added = tracker.suppress(email.strip(), reason, "manual")
             echo(f"{email}: " + ("suppressed" if added else "already suppressed"))
@@ -639,9 +645,8 @@ def suppress_remove(emails: Annotated[list[str], typer.Argument(help="addresses"
 
     Example: bulletin suppress remove someone@example.org
     """
-    from bulletin.tracking import Tracker
 
-    with Tracker(settings().db_path) as tracker:
+    with tracker_for(settings()) as tracker:
         for email in emails:
             removed = tracker.unsuppress(email)
             echo(f"{email}: " + ("removed" if removed else "was not on the list"))
@@ -653,9 +658,8 @@ def suppress_list() -> None:
 
     Example: bulletin suppress list
     """
-    from bulletin.tracking import Tracker
 
-    with Tracker(settings().db_path) as tracker:
+    with tracker_for(settings()) as tracker:
         rows = tracker.suppressions()
     from bulletin.terminal import scrub_text
 
@@ -750,13 +754,12 @@ def events_import(
     Example: bulletin events import sendgrid-events.json
     """
     from bulletin import events
-    from bulletin.tracking import Tracker
 
     def progress(tally: events.Tally) -> None:
         if sys.stderr.isatty():
             typer.echo(f"\r{tally.received:,} event(s) so far…", err=True, nl=False)
 
-    with Tracker(settings().db_path) as tracker:
+    with tracker_for(settings()) as tracker:
         tally = events.import_events(tracker, file, progress=progress)
     if sys.stderr.isatty():
         note("")
@@ -792,11 +795,11 @@ def report(
     config = settings()
     if not config.db_path.exists():
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
-    with Tracker(config.db_path) as tracker:
+    with Tracker(config.db_path, timeout=config.db_timeout) as tracker:
         send = statuses.find_send(tracker, send_ref)
         page = reports.render_report(tracker, send, config)
     path = output or Path(f"{send.message}-report.html")
-    path.write_text(page, encoding="utf-8")
+    write_output(path, page.encode("utf-8"))
     echo(f"Wrote {path} ({len(page.encode()):,} bytes): send #{send.id}, {send.subject}")
 
 

@@ -39,6 +39,7 @@ class Settings:
     stale_after_hours: float = 24.0
     retries: int = 5
     retry_max_wait: float = 60.0
+    db_timeout: float = 10.0  # how long to wait for another process's database lock
 
     @property
     def db_path(self) -> Path:
@@ -140,4 +141,5 @@ def load_settings(
         stale_after_hours=_number(env, "BULLETIN_STALE_AFTER_HOURS", 24.0),
         retries=int(_number(env, "BULLETIN_RETRIES", 5, int)),
         retry_max_wait=_number(env, "BULLETIN_RETRY_MAX_WAIT", 60.0),
+        db_timeout=_number(env, "BULLETIN_DB_TIMEOUT", 10.0),
     )

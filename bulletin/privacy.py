@@ -151,7 +151,10 @@ def forget(settings: Settings, email: str) -> Forgotten:
         raise InputError(f"{email!r} is not an email address; write e.g. name@example.org")
     key, digest = email_key(email), email_hash(email)
     result = Forgotten(email.strip())
-    with send_lock(settings.db_path), Tracker(settings.db_path) as tracker:
+    with (
+        send_lock(settings.db_path),
+        Tracker(settings.db_path, timeout=settings.db_timeout) as tracker,
+    ):
         _secure(tracker)
         columns = {r["name"] for r in tracker.execute("PRAGMA table_info(deliveries)")}
         blank = ", ".join(f"{c} = {v}" for c, v in PERSONAL_COLUMNS.items() if c in columns)
@@ -222,7 +225,10 @@ def purge(
     result = Purged(cutoff)
     if not settings.db_path.exists():
         return result
-    with send_lock(settings.db_path), Tracker(settings.db_path) as tracker:
+    with (
+        send_lock(settings.db_path),
+        Tracker(settings.db_path, timeout=settings.db_timeout) as tracker,
+    ):
         _secure(tracker)
         purged = {r[0] for r in tracker.execute("SELECT send_id FROM purged_sends")}
         old = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import time
 import urllib.error
 from html import escape
 
@@ -218,7 +217,7 @@ class SendGridTransport:
         reset = headers.get("X-RateLimit-Reset")
         if reset:
             try:
-                return min(cap, max(0.0, float(reset) - time.time()) + 0.1)
+                return min(cap, max(0.0, float(reset) - self.waiter.now()) + 0.1)
             except ValueError:
                 pass
         return backoff(attempt, cap)

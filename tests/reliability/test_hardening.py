@@ -222,3 +222,94 @@ def test_12_12_suppress_list_strips_control_characters(workdir, cli):
     listed = cli("suppress", "list").stdout
     assert "priya.raman@example.net" in listed
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", listed)
+
+
+# --- 7. the send lock follows the file, not the path ------------------------------------------
+
+
+def test_12_7_a_symlinked_database_alias_takes_the_same_lock(workdir, cli, db_path):
+    from bulletin.send import Busy, send_lock
+
+    cli("send", "eu-referendum", "--dry-run")
+    cli("suppress", "add", "nobody@example.org")  # creates bulletin.db
+    alias = workdir / "alias.db"
+    alias.symlink_to(db_path)
+    with send_lock(db_path), pytest.raises(Busy), send_lock(alias):
+        pass
+
+
+def test_12_7_resend_unknown_through_an_alias_sends_no_second_copy(
+    workdir, cli, db_path, smtp_env, monkeypatch
+):
+    from bulletin.send import send_lock
+
+    cli("suppress", "add", "nobody@example.org")
+    (workdir / "alias.db").symlink_to(db_path)
+    with send_lock(db_path):  # a send running on bulletin.db …
+        monkeypatch.setenv("BULLETIN_DB", "alias.db")
+        result = cli("send", "eu-referendum", "--yes", "--resend-unknown", expect=4)
+        assert "another bulletin send is running" in result.stderr
+    assert smtp_env.messages == []
+    cli("send", "eu-referendum", "--yes", "--resend-unknown")
+    cli("send", "eu-referendum", "--yes", "--resend-unknown")
+    sent = [to for _, recipients, _ in smtp_env.messages for to in recipients]
+    assert sent and len(sent) == len(set(sent))
+
+
+# --- 8. no planted symlinks followed; no shared outbox folder ---------------------------------
+
+
+def test_12_8_outbox_and_notice_files_never_follow_a_planted_symlink(workdir, cli, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious", encoding="utf-8")
+    outbox = workdir / "outbox"
+    outbox.mkdir(mode=0o700)
+    for n in range(1, 5):  # the names the next send will write, and their temporary files
+        (outbox / f"1-{n:07d}.eml.tmp").symlink_to(victim)
+    cli("send", "eu-referendum", "--yes")
+    assert victim.read_text(encoding="utf-8") == "precious"
+    assert not [p for p in outbox.iterdir() if p.is_symlink()]
+    (workdir / "bulletin.db.lock").unlink()
+    (workdir / "bulletin.db.lock").symlink_to(victim)
+    result = cli("forget", "priya.raman@example.net", expect=1)  # takes the send lock
+    assert "symbolic link" in result.stderr and "Traceback" not in result.stderr
+    assert victim.read_text(encoding="utf-8") == "precious"
+
+
+@pytest.mark.parametrize("kind", ["world-writable", "symlink"])
+def test_12_8_an_unsafe_outbox_folder_is_refused(workdir, cli, tmp_path, kind):
+    if kind == "symlink":
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        (workdir / "outbox").symlink_to(elsewhere)
+    else:
+        (workdir / "outbox").mkdir()
+        (workdir / "outbox").chmod(0o777)
+    result = cli("send", "eu-referendum", "--yes", expect=1)
+    error = result.stderr.strip().splitlines()[-1]  # after the plan's summary
+    assert error.startswith("Error") or "outbox" in error
+    assert ("chmod 700" if kind != "symlink" else "symbolic link") in error
+    assert not list((workdir / "outbox").glob("*.eml"))
+
+
+# --- 13. personal data written 0600 whatever the umask ----------------------------------------
+
+
+def test_12_13_files_with_personal_data_are_0600_under_umask_022(workdir, cli, monkeypatch):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        (workdir / "status.csv").write_text("old", encoding="utf-8")
+        (workdir / "status.csv").chmod(0o644)  # an existing file is made private too
+        monkeypatch.setenv("BULLETIN_LOG", "logs/bulletin.log")
+        cli("send", "eu-referendum", "--yes")
+        cli("run", "--now", "2030-01-01T09:00")
+        cli("status", "--csv", "status.csv")
+        cli("preview", "eu-referendum", "--format", "html", "-o", "preview.html")
+        cli("print", "eu-referendum", "-o", "letters.pdf")
+        cli("report", "eu-referendum", "-o", "report.html")
+    finally:
+        os.umask(old)
+    for name in ("status.csv", "preview.html", "letters.pdf", "report.html", "logs/bulletin.log"):
+        assert (workdir / name).stat().st_mode & 0o777 == 0o600, name
