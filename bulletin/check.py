@@ -13,6 +13,7 @@ from bulletin.message import Message, load_message, resolve_path
 from bulletin.render import (
     CompiledEmail,
     compile_email,
+    image_problems,
     template_environment,
     template_problem,
 )
@@ -88,6 +89,8 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
             problems += _placeholder_problems(message, compiled, contact_list)
             problems += _subject_field_problems(compiled, audience)
             link_problems = _link_problems(compiled, audience)
+    if compiled is not None:
+        link_problems += image_problems(compiled, settings.workdir)
         if files and not contact_list.problems and not missing and not audience:
             problems.append(
                 Problem(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,34 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
     return value
 
 
+MIN_SECRET = 32
+PLACEHOLDER_SECRET = "a-long-random-string"  # the .env.example line
+_BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_secrets(api_key: str, smtp_password: str, secret: str) -> None:
+    """Refuse malformed secrets here, naming the setting and never echoing the value (issue 12):
+    an API key holding a newline was printed whole in a header-value traceback."""
+    if api_key and _BLANK_OR_CONTROL.search(api_key):
+        raise ConfigError(
+            "SENDGRID_API_KEY contains a space, tab or line break; copy the key again into .env "
+            "(it is not shown here)"
+        )
+    if smtp_password and _CONTROL.search(smtp_password):
+        raise ConfigError("SMTP_PASSWORD contains a control character or line break; fix .env")
+    if secret and (_CONTROL.search(secret) or secret.strip() == PLACEHOLDER_SECRET):
+        raise ConfigError(
+            "BULLETIN_SECRET is the .env.example placeholder or holds a control character; "
+            'set a random one, e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    if secret and len(secret) < MIN_SECRET:
+        raise ConfigError(
+            f"BULLETIN_SECRET is shorter than {MIN_SECRET} characters; set a random one, e.g. "
+            'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+
+
 def load_settings(
     workdir: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -116,6 +145,7 @@ def load_settings(
         )
     default_port = {"ssl": 465, "starttls": 587, "none": 25}[security]
     log_file = get("BULLETIN_LOG")
+    _check_secrets(api_key, env.get("SMTP_PASSWORD", ""), env.get("BULLETIN_SECRET", ""))
     return Settings(
         workdir=workdir,
         transport=transport,

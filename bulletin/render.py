@@ -68,11 +68,15 @@ def packaged_templates() -> Path:
 
 
 def template_environment(workdir: Path):
-    """Our own layouts: `templates/` in the working folder overrides the packaged ones."""
+    """Our own layouts: `templates/` in the working folder overrides the packaged ones.
+
+    Sandboxed: an edited template cannot reach Python (`cycler.__init__.__globals__`, issue 12).
+    """
     import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
 
     folders = [workdir / "templates", packaged_templates()]
-    return jinja2.Environment(
+    return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader([str(f) for f in folders if f.is_dir()]),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml"]),
         undefined=jinja2.StrictUndefined,
@@ -212,6 +216,38 @@ class CompiledEmail:
         return fill(self.body_html, [html.escape(v) for v in self.values(contact)])
 
 
+_SLOT_MARK = re.compile("[\ue000\ue001]")
+
+
+def _without_slot_marks(message: Message, problems: list[Problem]) -> Message:
+    """U+E000/U+E001 mark our placeholder slots: refuse them in a message (issue 12).
+
+    Left in, `\ue00042\ue001` in a body made `send` raise IndexError mid-batch, and a smaller
+    number put another slot's value (the unsubscribe URL) into the text. They are reported
+    and replaced by U+FFFD, so rendering never trips over them.
+    """
+    import dataclasses
+
+    changes = {}
+    for name in ("subject", "preheader", "body", "reference", "category"):
+        value = getattr(message, name, None)
+        if isinstance(value, str) and _SLOT_MARK.search(value):
+            key = {"body": None}.get(name, name)
+            line = message.body_line if key is None else message.line_of(key) or 1
+            if key is None:
+                line += value[: _SLOT_MARK.search(value).start()].count("\n")
+            problems.append(
+                Problem(
+                    message.shown,
+                    line,
+                    f"{name} contains a private-use character (U+E000/U+E001) that bulletin "
+                    "uses internally; remove it",
+                )
+            )
+            changes[name] = _SLOT_MARK.sub("\ufffd", value)
+    return dataclasses.replace(message, **changes) if changes else message
+
+
 def compile_email(
     message: Message, workdir: Path, *, organisation: str = "", unit: str = ""
 ) -> tuple[CompiledEmail | None, list[Problem]]:
@@ -220,6 +256,8 @@ def compile_email(
 
     problems: list[Problem] = []
     slots = Slots()
+    message = _without_slot_marks(message, problems)
+    organisation, unit = _SLOT_MARK.sub("\ufffd", organisation), _SLOT_MARK.sub("\ufffd", unit)
     subject_segments, subject_problems = fields.parse(
         message.subject, file=message.shown, first_line=message.line_of("subject") or 1
     )
@@ -501,9 +539,83 @@ def render_pdf(
         page = _print_page(
             environment, workdir, [letter], subject, compiled, organisation, unit, day, notice
         )
-        documents.append(HTML(string=page, base_url=str(base) + "/").render())
+        fetcher = pdf_url_fetcher([workdir, packaged_templates()])
+        documents.append(HTML(string=page, base_url=str(base) + "/", url_fetcher=fetcher).render())
     pages = [page for document in documents for page in document.pages]
     return documents[0].copy(pages).write_pdf()
+
+
+def local_resource(url: str, roots: Sequence[Path]) -> str | None:
+    """Why a PDF may not fetch `url` (None: it may): only files inside `roots`, and data: URLs.
+
+    WeasyPrint would otherwise request `http://…` images during `preview --format pdf` and
+    embed any local file it was pointed at, such as `/some/private.png` (issue 12).
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "data":
+        return None
+    if parts.scheme not in ("file", ""):
+        return "a remote resource (only files in the working folder are used)"
+    try:
+        path = Path(unquote(parts.path)).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return "an unreadable path"
+    if not any(path.is_relative_to(root.resolve()) for root in roots):
+        return "a file outside the working folder"
+    return None
+
+
+_IMG_SRC = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+
+
+def image_problems(compiled: CompiledEmail, workdir: Path) -> list[Problem]:
+    """Images a PDF would not show: remote ones, or files outside the working folder."""
+    from urllib.parse import urljoin
+
+    base = workdir / "templates"
+    base = base if (base / "print.css").is_file() else packaged_templates()
+    problems = []
+    for match in _IMG_SRC.finditer(fill(compiled.body_html, [""] * len(compiled.slots.keys))):
+        src = html.unescape(match.group(1) or match.group(2) or "")
+        if not src or "\ue000" in src:
+            continue
+        refused = local_resource(urljoin(base.as_uri() + "/", src), [workdir, packaged_templates()])
+        if refused:
+            problems.append(
+                Problem(
+                    compiled.message.shown,
+                    None,
+                    f"image {src[:80]!r} is {refused}: PDFs (print, preview) leave it out",
+                )
+            )
+    return problems
+
+
+def pdf_url_fetcher(roots: Sequence[Path]):
+    """WeasyPrint's fetcher, refusing whatever `local_resource` refuses."""
+    from weasyprint import urls
+
+    def check(url: str) -> None:
+        refused = local_resource(url, roots)
+        if refused:
+            raise ValueError(f"not fetched: {refused}")
+
+    if hasattr(urls, "URLFetcher"):  # WeasyPrint ≥ 68
+
+        class Fetcher(urls.URLFetcher):
+            def fetch(self, url, headers=None):
+                check(url)
+                return super().fetch(url, headers)
+
+        return Fetcher()
+
+    def fetcher(url, *args, **kwargs):  # older releases: a function returning a dict
+        check(url)
+        return urls.default_url_fetcher(url, *args, **kwargs)
+
+    return fetcher
 
 
 def _print_page(

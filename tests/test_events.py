@@ -24,7 +24,7 @@ T0 = 1_719_820_800  # 2024-07-01 08:00 UTC
 @pytest.fixture
 def sent(workdir, cli, monkeypatch):
     """The example letter sent to the 34 sample contacts through the outbox."""
-    monkeypatch.setenv("BULLETIN_SECRET", "events-test-secret")
+    monkeypatch.setenv("BULLETIN_SECRET", "events-test-secret-0123456789abcdef")
     cli("send", "eu-referendum", "--yes")
     return workdir
 

@@ -17,7 +17,7 @@ T0 = 1_719_820_800  # 2024-07-01 08:00 UTC, 09:00 in London
 
 @pytest.fixture
 def sent(workdir, cli, monkeypatch):
-    monkeypatch.setenv("BULLETIN_SECRET", "report-test-secret")
+    monkeypatch.setenv("BULLETIN_SECRET", "report-test-secret-0123456789abcdef")
     (workdir / "contacts" / "extra.csv").write_text(
         "email,first_name,ward\n"
         "evil@example.net,Eve,<img src=x onerror=alert(1)>\n"

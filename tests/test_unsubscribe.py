@@ -20,7 +20,7 @@ from bulletin.config import load_settings
 from bulletin.server import make_server
 from bulletin.unsubscribe import make_token, verify_token
 
-SECRET = "unsubscribe-test-secret"
+SECRET = "unsubscribe-test-secret-0123456789"
 PUBLIC = "https://bulletin.example.org"
 
 

@@ -313,3 +313,117 @@ def test_12_13_files_with_personal_data_are_0600_under_umask_022(workdir, cli, m
         os.umask(old)
     for name in ("status.csv", "preview.html", "letters.pdf", "report.html", "logs/bulletin.log"):
         assert (workdir / name).stat().st_mode & 0o777 == 0o600, name
+
+
+# --- 9. PDFs fetch nothing remote and embed no file outside the working folder ----------------
+
+
+def test_12_9_pdf_rendering_fetches_no_url_and_no_outside_file(workdir, cli, tmp_path):
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    private = tmp_path / "private.png"
+    private.write_bytes(PNG)
+    (workdir / "logo.png").write_bytes(PNG)
+    port = server.server_address[1]
+    body = f"![b](http://127.0.0.1:{port}/x.png) ![a]({private}) ![ok](file://{private})"
+    try:
+        name = write_message(workdir, "images", body)
+        result = cli("check", name, expect=1)
+        assert "a remote resource" in result.stderr
+        assert result.stderr.count("a file outside the working folder") == 1  # nh3 drops file:
+        cli("preview", name, "--format", "pdf", "-o", "images.pdf")
+    finally:
+        server.shutdown()
+    assert hits == []
+    from pypdf import PdfReader
+
+    reader = PdfReader(workdir / "images.pdf")
+    images = [image for page in reader.pages for image in page.images]
+    assert images == []
+    local = write_message(workdir, "local", "![logo](logo.png)")
+    cli("check", local)
+
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2264d"
+    "0e0000000049454e44ae426082"
+)
+
+
+# --- 10. secrets' shape checked at load, never echoed -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("SENDGRID_API_KEY", "SG.canary-key\nX-Evil: 1", "SENDGRID_API_KEY contains"),
+        ("SENDGRID_API_KEY", "SG.canary key", "SENDGRID_API_KEY contains"),
+        ("SMTP_PASSWORD", "canary\r\npass", "SMTP_PASSWORD contains"),
+        ("BULLETIN_SECRET", "canary-short", "shorter than 32"),
+        ("BULLETIN_SECRET", "a-long-random-string", "placeholder"),
+    ],
+)
+def test_12_10_malformed_secrets_are_refused_without_echo(workdir, cli, name, value, words):
+    (workdir / ".env").write_text(f"{name}={json.dumps(value)}\n", encoding="utf-8")
+    for args in (["send", "eu-referendum", "--yes"], ["check", "eu-referendum"]):
+        result = cli(*args, expect=1)
+        assert words in result.stderr and "canary" not in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
+
+
+# --- 11. private-use characters U+E000/U+E001 are refused, never crash ------------------------
+
+
+@pytest.mark.parametrize("slot", ["\ue00042\ue001", "\ue0000\ue001", "\ue001\ue000"])
+def test_12_11_private_use_slot_marks_are_refused_and_never_crash(workdir, cli, slot):
+    name = write_message(workdir, "pua", f"Dear {{{{ first_name }}}},\n\nSee {slot} here.")
+    result = cli("check", name, expect=1)
+    assert "private-use character" in result.stderr and "pua.md:7" in result.stderr
+    from bulletin.check import check_message
+    from bulletin.config import load_settings
+
+    checked = check_message(name, load_settings(workdir, environ={}))
+    rendered = checked.compiled.render(checked.recipients[0], "https://example.org/u?t=SECRETURL")
+    assert rendered.text.count("SECRETURL") == 1  # only in its own place, the footer
+    assert "\ue000" not in rendered.html and "\ufffd" in rendered.text
+
+
+# --- 14. sandboxed layouts; control characters refused in header-bound front matter -----------
+
+
+def test_12_14_templates_are_sandboxed(workdir, cli):
+    layout = workdir / "templates" / "email.html"
+    payload = '{{ cycler.__init__.__globals__.os.popen("echo pwned-$((6*7))").read() }}'
+    layout.write_text(payload + layout.read_text(encoding="utf-8"), encoding="utf-8")
+    result = cli("check", "eu-referendum", expect=1)
+    assert "template error" in result.stderr and "pwned-42" not in result.stderr
+    preview = cli("preview", "eu-referendum", "--format", "html", expect=1)
+    assert "pwned-42" not in preview.stdout
+
+
+@pytest.mark.parametrize("key", ["subject", "from", "reply_to", "category", "reference"])
+@pytest.mark.parametrize("char", ["\\0", "\\e", "\\x7f", "\\x9b"])
+def test_12_14_control_characters_in_header_front_matter_are_refused(workdir, cli, key, char):
+    values = {"subject": "Hello", "from": FROM, "reply_to": FROM, "category": "news"}
+    values["reference"] = "BR-1"
+    value = values[key]
+    values[key] = value.replace("<", f"{char}<") if "<" in value else value + char
+    head = "".join(f'{k}: "{v}"\n' for k, v in values.items())
+    yaml_message(workdir, "ctl", f"---\n{head}---\nHello\n")
+    result = cli("check", "ctl", expect=1)
+    assert f"{key} contains a control character" in result.stderr or "must be" in result.stderr
