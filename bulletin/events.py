@@ -9,10 +9,11 @@ Rules (issue 5):
 - An event maps to a delivery by the custom_args every send attaches (`bulletin_send`,
   `bulletin_delivery`, top-level keys of the event). Without them, by `sg_message_id` (its
   part before the first "." is the X-Message-Id we stored; one request, and so one id, covers
-  up to 1,000 recipients, so the address picks among them), then by the address alone (its
-  latest send that got past `pending`). Both fallbacks start from the address's few
-  deliveries, an index lookup; an event with no address matches by `sg_message_id` only if
-  exactly one delivery has it. Custom args that name no delivery of this database (another
+  up to 1,000 recipients, so the address picks among them), never by the address alone: an
+  event with neither is another app's on the same SendGrid account, kept unmatched, and it
+  changes no delivery and no suppression (issue 12). The fallback starts from the address's
+  few deliveries, an index lookup; an event with no address matches by `sg_message_id` only
+  if exactly one delivery has it. Custom args that name no delivery of this database (another
   installation, a deleted database) are not guessed at, and test copies (`bulletin_test`)
   belong to no delivery: such events are kept unmatched.
 - Duplicates (same `sg_event_id`; SendGrid retries) are ignored. An event without an id gets
@@ -25,7 +26,8 @@ Rules (issue 5):
   keep the first outcome recorded. `pending` rows are never changed (they were not sent).
   `open` and `click` only set flags and first/last times.
 - Hard bounces (type "bounce", not "blocked"), drops for a bounced/invalid/unsubscribed/spam-
-  reporting address, spam reports and unsubscribes put the address on the suppression list.
+  reporting address, spam reports and unsubscribes put the address on the suppression list,
+  if the event matched a delivery or carries bulletin's custom_args.
 - Events that match no delivery are still stored (delivery_id NULL) and counted.
 """
 
@@ -301,8 +303,9 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
         row = None
         if event.message_id:
             row = next((r for r in rows if r["message_id"] == event.message_id), None)
-        if row is None:  # the address's latest send that got past `pending`
-            row = max((r for r in rows if r["state"] != "pending"), key=_id, default=None)
+        # No address-only fallback (issue 12): an event without bulletin's custom_args and
+        # with no sg_message_id of ours is another app's or another list's on the same
+        # SendGrid account, and must not change bulletin's deliveries or suppressions.
         if row is not None:
             matched[index] = target(row)
     # No address at all: the message id alone, if it names exactly one delivery.
@@ -372,7 +375,7 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
         )
         reason = event.suppression()
         address = target.email if target else event.email
-        if reason and "@" in address:
+        if reason and "@" in address and (target is not None or event.has_custom_args):
             suppress.append((address, reason, "sendgrid"))
         if target is None:
             tally.unknown += 1

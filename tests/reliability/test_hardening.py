@@ -427,3 +427,20 @@ def test_12_14_control_characters_in_header_front_matter_are_refused(workdir, cl
     yaml_message(workdir, "ctl", f"---\n{head}---\nHello\n")
     result = cli("check", "ctl", expect=1)
     assert f"{key} contains a control character" in result.stderr or "must be" in result.stderr
+
+
+# --- 14. relative contacts: globs stay inside the working folder ------------------------------
+
+
+def test_12_14_relative_contact_globs_are_confined_to_the_working_folder(workdir, cli, tmp_path):
+    other = tmp_path / "other" / "contacts"
+    other.mkdir(parents=True)
+    (other / "theirs.csv").write_text("email\nsomeone@example.com\n", encoding="utf-8")
+    name = write_message(workdir, "escape", "Hello", contacts=["../other/contacts/*.csv"])
+    result = cli("check", name, expect=1)
+    assert "names files outside the working folder" in result.stderr
+    (workdir / "contacts" / "link.csv").symlink_to(other / "theirs.csv")
+    assert "outside the working folder" in cli("check", "eu-referendum", expect=1).stderr
+    (workdir / "contacts" / "link.csv").unlink()
+    absolute = write_message(workdir, "absolute", "Hello", contacts=[str(other / "*.csv")])
+    cli("check", absolute)  # an absolute path is a deliberate choice
