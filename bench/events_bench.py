@@ -257,7 +257,7 @@ def main() -> None:
         rows = make_database(folder / "rows.db")
         print(f"{DELIVERIES:,} deliveries in 4 sends ({PER_REQUEST} per X-Message-Id)")
         if not options.skip_import:
-            bench_import(folder, options.events, {**env, "BULLETIN_SECRET": "x"}, rows)
+            bench_import(folder, options.events, {**env, "BULLETIN_SECRET": "x" * 32}, rows)
         for clients in (1, 2):
             bench_webhook(folder, env, rows, options.posts, clients)
 

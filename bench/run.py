@@ -58,7 +58,7 @@ VENV = BENCH / ".venv-mailmerge"
 sys.path.insert(0, str(ROOT / "tests"))
 
 API_KEY = "SG.bench-key"
-SECRET = "bench-secret-not-for-production"
+SECRET = "bench-secret-not-for-production-0123"
 PUBLIC_URL = "https://bulletin.example.org"
 MESSAGE = "eu-referendum"
 SIZES = {"1k": 1_000, "10k": 10_000, "100k": 100_000}

@@ -22,10 +22,12 @@ from bulletin.message import (
 from bulletin.render import (
     CompiledEmail,
     compile_email,
+    image_problems,
     sender_identity,
     template_environment,
     template_problem,
 )
+from bulletin.terminal import scrub_text
 
 ALWAYS_AVAILABLE = {"email"}
 # Reserved for examples and tests (RFC 2606, RFC 6761): the sample contacts live here, and no
@@ -51,6 +53,9 @@ class Checked:
     over_limits: list[Problem] = field(default_factory=list)
     # Letters `print` would refuse; they fail `check` but do not stop an email send.
     letter_problems: list[Problem] = field(default_factory=list)
+    # Links a contact's values would make unsafe: `check` fails on them; `send` leaves such a
+    # link out (render.safe_url) rather than stop a whole bulletin for one bad cell (issue 12).
+    link_problems: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -103,6 +108,7 @@ def check_message(
     problems += _scaffold_problems(message) + render_problems + _print_layout_problems(settings)
     contact_list = ContactList()
     audience: list[Contact] = []
+    link_problems: list[Problem] = []
     if include_contacts:
         files, file_problems = contacts_module.expand(message.contacts, settings.workdir)
         problems += [
@@ -125,6 +131,7 @@ def check_message(
         if compiled is not None and files:
             problems += _placeholder_problems(message, compiled, contact_list)
             problems += _subject_field_problems(compiled, audience)
+            link_problems = _link_problems(compiled, audience)
         if _delivers_for_real(settings, transport or settings.transport):
             problems += _reserved_domain_problems(
                 [c for c in audience if c.email], transport or settings.transport
@@ -137,6 +144,8 @@ def check_message(
                     "the audience is empty: no contact matches it",
                 )
             )
+    if compiled is not None:
+        link_problems += image_problems(compiled, settings.workdir)
     warnings = accessibility_problems(message.body, message.shown, message.body_line)
     if message.sender is not None and identity and message.sender.name != identity:
         warnings.append(
@@ -150,7 +159,14 @@ def check_message(
         )
     letters = address_problems([c for c in audience if c.postal_only])
     checked = Checked(
-        message, compiled, contact_list, audience, problems, warnings, letter_problems=letters
+        message,
+        compiled,
+        contact_list,
+        audience,
+        problems,
+        warnings,
+        letter_problems=letters,
+        link_problems=link_problems,
     )
     if settings.transport == "sendgrid":
         check_transport_limits(checked, settings, "sendgrid")
@@ -343,6 +359,22 @@ def _subject_field_problems(compiled: CompiledEmail, audience: list[Contact]) ->
         for c in audience
         for key in compiled.subject_keys
         if has_line_break(c.get(key))
+    ]
+
+
+def _link_problems(compiled: CompiledEmail, audience: list[Contact]) -> list[Problem]:
+    """A contact's values that would make a link's final URL a refused scheme (issue 12)."""
+    if not compiled.slots.links:
+        return []
+    return [
+        Problem(
+            c.file,
+            c.line,
+            f"a link would become {scrub_text(url)[:60]!r} for this contact: only https, http, "
+            "mailto and tel links are allowed (it is left out when sent)",
+        )
+        for c in audience
+        for url in compiled.unsafe_links(c)
     ]
 
 

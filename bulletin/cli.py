@@ -148,6 +148,12 @@ def settings():
     return config
 
 
+def tracker_for(config):
+    from bulletin.tracking import Tracker
+
+    return Tracker(config.db_path, timeout=config.db_timeout)
+
+
 def echo(text: str = "") -> None:
     typer.echo(text)
 
@@ -237,6 +243,7 @@ def check(message: MessageArg) -> None:
     for duplicate in checked.contact_list.duplicates:
         note(str(duplicate))
     checked.problems.extend(checked.letter_problems)  # letters print would refuse fail check
+    checked.problems.extend(checked.link_problems)
     checked.raise_for_problems("fix them and run bulletin check again")
     for warning in checked.warnings:  # advice, once the errors are fixed; never blocks a send
         note(f"warning: {warning}")
@@ -779,7 +786,7 @@ def status(
     config = settings()
     if not config.db_path.exists():
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
-    with Tracker(config.db_path) as tracker:
+    with Tracker(config.db_path, timeout=config.db_timeout) as tracker:
         sends = [statuses.find_send(tracker, send_ref)] if send_ref else tracker.sends()
         summaries = [statuses.summary(tracker, s) for s in sends]
         if output is not None:
@@ -873,13 +880,12 @@ def suppress_add(
     Example: bulletin suppress add someone@example.org --reason "asked by phone"
     """
     from bulletin.contacts import check_address
-    from bulletin.tracking import Tracker
 
     # Validated as contacts are, all before any is added (issue 11).
     for email in emails:
         if (error := check_address(email)[1]) is not None:
             raise InputError(f"{email!r} is not an email address ({error}); nothing was added")
-    with Tracker(settings().db_path) as tracker:
+    with tracker_for(settings()) as tracker:
         for email in emails:
             added = tracker.suppress(email.strip(), reason, "manual")
             echo(f"{email}: " + ("suppressed" if added else "already suppressed"))
@@ -891,9 +897,8 @@ def suppress_remove(emails: Annotated[list[str], typer.Argument(help="addresses"
 
     Example: bulletin suppress remove someone@example.org
     """
-    from bulletin.tracking import Tracker
 
-    with Tracker(settings().db_path) as tracker:
+    with tracker_for(settings()) as tracker:
         for email in emails:
             removed = tracker.unsuppress(email)
             echo(f"{email}: " + ("removed" if removed else "was not on the list"))
@@ -906,20 +911,20 @@ def suppress_list() -> None:
     Example: bulletin suppress list
     """
     from bulletin.tables import Column, local_time
-    from bulletin.tracking import Tracker
+    from bulletin.terminal import scrub_text
 
-    with Tracker(settings().db_path) as tracker:
+    with tracker_for(settings()) as tracker:
         rows = tracker.suppressions()
     if rows:
         columns = [Column("email"), Column("reason", 1), Column("added", 2), Column("source", 3)]
         table(
             columns,
             [
-                [
-                    row["email"] or "(forgotten)",
-                    row["reason"],
+                [  # reasons come from bounces and webhook posts: no terminal escapes
+                    scrub_text(row["email"] or "(forgotten)"),
+                    scrub_text(row["reason"]),
                     local_time(row["created_at"]),
-                    row["source"],
+                    scrub_text(row["source"]),
                 ]
                 for row in rows
             ],
@@ -1012,13 +1017,12 @@ def events_import(
     Example: bulletin events import sendgrid-events.json
     """
     from bulletin import events
-    from bulletin.tracking import Tracker
 
     def progress(tally: events.Tally) -> None:
         if sys.stderr.isatty():
             typer.echo(f"\r{tally.received:,} event(s) so far…", err=True, nl=False)
 
-    with Tracker(settings().db_path) as tracker:
+    with tracker_for(settings()) as tracker:
         tally = events.import_events(tracker, file, progress=progress)
     if sys.stderr.isatty():
         note("")
@@ -1058,7 +1062,7 @@ def report(
     config = settings()
     if not config.db_path.exists():
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
-    with Tracker(config.db_path) as tracker:
+    with Tracker(config.db_path, timeout=config.db_timeout) as tracker:
         send = statuses.find_send(tracker, send_ref)
         page = reports.render_report(tracker, send, config)
     from bulletin.outputs import is_stdout, write_output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ SETTINGS_KEYS = (
     "BULLETIN_STALE_AFTER_HOURS",
     "BULLETIN_RETRIES",
     "BULLETIN_RETRY_MAX_WAIT",
+    "BULLETIN_DB_TIMEOUT",
     "BULLETIN_OPEN_TRACKING",
     "BULLETIN_CLICK_TRACKING",
     "BULLETIN_PRIVACY_URL",
@@ -56,6 +58,7 @@ NUMBERS: dict[str, tuple[type, float, float, float]] = {
     "BULLETIN_STALE_AFTER_HOURS": (float, 24.0, 0, 24 * 366),
     "BULLETIN_RETRIES": (int, 5, 0, 100),
     "BULLETIN_RETRY_MAX_WAIT": (float, 60.0, 0, 3600),
+    "BULLETIN_DB_TIMEOUT": (float, 10.0, 0.001, 3600),
 }
 
 
@@ -92,6 +95,7 @@ class Settings:
     open_tracking: bool = True
     click_tracking: bool = False
     warnings: tuple[str, ...] = ()  # unknown keys, for the CLI to print on stderr
+    db_timeout: float = 10.0  # how long to wait for another process's database lock
 
     @property
     def db_path(self) -> Path:
@@ -199,6 +203,34 @@ def _switch(env: Mapping[str, str], name: str, sources: Mapping[str, str], defau
     return SWITCHES[raw]
 
 
+MIN_SECRET = 32
+PLACEHOLDER_SECRET = "a-long-random-string"  # the .env.example line
+_BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_secrets(api_key: str, smtp_password: str, secret: str) -> None:
+    """Refuse malformed secrets here, naming the setting and never echoing the value (issue 12):
+    an API key holding a newline was printed whole in a header-value traceback."""
+    if api_key and _BLANK_OR_CONTROL.search(api_key):
+        raise ConfigError(
+            "SENDGRID_API_KEY contains a space, tab or line break; copy the key again into .env "
+            "(it is not shown here)"
+        )
+    if smtp_password and _CONTROL.search(smtp_password):
+        raise ConfigError("SMTP_PASSWORD contains a control character or line break; fix .env")
+    if secret and (_CONTROL.search(secret) or secret.strip() == PLACEHOLDER_SECRET):
+        raise ConfigError(
+            "BULLETIN_SECRET is the .env.example placeholder or holds a control character; "
+            'set a random one, e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    if secret and len(secret) < MIN_SECRET:
+        raise ConfigError(
+            f"BULLETIN_SECRET is shorter than {MIN_SECRET} characters; set a random one, e.g. "
+            'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+
+
 def load_settings(
     workdir: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -223,6 +255,7 @@ def load_settings(
         )
     default_port = {"ssl": 465, "starttls": 587, "none": 25}[security]
     log_file = get("BULLETIN_LOG")
+    _check_secrets(api_key, env.get("SMTP_PASSWORD", ""), env.get("BULLETIN_SECRET", ""))
     return Settings(
         workdir=workdir,
         transport=transport,
@@ -254,4 +287,5 @@ def load_settings(
         warnings=tuple(unknown_keys(sources)),
         open_tracking=_switch(env, "BULLETIN_OPEN_TRACKING", sources, True),
         click_tracking=_switch(env, "BULLETIN_CLICK_TRACKING", sources, False),
+        db_timeout=number("BULLETIN_DB_TIMEOUT"),
     )

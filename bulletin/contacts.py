@@ -179,6 +179,18 @@ def expand(patterns: Iterable[str], workdir: Path) -> tuple[list[Path], list[Pro
         else:
             problems.append(Problem(None, None, f"{pattern}: no such contact file"))
             matches = []
+        if not path.is_absolute():  # confined to the working folder (issue 12)
+            inside = [m for m in matches if m.resolve().is_relative_to(workdir.resolve())]
+            if len(inside) < len(matches):
+                problems.append(
+                    Problem(
+                        None,
+                        None,
+                        f"{pattern}: names files outside the working folder; write an "
+                        "absolute path if you mean to use them",
+                    )
+                )
+            matches = inside
         files.extend(m for m in matches if m not in files)
     return files, problems
 

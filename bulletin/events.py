@@ -9,10 +9,11 @@ Rules (issue 5):
 - An event maps to a delivery by the custom_args every send attaches (`bulletin_send`,
   `bulletin_delivery`, top-level keys of the event). Without them, by `sg_message_id` (its
   part before the first "." is the X-Message-Id we stored; one request, and so one id, covers
-  up to 1,000 recipients, so the address picks among them), then by the address alone (its
-  latest send that got past `pending`). Both fallbacks start from the address's few
-  deliveries, an index lookup; an event with no address matches by `sg_message_id` only if
-  exactly one delivery has it. Custom args that name no delivery of this database (another
+  up to 1,000 recipients, so the address picks among them), never by the address alone: an
+  event with neither is another app's on the same SendGrid account, kept unmatched, and it
+  changes no delivery and no suppression (issue 12). The fallback starts from the address's
+  few deliveries, an index lookup; an event with no address matches by `sg_message_id` only
+  if exactly one delivery has it. Custom args that name no delivery of this database (another
   installation, a deleted database) are not guessed at, and test copies (`bulletin_test`)
   belong to no delivery: such events are kept unmatched.
 - Duplicates (same `sg_event_id`; SendGrid retries) are ignored. An event without an id gets
@@ -25,7 +26,8 @@ Rules (issue 5):
   keep the first outcome recorded. `pending` rows are never changed (they were not sent).
   `open` and `click` only set flags and first/last times.
 - Hard bounces (type "bounce", not "blocked"), drops for a bounced/invalid/unsubscribed/spam-
-  reporting address, spam reports and unsubscribes put the address on the suppression list.
+  reporting address, spam reports and unsubscribes put the address on the suppression list,
+  if the event matched a delivery or carries bulletin's custom_args.
 - Events that match no delivery are still stored (delivery_id NULL) and counted.
 """
 
@@ -156,10 +158,33 @@ def _timestamp(value: Any) -> int | None:
     return None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
+
+
+def _has_surrogate(obj: Any, depth: int = 0) -> bool:
+    """True if a string anywhere in a decoded event holds a lone surrogate (`"\udc80"`)."""
+    if isinstance(obj, str):
+        return bool(_SURROGATE.search(obj))
+    if depth > 50:
+        return True  # nested this deep is not an event either
+    if isinstance(obj, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v, depth + 1) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_surrogate(v, depth + 1) for v in obj)
+    return False
+
+
 def parse_event(obj: Any, payload: str | None = None) -> Event:
     """An `Event` from one decoded JSON value; ValueError saying why it is not an event."""
     if not isinstance(obj, dict):
         raise ValueError(f"expected an event object, found {type(obj).__name__}")
+    # A lone surrogate cannot be stored or hashed as UTF-8: one such event used to lose the
+    # whole post (a 500) or stop an import (issue 12). It is skipped and counted instead.
+    if (payload is None or _SURROGATE_ESCAPE.search(payload)) and _has_surrogate(obj):
+        raise ValueError(
+            "an event with an invalid character (a lone UTF-16 surrogate) or nested too deeply"
+        )
     kind = obj.get("event")
     if not isinstance(kind, str) or not kind.strip():
         raise ValueError('an event object without an "event" type')
@@ -278,8 +303,9 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
         row = None
         if event.message_id:
             row = next((r for r in rows if r["message_id"] == event.message_id), None)
-        if row is None:  # the address's latest send that got past `pending`
-            row = max((r for r in rows if r["state"] != "pending"), key=_id, default=None)
+        # No address-only fallback (issue 12): an event without bulletin's custom_args and
+        # with no sg_message_id of ours is another app's or another list's on the same
+        # SendGrid account, and must not change bulletin's deliveries or suppressions.
         if row is not None:
             matched[index] = target(row)
     # No address at all: the message id alone, if it names exactly one delivery.
@@ -349,7 +375,7 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
         )
         reason = event.suppression()
         address = target.email if target else event.email
-        if reason and "@" in address:
+        if reason and "@" in address and (target is not None or event.has_custom_args):
             suppress.append((address, reason, "sendgrid"))
         if target is None:
             tally.unknown += 1
@@ -464,9 +490,12 @@ def iter_json(
             continue
         try:
             value, end = decode(buf, pos)
-        except json.JSONDecodeError as error:
-            at = line + buf.count("\n", pos, error.pos)
-            detail = error.msg if at == line else f"{error.msg} on line {at}"
+        except (json.JSONDecodeError, RecursionError) as error:
+            if isinstance(error, RecursionError):  # a 200,000-deep array (issue 12)
+                at, detail = line, "nested too deeply"
+            else:
+                at = line + buf.count("\n", pos, error.pos)
+                detail = error.msg if at == line else f"{error.msg} on line {at}"
             yield Problem(name, line, f"not valid JSON ({detail}); skipped to the next event")
             # Resynchronise on the next line that begins with "{" or "[".
             start = pos + 1

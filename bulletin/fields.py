@@ -53,6 +53,14 @@ def has_line_break(text: str) -> bool:
     return _LINE_BREAK.search(text) is not None  # one regex: called per field of every row
 
 
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
+
+
+def has_control(text: str) -> bool:
+    """True if `text` holds a control character other than tab and the line breaks."""
+    return _CONTROL.search(text) is not None
+
+
 _SEPARATORS = re.compile(r"[\s\-_]+")
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _INNER = re.compile(

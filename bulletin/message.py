@@ -13,8 +13,10 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from bulletin.errors import InputError, Problem
-from bulletin.fields import has_line_break
+from bulletin.fields import has_control, has_line_break
 from bulletin.notice import Notice, parse_notice
+
+HEADER_KEYS = ("subject", "from", "reply_to", "category", "reference")
 
 LONDON = ZoneInfo("Europe/London")
 KEYS = (
@@ -287,6 +289,15 @@ def load_message(
         problem(at("reference"), "reference must be one line of text such as BR-2016-07-01")
         reference = path.stem.upper()
 
+    # NUL, ESC, DEL from YAML escapes ("\x1b", "\0") would reach a header (issue 12).
+    for key in HEADER_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and has_control(value) and not has_line_break(value):
+            problem(
+                at(key),
+                f"{key} contains a control character (such as NUL, ESC or DEL); "
+                "it would reach an email header, so remove it",
+            )
     notice = None
     if data.get("notice") is not None:
         notice, error = parse_notice(data["notice"])

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from bulletin.errors import InputError
+from bulletin.files import write_output as write_private
 
 STDOUT = "-"
 
@@ -26,6 +27,6 @@ def write_output(path: Path | str, data: bytes, option: str = "-o") -> None:
         sys.stdout.flush()
         return
     try:
-        Path(path).write_bytes(data)
+        write_private(Path(path), data)  # 0600, never through a planted symlink (issue 12)
     except OSError as error:
         raise cannot_write(path, error, option) from None

@@ -104,6 +104,41 @@ def _delete_outbox_files(settings: Settings, names: Iterable[str]) -> int:
     return removed
 
 
+def _scrub_reasons(db: sqlite3.Connection, key: str, digest: str) -> None:
+    """Suppression reasons may quote the address (a bounce's SMTP text names it, issue 12)."""
+    named = re.compile(re.escape(key), re.IGNORECASE)
+    rows = db.execute(
+        "SELECT email_hash, reason FROM suppressions"
+        " WHERE email_hash = ? OR instr(lower(reason), ?)",
+        (digest, key),
+    ).fetchall()
+    for row in rows:
+        reason = named.sub("(address removed)", row["reason"])
+        if row["email_hash"] == digest and ":" in reason:  # "hard bounce: 550 … <address>"
+            reason = reason.split(":", 1)[0]
+        db.execute(
+            "UPDATE suppressions SET reason = ? WHERE email_hash = ?", (reason, row["email_hash"])
+        )
+
+
+def _delete_outbox_naming(settings: Settings, key: str) -> int:
+    """`send --test` copies and `.eml.tmp` files a killed send left, that name the address.
+
+    Their names carry no delivery id of the person, so their content is read (issue 12).
+    """
+    folder = settings.resolve(settings.outbox)
+    if not folder.is_dir():
+        return 0
+    needle = key.encode("utf-8", "replace")
+    removed = 0
+    for path in [*folder.glob("test-*.eml"), *folder.glob("*.eml.tmp")]:
+        with suppress(OSError):
+            if needle in path.read_bytes().lower():
+                path.unlink()
+                removed += 1
+    return removed
+
+
 def _in_clause(ids: list[int]) -> str:
     return "(" + ",".join(str(int(i)) for i in ids) + ")"
 
@@ -116,7 +151,10 @@ def forget(settings: Settings, email: str) -> Forgotten:
         raise InputError(f"{email!r} is not an email address; write e.g. name@example.org")
     key, digest = email_key(email), email_hash(email)
     result = Forgotten(email.strip())
-    with send_lock(settings.db_path), Tracker(settings.db_path) as tracker:
+    with (
+        send_lock(settings.db_path),
+        Tracker(settings.db_path, timeout=settings.db_timeout) as tracker,
+    ):
         _secure(tracker)
         columns = {r["name"] for r in tracker.execute("PRAGMA table_info(deliveries)")}
         blank = ", ".join(f"{c} = {v}" for c, v in PERSONAL_COLUMNS.items() if c in columns)
@@ -145,10 +183,12 @@ def forget(settings: Settings, email: str) -> Forgotten:
                 == 1
             )
             db.execute("UPDATE suppressions SET email = NULL WHERE email_hash = ?", (digest,))
+            _scrub_reasons(db, key, digest)
         result.wal_cleared = _clear_wal(tracker)
     result.outbox_files = _delete_outbox_files(
         settings, (f"*-{delivery_id:07d}.eml" for delivery_id in ids)
     )
+    result.outbox_files += _delete_outbox_naming(settings, key)
     result.contact_rows = _rows_naming(settings, key)
     return result
 
@@ -185,7 +225,10 @@ def purge(
     result = Purged(cutoff)
     if not settings.db_path.exists():
         return result
-    with send_lock(settings.db_path), Tracker(settings.db_path) as tracker:
+    with (
+        send_lock(settings.db_path),
+        Tracker(settings.db_path, timeout=settings.db_timeout) as tracker,
+    ):
         _secure(tracker)
         purged = {r[0] for r in tracker.execute("SELECT send_id FROM purged_sends")}
         old = [

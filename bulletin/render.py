@@ -31,9 +31,12 @@ from bulletin.message import Message
 
 UNSUBSCRIBE = "@unsubscribe"  # the slot for the per-recipient unsubscribe link
 SUBJECT_RULE = "@subject_rule"  # "=====" under this recipient's subject, short (email.txt)
-URL_OF = "@url:"  # "@url:N": slot N's value where it starts a link, with its scheme checked
-# A slot whose value would start an href/src decides the link's scheme (javascript:…).
-_URL_START = re.compile("((?:href|src)\\s*=\\s*[\"']?)\ue000(\\d+)\ue001", re.IGNORECASE)
+URL_OF = "@url:"  # "@url:N": link N (an href/src holding slots) filled, its scheme checked
+# An href/src whose value holds a slot: the whole final URL decides its scheme (issue 12:
+# `java{{ x }}`, `{{ base }}{{ path }}`, `&#9;{{ x }}` all made javascript: links).
+_URL_ATTRIBUTE = re.compile(
+    r"""(\b(?:href|src)\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE
+)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _URL_CONTROL = re.compile(r"[\x00-\x20\x7f]+")
 _TOKEN = re.compile("\ue000(\\d+)\ue001")
@@ -65,11 +68,15 @@ def packaged_templates() -> Path:
 
 
 def template_environment(workdir: Path):
-    """Our own layouts: `templates/` in the working folder overrides the packaged ones."""
+    """Our own layouts: `templates/` in the working folder overrides the packaged ones.
+
+    Sandboxed: an edited template cannot reach Python (`cycler.__init__.__globals__`, issue 12).
+    """
     import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
 
     folders = [workdir / "templates", packaged_templates()]
-    return jinja2.Environment(
+    return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader([str(f) for f in folders if f.is_dir()]),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml"]),
         undefined=jinja2.StrictUndefined,
@@ -93,6 +100,7 @@ class Slots:
 
     def __init__(self) -> None:
         self.keys: list[tuple[str, str]] = []  # (field key, fallback)
+        self.links: list[tuple[Part, ...]] = []  # href/src values holding slots (URL_OF)
         self._index: dict[tuple[str, str], int] = {}
 
     def token_for(self, key: str, fallback: str = "") -> str:
@@ -111,10 +119,16 @@ class Slots:
         return self._index.get((key, ""))
 
     def guard_urls(self, html_text: str) -> str:
-        """Give each slot that starts a link its own slot whose value has a safe scheme."""
-        return _URL_START.sub(
-            lambda m: m.group(1) + self.token_for(f"{URL_OF}{m.group(2)}"), html_text
-        )
+        """Make each href/src that holds a slot one slot of its own, checked once filled."""
+
+        def guard(match: re.Match[str]) -> str:
+            value = next(v for v in match.group(2, 3, 4) if v is not None)
+            if "\ue000" not in value:
+                return match.group(0)
+            self.links.append(split(html.unescape(value)))
+            return f'{match.group(1)}"{self.token_for(f"{URL_OF}{len(self.links) - 1}")}"'
+
+        return _URL_ATTRIBUTE.sub(guard, html_text)
 
     def values(self, contact: Contact | None, unsubscribe_url: str = "") -> list[str]:
         get = contact.fields.get if contact is not None else {}.get
@@ -122,8 +136,8 @@ class Slots:
         for key, fallback in self.keys:
             if key == UNSUBSCRIBE:
                 out.append(unsubscribe_url)
-            elif key.startswith(URL_OF):  # always after the slot it refers to
-                out.append(safe_url(out[int(key[len(URL_OF) :])]))
+            elif key.startswith(URL_OF):  # always after the slots it is made of
+                out.append(safe_url(fill(self.links[int(key[len(URL_OF) :])], out)))
             else:
                 out.append(get(key) or fallback)
         return out
@@ -131,12 +145,14 @@ class Slots:
 
 def safe_url(value: str) -> str:
     """The value if its scheme is one we allow in links (or it has none), else empty."""
+    return value if url_allowed(value) else ""
+
+
+def url_allowed(value: str) -> bool:
+    """True if a final URL's scheme is https, http, mailto or tel, or it has none."""
     # Browsers drop tabs, newlines and control characters inside URLs ("java\tscript:").
-    bare = _URL_CONTROL.sub("", value)
-    scheme = _SCHEME.match(bare)
-    if scheme and scheme.group(1).lower() not in URL_SCHEMES:
-        return ""
-    return value
+    scheme = _SCHEME.match(_URL_CONTROL.sub("", value))
+    return not scheme or scheme.group(1).lower() in URL_SCHEMES
 
 
 class _Recipient:
@@ -187,6 +203,15 @@ class CompiledEmail:
             raise InputError(f"{where}: a field used in the subject contains a line break")
         return Rendered(subject, fill(self.html, escaped), fill(self.text, values))
 
+    def unsafe_links(self, contact: Contact | None) -> list[str]:
+        """The links this contact's values would turn into a refused scheme (for `check`)."""
+        values = self.slots.values(contact)
+        return [
+            url
+            for url in (fill(parts, values) for parts in self.slots.links)
+            if not url_allowed(url)
+        ]
+
     def render_body_html(self, contact: Contact | None) -> str:
         return fill(self.body_html, [html.escape(v) for v in self.values(contact)])
 
@@ -214,6 +239,38 @@ def sender_identity(organisation: str, unit: str) -> str:
     return ", ".join(part for part in (organisation, unit) if part)
 
 
+_SLOT_MARK = re.compile("[\ue000\ue001]")
+
+
+def _without_slot_marks(message: Message, problems: list[Problem]) -> Message:
+    """U+E000/U+E001 mark our placeholder slots: refuse them in a message (issue 12).
+
+    Left in, `\ue00042\ue001` in a body made `send` raise IndexError mid-batch, and a smaller
+    number put another slot's value (the unsubscribe URL) into the text. They are reported
+    and replaced by U+FFFD, so rendering never trips over them.
+    """
+    import dataclasses
+
+    changes = {}
+    for name in ("subject", "preheader", "body", "reference", "category"):
+        value = getattr(message, name, None)
+        if isinstance(value, str) and _SLOT_MARK.search(value):
+            key = {"body": None}.get(name, name)
+            line = message.body_line if key is None else message.line_of(key) or 1
+            if key is None:
+                line += value[: _SLOT_MARK.search(value).start()].count("\n")
+            problems.append(
+                Problem(
+                    message.shown,
+                    line,
+                    f"{name} contains a private-use character (U+E000/U+E001) that bulletin "
+                    "uses internally; remove it",
+                )
+            )
+            changes[name] = _SLOT_MARK.sub("\ufffd", value)
+    return dataclasses.replace(message, **changes) if changes else message
+
+
 def compile_email(
     message: Message,
     workdir: Path,
@@ -227,6 +284,8 @@ def compile_email(
 
     problems: list[Problem] = []
     slots = Slots()
+    message = _without_slot_marks(message, problems)
+    organisation, unit = _SLOT_MARK.sub("\ufffd", organisation), _SLOT_MARK.sub("\ufffd", unit)
     subject_segments, subject_problems = fields.parse(
         message.subject, file=message.shown, first_line=message.line_of("subject") or 1
     )
@@ -285,6 +344,39 @@ def compile_email(
 
 
 ADDRESS_HEADERS = ("From", "To", "Reply-To")
+TEXT_HEADERS = ("Subject", "X-Bulletin-Category", "X-Bulletin-Reference")
+
+
+def encoded_words(text: str, size: int = 45) -> list[str]:
+    """`text` as RFC 2047 encoded-words (UTF-8, base64) that decode to exactly `text`.
+
+    Chunks end between words where possible and never inside a character; each word stays
+    within 75 characters.
+    """
+    words, chunk = [], b""
+    for character in text:
+        encoded = character.encode("utf-8", "surrogatepass")
+        if len(chunk) + len(encoded) > size:
+            cut = chunk.rfind(b" ") + 1 or len(chunk)  # between words where possible
+            words.append(chunk[:cut])
+            chunk = chunk[cut:]
+        chunk += encoded
+    words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words]
+
+
+def header_text(value: str) -> str:
+    """An unstructured header value (subject, category, reference) ready to write as it is.
+
+    Printable ASCII is written as it is. Anything else, and any value holding `=?`, is
+    written here as encoded-words folded onto lines of their own, so the email package never
+    parses it: its parser decodes encoded-words and a refold then wrote a decoded CR/LF as a
+    real line break (CVE-2024-6923, not fixed in every 3.11/3.12 build). A contact named
+    `=?utf-8?b?DQpCY2M6IGV2aWxAZXZpbC5leGFtcGxl?=` therefore stays that text (issue 12).
+    """
+    if _PLAIN_HEADER.match(value) and "=?" not in value and len(value) <= 900:
+        return value
+    return "\r\n ".join(encoded_words(value))
 
 
 def mailbox(name: str, address: str) -> str:
@@ -301,17 +393,7 @@ def mailbox(name: str, address: str) -> str:
     if _PLAIN_HEADER.match(name) and "=?" not in name:
         value = formataddr((name, address))  # quotes a name with specials in it
     else:
-        words, chunk = [], b""
-        for character in name:
-            encoded = character.encode("utf-8")
-            if len(chunk) + len(encoded) > 45:  # an encoded-word stays within 75 characters
-                cut = chunk.rfind(b" ") + 1 or len(chunk)  # between words where possible
-                words.append(chunk[:cut])
-                chunk = chunk[cut:]
-            chunk += encoded
-        words.append(chunk)
-        value = " ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
-        value += f" <{address}>"
+        value = " ".join(encoded_words(name)) + f" <{address}>"
     return value if len(value) <= 900 else address  # a name that long is not shown
 
 
@@ -363,16 +445,26 @@ def build_mime(
     for name, value in _headers(
         compiled, rendered, to, to_name, unsubscribe_url, message_id, extra_headers, now
     ):
-        if name in ADDRESS_HEADERS:
-            mime.set_raw(name, value)  # already encoded: parsing it again would undo that
-        else:
-            mime[name] = value
+        # Already encoded (mailbox, header_text): parsing it again would undo that.
+        mime.set_raw(name, _written(name, value))
     mime.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     mime.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
     return mime
 
 
 _PLAIN_HEADER = re.compile(r"[\x20-\x7e]*\Z")
+
+
+def _written(name: str, value: str) -> str:
+    """A header value exactly as it goes on the wire: printable ASCII, never re-parsed."""
+    if name in TEXT_HEADERS:
+        value = header_text(value)
+    elif not _PLAIN_HEADER.match(value) or len(name) + len(value) > 996:
+        # Addresses are encoded by mailbox(); dates, ids and URLs are ours and ASCII.
+        raise ValueError(f"header {name} is not one line of printable ASCII")
+    return value
+
+
 _PART = (
     b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
 )
@@ -400,12 +492,7 @@ def message_bytes(
     for name, value in _headers(
         compiled, rendered, to, to_name, unsubscribe_url, message_id, extra_headers, now
     ):
-        if "\r" in value or "\n" in value:  # as EmailMessage refuses them
-            raise ValueError(f"header {name} contains a line break")
-        if len(name) + len(value) < 996 and _PLAIN_HEADER.match(value):
-            lines.append(f"{name}: {value}\r\n".encode("ascii"))
-        else:
-            lines.append(MAIL_POLICY.fold_binary(*MAIL_POLICY.header_store_parse(name, value)))
+        lines.append(f"{name}: {_written(name, value)}\r\n".encode("ascii"))
     boundary = ("=" * 15 + f"{random.randrange(sys.maxsize):019d}==").encode("ascii")
     lines += [
         b"MIME-Version: 1.0\r\n",
@@ -489,6 +576,7 @@ def render_pdf(
     if not (base / "print.css").is_file():
         base = packaged_templates()
     url = str(base) + "/"
+    fetcher = pdf_url_fetcher([workdir, packaged_templates()])
     context = {
         "reference": compiled.message.reference,
         "organisation": organisation,
@@ -507,7 +595,9 @@ def render_pdf(
         version = message.notice or derive_notice(subject, compiled.render_body_html(None))
         letter = Letter(None, jinja2.utils.markupsafe.Markup(compiled.render_body_html(None)))
         while True:
-            document = HTML(string=page_for(letter, subject, version), base_url=url).render()
+            document = HTML(
+                string=page_for(letter, subject, version), base_url=url, url_fetcher=fetcher
+            ).render()
             if len(document.pages) == 1 or not (version.derived and version.points):
                 break
             version = version.without_longest_point()  # a derived notice sheds detail to fit
@@ -529,7 +619,9 @@ def render_pdf(
             jinja2.utils.markupsafe.Markup(compiled.render_body_html(contact)),
         )
         subject = fill(compiled.subject, compiled.values(contact))
-        documents.append(HTML(string=page_for(letter, subject, None), base_url=url).render())
+        documents.append(
+            HTML(string=page_for(letter, subject, None), base_url=url, url_fetcher=fetcher).render()
+        )
         if duplex and len(documents[-1].pages) % 2:
             blank = blank or HTML(string=BLANK_PAGE).render()
             documents.append(blank)
@@ -538,6 +630,79 @@ def render_pdf(
 
 
 BLANK_PAGE = "<style>@page { size: A4; margin: 0 }</style>"
+
+
+def local_resource(url: str, roots: Sequence[Path]) -> str | None:
+    """Why a PDF may not fetch `url` (None: it may): only files inside `roots`, and data: URLs.
+
+    WeasyPrint would otherwise request `http://…` images during `preview --format pdf` and
+    embed any local file it was pointed at, such as `/some/private.png` (issue 12).
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "data":
+        return None
+    if parts.scheme not in ("file", ""):
+        return "a remote resource (only files in the working folder are used)"
+    try:
+        path = Path(unquote(parts.path)).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return "an unreadable path"
+    if not any(path.is_relative_to(root.resolve()) for root in roots):
+        return "a file outside the working folder"
+    return None
+
+
+_IMG_SRC = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+
+
+def image_problems(compiled: CompiledEmail, workdir: Path) -> list[Problem]:
+    """Images a PDF would not show: remote ones, or files outside the working folder."""
+    from urllib.parse import urljoin
+
+    base = workdir / "templates"
+    base = base if (base / "print.css").is_file() else packaged_templates()
+    problems = []
+    for match in _IMG_SRC.finditer(fill(compiled.body_html, [""] * len(compiled.slots.keys))):
+        src = html.unescape(match.group(1) or match.group(2) or "")
+        if not src or "\ue000" in src:
+            continue
+        refused = local_resource(urljoin(base.as_uri() + "/", src), [workdir, packaged_templates()])
+        if refused:
+            problems.append(
+                Problem(
+                    compiled.message.shown,
+                    None,
+                    f"image {src[:80]!r} is {refused}: PDFs (print, preview) leave it out",
+                )
+            )
+    return problems
+
+
+def pdf_url_fetcher(roots: Sequence[Path]):
+    """WeasyPrint's fetcher, refusing whatever `local_resource` refuses."""
+    from weasyprint import urls
+
+    def check(url: str) -> None:
+        refused = local_resource(url, roots)
+        if refused:
+            raise ValueError(f"not fetched: {refused}")
+
+    if hasattr(urls, "URLFetcher"):  # WeasyPrint ≥ 68
+
+        class Fetcher(urls.URLFetcher):
+            def fetch(self, url, headers=None):
+                check(url)
+                return super().fetch(url, headers)
+
+        return Fetcher()
+
+    def fetcher(url, *args, **kwargs):  # older releases: a function returning a dict
+        check(url)
+        return urls.default_url_fetcher(url, *args, **kwargs)
+
+    return fetcher
 
 
 def _print_page(

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from bulletin.config import Settings
 from bulletin.errors import BulletinError, ExitCode, InputError
+from bulletin.files import open_private, write_private
 from bulletin.message import LONDON, Message, load_message
 from bulletin.send import Busy, Report, execute, plan_send, send_lock
 from bulletin.tracking import SendRow, State, Tracker
@@ -364,7 +365,7 @@ def _latest_send(settings: Settings, name: str) -> tuple[SendRow | None, bool]:
     """The message's latest send, and whether it may have reached anyone."""
     if not settings.db_path.exists():
         return None, False
-    with Tracker(settings.db_path) as tracker:
+    with Tracker(settings.db_path, timeout=settings.db_timeout) as tracker:
         latest = tracker.latest_send(name)
         if latest is None:
             return None, False
@@ -421,11 +422,7 @@ def _remember_notices(settings: Settings, result: RunResult) -> None:
             item.fresh = item.key not in seen
             current[item.key] = seen.get(item.key, result.now.isoformat(timespec="seconds"))
     if current != seen:
-        temporary = path.with_name(path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(current, handle, indent=1)
-        os.replace(temporary, path)
+        write_private(path, json.dumps(current, indent=1).encode("utf-8"))
 
 
 # --- the log file ----------------------------------------------------------------------------
@@ -442,9 +439,7 @@ def run_log(settings: Settings) -> Iterator[logging.Logger]:
     else:
         path = settings.resolve(settings.log_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = RotatingFileHandler(
-            path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
-        )
+        handler = _PrivateLog(path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
         handler.setFormatter(
             logging.Formatter(
                 "%(asctime)s %(levelname)s [%(process)d] %(message)s", "%Y-%m-%dT%H:%M:%S%z"
@@ -456,6 +451,14 @@ def run_log(settings: Settings) -> Iterator[logging.Logger]:
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+class _PrivateLog(RotatingFileHandler):
+    """BULLETIN_LOG and its rotations are created 0600, never through a symlink (issue 12)."""
+
+    def _open(self):
+        fd = open_private(Path(self.baseFilename), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def _log_item(log: logging.Logger, item: Considered, settings: Settings) -> None:

@@ -28,6 +28,7 @@ from bulletin.errors import (
     Interrupted,
     Problem,
 )
+from bulletin.files import open_private
 from bulletin.tracking import (
     DatabaseError,
     SendRow,
@@ -50,11 +51,16 @@ class Busy(BulletinError):
 
 @contextmanager
 def send_lock(db_path: Path) -> Iterator[None]:
-    """One sending process per tracking database; the OS releases it if the holder dies."""
-    path = db_path.with_name(db_path.name + ".lock")
+    """One sending process per tracking database; the OS releases it if the holder dies.
+
+    The lock sits next to the database's real path, so a symlinked alias of the file takes
+    the same lock (issue 12); it is never opened through a symlink.
+    """
+    real = db_path.resolve()
+    path = real.with_name(real.name + ".lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(path, os.O_RDWR | os.O_CREAT)
     except OSError as error:  # a read-only or full disk (issue 8)
         raise DatabaseError(f"cannot create the lock file {path}: {error.strerror}") from None
     try:
@@ -128,7 +134,11 @@ class Report:
 
 
 def _tracker_if_exists(settings: Settings) -> Tracker | None:
-    return Tracker(settings.db_path) if settings.db_path.exists() else None
+    return (
+        Tracker(settings.db_path, timeout=settings.db_timeout)
+        if settings.db_path.exists()
+        else None
+    )
 
 
 def plan_send(
@@ -340,7 +350,7 @@ def execute(
     waiter = waiter or getattr(plan.transport, "waiter", None) or Waiter()
     checked, compiled, message = plan.checked, plan.checked.compiled, plan.checked.message
     lock = nullcontext() if locked else send_lock(settings.db_path)
-    with lock, Tracker(settings.db_path) as tracker:
+    with lock, Tracker(settings.db_path, timeout=settings.db_timeout) as tracker:
         latest = _send_to_resume(tracker, checked, new_send)
         if latest is not None:
             send_id = latest.id

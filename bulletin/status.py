@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from bulletin.errors import InputError
+from bulletin.files import open_private
 from bulletin.tracking import SendRow, State, Tracker
 
 CSV_COLUMNS = (
@@ -121,7 +123,7 @@ def write_csv(tracker: Tracker, sends: list[SendRow], path: Path) -> int:
         handle = contextlib.nullcontext(sys.stdout)
     else:
         try:
-            handle = path.open("w", newline="", encoding="utf-8")
+            handle = os.fdopen(open_private(path), "w", newline="", encoding="utf-8")
         except OSError as error:
             raise InputError(
                 f"cannot write {path}: {error.strerror}; choose another -o path"

@@ -25,7 +25,7 @@ PROXY_VARIABLES = (
     "ALL_PROXY",
 )
 API_KEY = "SG.test-key-canary-7f3a"
-SECRET = "test-secret-canary-91b2"
+SECRET = "test-secret-canary-91b2-0123456789ab"
 
 
 @pytest.fixture(autouse=True)

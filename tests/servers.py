@@ -59,7 +59,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -617,9 +617,15 @@ class SendGridStub:
     """
 
     def __init__(
-        self, api_key: str = "SG.test", *, keep_bodies: bool = True, host: str = "127.0.0.1"
+        self,
+        api_key: str = "SG.test",
+        *,
+        keep_bodies: bool = True,
+        host: str = "127.0.0.1",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.api_key = api_key
+        self.clock = clock  # the time X-RateLimit-Reset counts from (tests pass a fixed one)
         self.keep_bodies = keep_bodies
         self.accepted: list[dict[str, Any]] = []
         self.requests = 0
@@ -723,7 +729,7 @@ class SendGridStub:
         if fault is not None and fault.kind == "status":
             headers = dict(fault.headers)
             if fault.reset_in is not None:
-                headers["X-RateLimit-Reset"] = str(int(time.time() + fault.reset_in))
+                headers["X-RateLimit-Reset"] = str(int(self.clock() + fault.reset_in))
             self._respond(h, fault.code, fault.body or b"", headers)
             return
 

@@ -23,7 +23,7 @@ def sent(workdir, cli, sendgrid_env):
 
 @pytest.fixture
 def outbox_sent(workdir, cli, monkeypatch):
-    monkeypatch.setenv("BULLETIN_SECRET", "report-test-secret")
+    monkeypatch.setenv("BULLETIN_SECRET", "report-test-secret-0123456789abcdef")
     return send_to_all(workdir, cli)
 
 

@@ -10,11 +10,12 @@ import html
 import json
 import os
 import re
-import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import API_KEY
 from servers import (
+    SendGridStub,
     drop_after_read,
     drop_before_read,
     expand_request,
@@ -25,6 +26,10 @@ from servers import (
 )
 from test_send import SAMPLE, deliveries, people, states, street_message
 
+from bulletin.check import check_message
+from bulletin.config import load_settings
+from bulletin.send import execute, plan_send
+from bulletin.transports import Waiter
 from bulletin.unsubscribe import verify_token
 
 NAME = 'Zoë "Zed" <O\'Neil> & Co'  # every character HTML would have to escape
@@ -148,28 +153,50 @@ def test_rate_limits_and_server_errors_are_retried_then_sent_once(
     assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
 
 
-def _timed_send(cli) -> float:
-    started = time.monotonic()
-    cli("send", "eu-referendum", "--yes")
-    return time.monotonic() - started
+class RecordingWaiter(Waiter):
+    """Records each back-off instead of sleeping, at a fixed Unix time: no test waits."""
+
+    NOW = 1_700_000_000.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return True
+
+    def now(self) -> float:
+        return self.NOW
 
 
-def test_a_429_retry_after_is_honoured(workdir, cli, sendgrid_env, monkeypatch):
+def _send_recording_waits(workdir) -> list[float]:
+    settings = load_settings(workdir)
+    waiter = RecordingWaiter()
+    plan = plan_send(check_message("eu-referendum", settings), settings, waiter=waiter)
+    execute(plan, settings, waiter=waiter)
+    return waiter.waits
+
+
+def test_a_429_retry_after_is_honoured(workdir, sendgrid_env, monkeypatch):
     monkeypatch.setenv("BULLETIN_RETRY_MAX_WAIT", "10")
     # Jittered back-off alone would wait at most 1 s before the first retry.
     sendgrid_env.script(rate_limited(reset_in=0, retry_after=2))
-    assert _timed_send(cli) >= 1.9
+    assert _send_recording_waits(workdir) == [2.0]
     assert sendgrid_env.requests == 2 and len(sendgrid_env.accepted) == 1
 
 
-def test_a_429_x_ratelimit_reset_is_honoured_without_retry_after(
-    workdir, cli, sendgrid_env, monkeypatch
-):
+def test_a_429_x_ratelimit_reset_is_honoured_without_retry_after(workdir, monkeypatch):
     monkeypatch.setenv("BULLETIN_RETRY_MAX_WAIT", "10")
     # SendGrid's 429 carries X-RateLimit-Reset (a Unix time), no Retry-After.
-    sendgrid_env.script(rate_limited(reset_in=3, retry_after=None))
-    assert _timed_send(cli) >= 1.9  # the stub truncates the reset time to whole seconds
-    assert sendgrid_env.requests == 2 and len(sendgrid_env.accepted) == 1
+    with SendGridStub(api_key=API_KEY, clock=lambda: RecordingWaiter.NOW) as stub:
+        monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+        monkeypatch.setenv("BULLETIN_SENDGRID_URL", stub.url)
+        monkeypatch.setenv("BULLETIN_SECRET", "s" * 40)
+        monkeypatch.setenv("BULLETIN_PUBLIC_URL", "https://bulletin.example.org")
+        stub.script(rate_limited(reset_in=3, retry_after=None))
+        assert _send_recording_waits(workdir) == [pytest.approx(3.1)]
+        assert stub.requests == 2 and len(stub.accepted) == 1
 
 
 def test_persistent_503_stops_the_send_and_a_rerun_completes(workdir, cli, sendgrid_env):

@@ -23,7 +23,7 @@ def smtp_auth(monkeypatch):
             "SMTP_CONNECTIONS": "1",
             "SMTP_USERNAME": USER,
             "SMTP_PASSWORD": PASSWORD,
-            "BULLETIN_SECRET": "smtp-test-secret-not-a-real-one",
+            "BULLETIN_SECRET": "smtp-test-secret-not-a-real-one-0123456789",
             "BULLETIN_PUBLIC_URL": "https://bulletin.example.org",
             "BULLETIN_RETRY_MAX_WAIT": "0.05",
             "BULLETIN_TIMEOUT": "2",

@@ -19,7 +19,7 @@ from bulletin.config import load_settings
 from bulletin.unsubscribe import make_token, verify_token
 from bulletin.web.webhook import make_server
 
-SECRET = "unsubscribe-test-secret"
+SECRET = "unsubscribe-test-secret-0123456789"
 PUBLIC = "https://bulletin.example.org"
 
 

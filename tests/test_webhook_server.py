@@ -35,7 +35,7 @@ from bulletin.web.webhook import (
 )
 
 T0 = 1_719_820_800
-SECRET = "webhook-test-secret"
+SECRET = "webhook-test-secret-0123456789abcdef"
 
 
 def key_pair() -> tuple[ec.EllipticCurvePrivateKey, str]:

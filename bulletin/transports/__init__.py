@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -95,6 +96,10 @@ class Waiter:
     @property
     def interrupted(self) -> bool:
         return self.stop.is_set()
+
+    def now(self) -> float:
+        """The Unix time, for rate-limit resets; a test's Waiter gives a fixed one."""
+        return time.time()
 
 
 def backoff(attempt: int, cap: float, base: float = 1.0) -> float:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from bulletin.config import Settings
+from bulletin.files import private_folder, write_private
 from bulletin.render import CompiledEmail
 from bulletin.tracking import State
 from bulletin.transports import Outcome, Outgoing, Unsent, personal_message
@@ -22,7 +21,7 @@ class OutboxTransport:
 
     def open(self) -> None:
         try:
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_folder(self.folder)
         except OSError as error:
             raise Unsent(f"cannot create the outbox {self.folder}: {error.strerror}") from None
 
@@ -54,12 +53,4 @@ def eml_name(send: str, delivery_id: int) -> str:
 
 def _write_private(path, data: bytes) -> None:
     """Write atomically with mode 0600: a crash never leaves half a message."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_private(path, data)

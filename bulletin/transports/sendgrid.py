@@ -12,7 +12,6 @@ import json
 import re
 import secrets
 import socket
-import time
 import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -505,7 +504,7 @@ class SendGridTransport:
         reset = headers.get("X-RateLimit-Reset")
         if reset:
             try:
-                return min(cap, max(0.0, float(reset) - time.time()) + 0.1)
+                return min(cap, max(0.0, float(reset) - self.waiter.now()) + 0.1)
             except ValueError:
                 pass
         return backoff(attempt, cap)

@@ -199,5 +199,14 @@ def test_random_messages_are_refused_or_rendered_never_crash(tmp_path_factory, k
     except InputError:
         assert checked.problems  # only a message `check` already refused
         return
+    # "49" is evidence of `{{ 7*7 }}` only where the input did not hold it already (issue 12:
+    # this used to strip every "49" first, so the check could never fire).
+    given = body + subject + "".join(map(str, keys.values()))
     for text in (rendered.subject, rendered.html, rendered.text):
-        assert not EVALUATED.search(text.replace("49", "")) or "49" in body + subject
+        found = EVALUATED.findall(text)
+        assert not [f for f in found if f != "49" or "49" not in given]
+
+
+def test_the_49_check_would_catch_an_evaluated_expression():
+    """Issue 12: the check above must be able to fire on `{{ 7*7 }}` evaluated."""
+    assert EVALUATED.findall("Dear 49,") == ["49"]

@@ -23,7 +23,7 @@ from servers import SmtpSink, free_port, status
 
 API_KEY = "SG.canary-api-key-4f1d9e"
 SMTP_PASSWORD = "canary-smtp-pass-83e2b7"
-SECRET = "canary-hmac-secret-0c5a11"
+SECRET = "canary-hmac-secret-0c5a11-0123456789"
 CANARIES = (API_KEY, SMTP_PASSWORD, SECRET)
 SCHEDULED = """\
 ---

@@ -18,7 +18,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -38,6 +37,14 @@ from servers import slow
 LOCK_WAIT = 10  # seconds bulletin waits for a locked database (tracking.Tracker)
 
 
+def cannot_run(why: str) -> None:
+    """Skip, saying why; under CI=true fail instead, so a CI run never hides these tests
+    (issue 12). CI runs them as root in a container that may mount a tmpfs and use chattr."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{why}: this storage-fault test must run in CI (root, tmpfs, chattr)")
+    pytest.skip(why)
+
+
 @contextmanager
 def tiny_disk(where: Path, size: str = "16m"):
     """A tmpfs of `size` mounted at `where`, or a skip if this machine does not allow it."""
@@ -48,7 +55,7 @@ def tiny_disk(where: Path, size: str = "16m"):
         text=True,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill ({mounted.stderr.strip()})")
+        cannot_run(f"cannot mount a tmpfs to fill ({mounted.stderr.strip()})")
     try:
         yield where
     finally:
@@ -78,7 +85,7 @@ def immutable(path: Path):
         return
     made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
     if made.returncode != 0:
-        pytest.skip(f"cannot make a file immutable here ({made.stderr.strip()})")
+        cannot_run(f"cannot make a file immutable here ({made.stderr.strip()})")
     try:
         yield path
     finally:
@@ -215,9 +222,10 @@ def test_a_read_only_database_is_a_clear_error_and_reads_still_work(
 
 @pytest.mark.slow  # waits out SQLite's busy timeout twice (~30 s)
 def test_a_locked_database_is_a_clear_error_mid_send_and_at_the_start(
-    workdir, sendgrid_env, audience, db_path
+    workdir, sendgrid_env, audience, db_path, monkeypatch
 ):
-    """Another process holds the write lock longer than bulletin waits (10 s)."""
+    """Another process holds the write lock longer than bulletin waits (BULLETIN_DB_TIMEOUT)."""
+    monkeypatch.setenv("BULLETIN_DB_TIMEOUT", "1")  # a setting: no test waits on the clock
     sg = sendgrid_env
     run(workdir, "suppress", "add", "first@example.org")  # the database exists, in WAL mode
     sg.script(slow(0), slow(0.5))
@@ -226,14 +234,12 @@ def test_a_locked_database_is_a_clear_error_mid_send_and_at_the_start(
     holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        started = time.monotonic()
         adding = start(workdir, "suppress", "add", "second@example.org")
         forgetting = start(workdir, "forget", "first@example.org")  # waits for no send
         status = run(workdir, "status", "--json")  # WAL: readers are not blocked
         _, send_err = sending.communicate(timeout=LOCK_WAIT + 30)
         _, add_err = adding.communicate(timeout=LOCK_WAIT + 30)
         _, forget_err = forgetting.communicate(timeout=LOCK_WAIT + 30)
-        assert time.monotonic() - started >= LOCK_WAIT - 1
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -245,7 +251,10 @@ def test_a_locked_database_is_a_clear_error_mid_send_and_at_the_start(
     assert (sending.returncode, last_line(send_err)) == (4, locked)
     assert (adding.returncode, last_line(add_err)) == (4, locked)
     assert forgetting.returncode == 4
-    assert "another bulletin send is running" in last_line(forget_err)
+    # Whichever it meets first: the running send's lock, or (the send has given up) the database's.
+    assert last_line(forget_err) == locked or "another bulletin send is running" in last_line(
+        forget_err
+    )
     assert integrity(db_path) == "ok"
 
     again = run(workdir, "send", "eu-referendum", "--yes")
