@@ -89,8 +89,6 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
             problems += _placeholder_problems(message, compiled, contact_list)
             problems += _subject_field_problems(compiled, audience)
             link_problems = _link_problems(compiled, audience)
-    if compiled is not None:
-        link_problems += image_problems(compiled, settings.workdir)
         if files and not contact_list.problems and not missing and not audience:
             problems.append(
                 Problem(
@@ -99,6 +97,8 @@ def check_message(name: str, settings: Settings, *, include_contacts: bool = Tru
                     "the audience is empty: no contact matches it",
                 )
             )
+    if compiled is not None:
+        link_problems += image_problems(compiled, settings.workdir)
     return Checked(message, compiled, contact_list, audience, problems, link_problems)
 
 

@@ -11,7 +11,6 @@ import os
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import API_KEY
 from servers import (
     SendGridStub,
     drop_after_read,
@@ -177,8 +176,9 @@ def test_a_429_retry_after_is_honoured(workdir, sendgrid_env, monkeypatch):
 def test_a_429_x_ratelimit_reset_is_honoured_without_retry_after(workdir, monkeypatch):
     monkeypatch.setenv("BULLETIN_RETRY_MAX_WAIT", "10")
     # SendGrid's 429 carries X-RateLimit-Reset (a Unix time), no Retry-After.
-    with SendGridStub(api_key=API_KEY, clock=lambda: RecordingWaiter.NOW) as stub:
-        monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+    key = "SG.test-key-fixed-clock"
+    with SendGridStub(api_key=key, clock=lambda: RecordingWaiter.NOW) as stub:
+        monkeypatch.setenv("SENDGRID_API_KEY", key)
         monkeypatch.setenv("BULLETIN_SENDGRID_URL", stub.url)
         monkeypatch.setenv("BULLETIN_SECRET", "s" * 40)
         monkeypatch.setenv("BULLETIN_PUBLIC_URL", "https://bulletin.example.org")
