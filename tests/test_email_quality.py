@@ -39,7 +39,7 @@ def sent(tmp_path_factory) -> dict[str, list[Path]]:
         assert result.exit_code == 0, (args, result.stdout, result.stderr)
 
     folder = tmp_path_factory.mktemp("quality")
-    init_workdir(folder)
+    init_workdir(folder, example=True)
     shutil.copy(DATA / "every-feature.md", folder / "messages" / "every-feature.md")
     found = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
