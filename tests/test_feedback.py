@@ -178,6 +178,13 @@ def test_the_question_and_labels_are_set_per_message(workdir, cli, env):
     assert ">Yes, it helped</a>" in html and ">Not useful</a>" in html
     assert ">I am worried</a>" in html
     assert "- Yes, it helped: " in text
+    running = Server(workdir)  # the page uses the same words while the message is unchanged
+    try:
+        page = requests.get(running.local(feedback_links(mail)["concern"]), timeout=10).text
+    finally:
+        running.stop()
+    assert "<h1>Did this help you feel safer?</h1>" in page
+    assert "Yes, it helped</label>" in page and "I am worried</label>" in page
 
 
 @pytest.mark.parametrize(

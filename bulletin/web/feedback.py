@@ -13,6 +13,7 @@ Neither tokens nor comments reach the log.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -23,7 +24,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bulletin.feedback import ANSWER_WORDS, ANSWERS, MAX_COMMENT, clean_comment, parse_token
+from bulletin.errors import BulletinError
+from bulletin.feedback import (
+    ANSWERS,
+    DEFAULT,
+    MAX_COMMENT,
+    Question,
+    clean_comment,
+    parse_token,
+)
 from bulletin.feedback import verify_token as verify_feedback_token
 from bulletin.ledger_feedback import FeedbackStore
 
@@ -36,6 +45,22 @@ class FeedbackPages:
     def __init__(self, webhook) -> None:
         self.webhook = webhook
         self._templates = None
+        self._questions: dict[int, Question] = {}
+
+    def question(self, send) -> Question:
+        """The wording the send's emails used: its message file's, while the file is unchanged
+        since the send; otherwise the default wording."""
+        if send.id not in self._questions:
+            from bulletin.message import load_message
+
+            found = DEFAULT
+            workdir = self.webhook.settings.workdir
+            with suppress(BulletinError, OSError):
+                message, _problems = load_message(workdir / send.path, workdir)
+                if message and message.content_hash == send.content_hash and message.feedback:
+                    found = message.feedback
+            self._questions[send.id] = found
+        return self._questions[send.id]
 
     def _delivery(self, token: str):
         """(delivery row, send row) for a well-signed token, or None."""
@@ -75,7 +100,7 @@ class FeedbackPages:
                 send=send,
                 chosen=chosen,
                 comment=earlier.comment if earlier else "",
-                earlier=ANSWER_WORDS[earlier.answer] if earlier else "",
+                earlier=self.question(send).label(earlier.answer) if earlier else "",
             ),
             "",
         )
@@ -117,7 +142,9 @@ class FeedbackPages:
         settings = self.webhook.settings
         if self._templates is None:
             self._templates = template_environment(settings.workdir)
+        question = self.question(context["send"]) if context.get("send") else DEFAULT
         values = {
+            "question": question.question,
             "state": "",
             "token": "",
             "send": None,
@@ -125,7 +152,7 @@ class FeedbackPages:
             "comment": "",
             "earlier": "",
             "error": "",
-            "answers": [(a, ANSWER_WORDS[a]) for a in ANSWERS],
+            "answers": [(a, question.label(a)) for a in ANSWERS],
             "max_comment": MAX_COMMENT,
             "sender": " · ".join(s for s in (settings.organisation, settings.unit) if s),
             **context,
