@@ -852,6 +852,7 @@ def _print_send(s: dict, statuses) -> None:
         + (f"completed {local_time(s['completed_at'])}" if s["completed_at"] else "not completed")
     )
     echo(statuses.tracking_line(s["tracking"]))
+    echo(statuses.feedback_line(s["feedback"]))
     rates = statuses.rates(s["counts"])
     for state in statuses.DISPLAY_ORDER:
         count = s["counts"].get(state, 0)
@@ -1072,6 +1073,42 @@ def report(
     if is_stdout(path):
         return
     echo(f"Wrote {path} ({len(page.encode()):,} bytes): send #{send.id}, {send.subject}")
+
+
+@command(app)
+def feedback(
+    send_ref: Annotated[str, typer.Argument(metavar="SEND", help="send number or message name")],
+    csv_path: Annotated[
+        Path | None,
+        typer.Option("--csv", dir_okay=False, help="write one row per answer (a 0600 file)"),
+    ] = None,
+) -> None:
+    """Show what recipients answered to "Was this useful?", and their comments, newest first.
+
+    Example: bulletin feedback eu-referendum --csv feedback.csv
+    """
+    from bulletin import feedback_export
+    from bulletin import status as statuses
+    from bulletin.feedback import ANSWER_WORDS, terminal_text
+    from bulletin.tracking import Tracker
+
+    config = settings()
+    if not config.db_path.exists():
+        raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
+    with Tracker(config.db_path) as tracker:
+        send = statuses.find_send(tracker, send_ref)
+        summary = feedback_export.summarise(tracker, send)
+        if csv_path is not None:
+            rows = feedback_export.write_csv(tracker, send, csv_path)
+            note(f"Wrote {csv_path}: {rows} answer row(s)")
+            return
+    echo(f"Send #{send.id}: {send.message} — {send.subject}")
+    for line in feedback_export.describe(summary):
+        echo(line)
+    for answer in summary.comments:
+        who = answer.email or "(forgotten)"
+        echo(f"\n{answer.commented_at} · {ANSWER_WORDS[answer.answer]} · {who}")
+        echo(f"    {terminal_text(answer.comment)}")
 
 
 # --- data protection (issue 8) -------------------------------------------------------------

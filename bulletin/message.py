@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from bulletin.errors import InputError, Problem
+from bulletin.feedback import DEFAULT as DEFAULT_FEEDBACK
+from bulletin.feedback import Question, parse_question
 from bulletin.fields import has_control, has_line_break
 from bulletin.notice import Notice, parse_notice
 
@@ -30,6 +32,7 @@ KEYS = (
     "category",
     "reference",
     "notice",
+    "feedback",
 )
 DEFAULT_CONTACTS = ("contacts/*.csv",)
 _FENCE = re.compile(r"^---[ \t]*$", re.MULTILINE)
@@ -63,6 +66,7 @@ class Message:
     content_hash: str
     key_lines: dict[str, int] = field(default_factory=dict)
     notice: Notice | None = None  # the front matter's notice version (bulletin/notice.py)
+    feedback: Question | None = DEFAULT_FEEDBACK  # "Was this useful?"; None: `feedback: false`
 
     def line_of(self, key: str) -> int | None:
         return self.key_lines.get(key)
@@ -304,6 +308,10 @@ def load_message(
         if error:
             problem(at("notice"), error)
 
+    feedback, error = parse_question(data.get("feedback"))
+    if error:
+        problem(at("feedback"), error)
+
     message = Message(
         path=path,
         shown=shown,
@@ -322,6 +330,7 @@ def load_message(
         content_hash=hashlib.sha256(raw).hexdigest(),
         key_lines=lines,
         notice=notice,
+        feedback=feedback,
     )
     return message, problems
 

@@ -28,6 +28,8 @@ from bulletin.errors import (
     Interrupted,
     Problem,
 )
+from bulletin.feedback import feedback_url
+from bulletin.feedback import make_token as make_feedback_token
 from bulletin.files import open_private
 from bulletin.tracking import (
     DatabaseError,
@@ -263,6 +265,15 @@ def _public(settings: Settings) -> tuple[str, str]:
     return settings.secret or secrets.token_urlsafe(32), settings.public_url or DEV_PUBLIC_URL
 
 
+def _feedback_link(
+    compiled, secret: str, base: str, send_id: int, delivery_id: int, contact: Contact
+) -> str:
+    """This delivery's signed "Was this useful?" link (issue 18); none if the message asks not."""
+    if compiled.message.feedback is None:
+        return ""
+    return feedback_url(base, make_feedback_token(secret, send_id, delivery_id, contact.email))
+
+
 def dry_run(plan: Plan, settings: Settings) -> Report:
     """Render every message and count; touches neither the transport nor the database."""
     compiled = plan.checked.compiled
@@ -299,7 +310,12 @@ def send_test(plan: Plan, settings: Settings, address: str) -> str:
     contact = StaffCopy(email=address, fields=first.fields, file=first.file, line=first.line)
     _secret, base = _public(settings)
     item = Outgoing(
-        0, contact, unsubscribe_url(base, "test"), {"bulletin_test": "1"}, subject_prefix="[TEST] "
+        0,
+        contact,
+        unsubscribe_url(base, "test"),
+        {"bulletin_test": "1"},
+        subject_prefix="[TEST] ",
+        feedback_url=feedback_url(base, "test"),
     )
     transport = plan.transport
     transport.open()
@@ -490,6 +506,7 @@ def _send_batch(
                 contact,
                 unsubscribe_url(base, token),
                 {"bulletin_send": str(send_id), "bulletin_delivery": str(row.id)},
+                feedback_url=_feedback_link(compiled, secret, base, send_id, row.id, contact),
             )
         )
     try:

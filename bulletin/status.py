@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bulletin.errors import InputError
 from bulletin.files import open_private
+from bulletin.ledger_feedback import FeedbackStore
 from bulletin.tracking import SendRow, State, Tracker
 
 CSV_COLUMNS = (
@@ -53,6 +54,7 @@ def summary(tracker: Tracker, send: SendRow) -> dict:
         "recipients": sum(counts[s.value] for s in State),
         "counts": counts,
         "tracking": tracking(send),
+        "feedback": FeedbackStore(tracker).counts(send.id),  # "Was this useful?" (issue 18)
     }
 
 
@@ -105,6 +107,14 @@ def rates(counts: dict[str, int]) -> dict[str, float]:
         return {}
     keys = (*HANDED_OVER, "opened", "clicked")
     return {k: counts[k] / sent for k in keys}
+
+
+def feedback_line(counts: dict[str, int]) -> str:
+    """`Feedback: 3 useful · 1 not useful · 0 concern` for `status SEND` (issue 18)."""
+    return (
+        f"Feedback: {counts['useful']} useful · {counts['not_useful']} not useful · "
+        f"{counts['concern']} concern"
+    )
 
 
 def neutralise(value: object) -> str:

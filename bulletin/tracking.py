@@ -114,6 +114,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sends ADD COLUMN open_tracking INTEGER;
     ALTER TABLE sends ADD COLUMN click_tracking INTEGER;
     """,
+    # 3 → 4: "Was this useful?" answers, one per delivery (issue 18; bulletin/ledger_feedback.py).
+    # delivery_id becomes NULL when `purge` deletes the delivery: the answer still counts.
+    """
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY,
+        send_id INTEGER NOT NULL REFERENCES sends(id),
+        delivery_id INTEGER UNIQUE REFERENCES deliveries(id) ON DELETE SET NULL,
+        answer TEXT NOT NULL CHECK (answer IN ('useful', 'not_useful', 'concern')),
+        comment TEXT NOT NULL DEFAULT '',
+        answered_at TEXT NOT NULL,
+        commented_at TEXT
+    );
+    CREATE INDEX feedback_send ON feedback(send_id, answer);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

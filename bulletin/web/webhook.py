@@ -52,6 +52,7 @@ from bulletin.web.common import (
     read_body,
     without_query,
 )
+from bulletin.web.feedback import routes as feedback_routes
 
 MAX_BODY = 5 * 1024 * 1024  # SendGrid batches stay far below this
 MAX_FORM = 64 * 1024
@@ -431,6 +432,7 @@ def create_app(webhook: Webhook) -> Starlette:
         routes=[
             Route("/events", events, methods=METHODS),
             Route("/unsubscribe", unsubscribe, methods=METHODS),
+            *feedback_routes(webhook),  # "Was this useful?" pages (issue 18)
             Route("/{path:path}", not_found, methods=METHODS),
         ],
     )
@@ -569,7 +571,10 @@ def serve(
         log(line)
     if workers <= 1:
         server = make_server(settings, host, port, insecure=insecure, log=log)
-        log(f"Listening on {server.url} (POST /events, /unsubscribe); database {settings.db}")
+        log(
+            f"Listening on {server.url} (POST /events, /unsubscribe, /feedback); "
+            f"database {settings.db}"
+        )
         try:
             server.serve_forever()
         finally:
@@ -580,7 +585,7 @@ def serve(
     where = sock.getsockname()
     log(
         f"Listening on http://{where[0]}:{where[1]} with {workers} worker processes "
-        f"(POST /events, /unsubscribe); database {settings.db}"
+        f"(POST /events, /unsubscribe, /feedback); database {settings.db}"
     )
     os.environ[WORKER_OPTIONS] = json.dumps(
         {"workdir": str(settings.workdir), "insecure": insecure}
