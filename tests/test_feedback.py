@@ -27,7 +27,7 @@ from bulletin.config import load_settings
 from bulletin.message import load_message
 from bulletin.web.webhook import make_server
 
-SECRET = "feedback-test-secret"
+SECRET = "feedback-test-secret-0123456789abcdef"
 PUBLIC = "https://bulletin.example.org"
 FIRST = "margaret.okafor@example.org"
 SECOND = "david.oneill@example.com"

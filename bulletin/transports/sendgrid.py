@@ -255,14 +255,21 @@ def mark_our_links(html: Sequence[Part], compiled: CompiledEmail, public_url: st
     (its click-tracking guide), so the unsubscribe link always goes straight to us, even when
     BULLETIN_CLICK_TRACKING is on and whatever the account's settings.
     """
-    keys = compiled.slots.keys
+    keys, links = compiled.slots.keys, compiled.slots.links
+    prefix = public_url.rstrip("/") + "/" if public_url else None
     ours = {i for i, (key, _) in enumerate(keys) if key in (UNSUBSCRIBE, FEEDBACK)}
+
+    def our_link(parts: Sequence[Part]) -> bool:  # a URL_OF link: made of our slot, or our URL
+        starts_ours = bool(prefix and parts and isinstance(parts[0], str))
+        return any(p in ours for p in parts if isinstance(p, int)) or (
+            starts_ours and parts[0].startswith(prefix)
+        )
+
     ours |= {
         i
         for i, (key, _) in enumerate(keys)
-        if key.startswith(URL_OF) and int(key[len(URL_OF) :]) in ours
+        if key.startswith(URL_OF) and our_link(links[int(key[len(URL_OF) :])])
     }
-    prefix = public_url.rstrip("/") + "/" if public_url else None
 
     def mark(anchor: re.Match) -> str:
         tag = anchor.group(0)
