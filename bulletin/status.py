@@ -39,6 +39,8 @@ def find_send(tracker: Tracker, ref: str) -> SendRow:
 
 
 def summary(tracker: Tracker, send: SendRow) -> dict:
+    from bulletin.approval import send_record
+
     counts = tracker.counts(send.id)
     return {
         "id": send.id,
@@ -51,6 +53,7 @@ def summary(tracker: Tracker, send: SendRow) -> dict:
         "recipients": sum(counts[s.value] for s in State),
         "counts": counts,
         "tracking": tracking(send),
+        "approval": send_record(tracker, send.id),  # who signed it off (issue 17)
     }
 
 
