@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from accessibility import assert_accessible
+from browser import save_screenshot
 
 from bulletin import approval
 from bulletin.check import check_message
@@ -251,6 +252,17 @@ def test_a_request_through_smtp_reaches_the_approver(env, cli, smtp_env):
     assert "List-Unsubscribe" not in mail
 
 
+def test_a_request_through_sendgrid_reaches_the_approver(env, cli, sendgrid_env):
+    cli("approve", "eu-referendum", "--request", COMMANDER)
+    (accepted,) = sendgrid_env.accepted
+    assert accepted["recipients"] == [COMMANDER]
+    body = accepted["body"]
+    (personalization,) = body["personalizations"]
+    assert personalization["custom_args"]["bulletin_test"] == "approval"  # not a delivery
+    assert "headers" not in personalization  # no List-Unsubscribe on a request
+    assert f"{PUBLIC}/approve?t=" in body["content"][0]["value"]
+
+
 # --- the approval page, end to end -------------------------------------------------------------
 
 
@@ -260,11 +272,13 @@ def test_request_then_approve_in_the_browser_then_send(env, cli, server, page):
     assert page.locator("h1").first.inner_text() == "Approve this bulletin?"
     assert page.get_by_text("Dear Margaret,").count() >= 1
     assert_accessible(page)
+    save_screenshot(page, "approval-page")
     assert server.events() == [("request", COMMANDER, "email link", "")]  # GET records nothing
     page.get_by_role("button", name="Approve").click()
     page.wait_for_load_state()
     assert page.locator("h1").first.inner_text() == "Approved: thank you"
     assert_accessible(page)
+    save_screenshot(page, "approval-approved")
     assert server.events()[-1] == ("approved", COMMANDER, "email link", "")
     cli("send", "eu-referendum", "--yes")
     send = json.loads(cli("status", "1", "--json").stdout)["sends"][0]
@@ -413,3 +427,18 @@ def test_history_lists_versions_requests_approvals_and_sends_in_order(env, cli):
     lines = cli("history", "eu-referendum").stdout.splitlines()
     kinds = [re.sub(r"^\s*\S+ \S+ \S+\s+", "", line).split(" ")[0] for line in lines]
     assert kinds == ["version", "approval", "approved", "send", "version", "approved"]
+
+
+def test_the_report_shows_who_approved_the_send(env, cli):
+    cli("approve", "eu-referendum", "--as", f"Ada Commander <{COMMANDER}>")
+    cli("send", "eu-referendum", "--yes")
+    cli("report", "1", "-o", "report.html")
+    page = (env / "report.html").read_text(encoding="utf-8")
+    assert "Approved: by Ada Commander &lt;commander@example.org&gt;" in page
+    assert "in person at the command line" in page and "Version:" in page
+
+
+def test_approve_takes_exactly_one_of_request_or_as(env, cli):
+    assert "give one of --request" in cli("approve", "eu-referendum", expect=2).stderr
+    both = cli("approve", "eu-referendum", "--request", COMMANDER, "--as", COMMANDER, expect=2)
+    assert "give one of --request" in both.stderr
