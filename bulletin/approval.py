@@ -260,8 +260,11 @@ def for_send(checked: Checked, settings: Settings, command_name: str) -> Standin
     if not settings.approvals and not settings.db_path.exists():
         return None
     version = current_version(checked, settings)
-    with Tracker(settings.db_path) as tracker:
-        result = standing(ApprovalStore(tracker), version, settings)
+    if settings.db_path.exists():
+        with Tracker(settings.db_path) as tracker:
+            result = standing(ApprovalStore(tracker), version, settings)
+    else:  # nothing recorded yet; and a dry run must not create the database
+        result = Standing(version, settings.approvals)
     if settings.approvals and not result.ok:
         raise Unapproved(result.missing(command_name), result)
     return result

@@ -442,3 +442,10 @@ def test_approve_takes_exactly_one_of_request_or_as(env, cli):
     assert "give one of --request" in cli("approve", "eu-referendum", expect=2).stderr
     both = cli("approve", "eu-referendum", "--request", COMMANDER, "--as", COMMANDER, expect=2)
     assert "give one of --request" in both.stderr
+
+
+def test_a_dry_run_warns_about_missing_approvals_and_creates_no_database(env, cli):
+    result = cli("send", "eu-referendum", "--dry-run")
+    assert "warning: messages/eu-referendum.md (version" in result.stderr
+    assert "Dry run: rendered 34 message(s)" in result.stdout
+    assert not (env / "bulletin.db").exists()
