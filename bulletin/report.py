@@ -419,6 +419,7 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
         "tracked": tracked,
         "outbox": send.transport == "outbox",
         "tracking": tracking_line(tracking(send)),
+        "approval": _approval_lines(tracker, send.id),  # who signed it off (issue 17)
         "via": via,
         "base": base,
         "audience": g["audience"],
@@ -473,6 +474,13 @@ def feedback_context(tracker: Tracker, send: SendRow) -> dict:
         "wards": wards,
         "comments": comments,
     }
+
+
+def _approval_lines(tracker: Tracker, send_id: int) -> list[str]:
+    from bulletin.approval import record_lines, send_record
+
+    record = send_record(tracker, send_id)
+    return record_lines(record) if record else []
 
 
 def render_report(tracker: Tracker, send: SendRow, settings: Settings) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bulletin.check import Checked, check_transport_limits
 from bulletin.config import Settings
@@ -105,6 +106,7 @@ class Plan:
     left: int = 0  # pending rows of people no longer in the audience: never sent
     limit: int | None = None
     resend_unknown: bool = False
+    approval: Any = None  # approval.Standing of this version, set before `execute` (issue 17)
 
     @property
     def due(self) -> int:
@@ -363,8 +365,12 @@ def execute(
     the send began get a pending row, people who left lose theirs, suppressed people's pending
     rows are dropped. With nothing to send it still does that bookkeeping (and completes the send).
     """
+    from bulletin import approval
+
     waiter = waiter or getattr(plan.transport, "waiter", None) or Waiter()
     checked, compiled, message = plan.checked, plan.checked.compiled, plan.checked.message
+    if plan.approval is None:  # sign-off cannot be bypassed by a caller that forgot it
+        plan.approval = approval.for_send(checked, settings, message.name)
     lock = nullcontext() if locked else send_lock(settings.db_path)
     with lock, Tracker(settings.db_path, timeout=settings.db_timeout) as tracker:
         latest = _send_to_resume(tracker, checked, new_send)
@@ -381,6 +387,7 @@ def execute(
                 transport=plan.transport.name,
             )
         report = Report(send_id)
+        approval.record_send(tracker, send_id, plan.approval)
         if tracker.is_purged(send_id):  # finished and purged: nothing is owed (see the plan)
             report.completed, report.counts = True, tracker.counts(send_id)
             return report

@@ -42,6 +42,8 @@ def find_send(tracker: Tracker, ref: str) -> SendRow:
 
 
 def summary(tracker: Tracker, send: SendRow) -> dict:
+    from bulletin.approval import send_record
+
     counts = tracker.counts(send.id)
     return {
         "id": send.id,
@@ -55,6 +57,7 @@ def summary(tracker: Tracker, send: SendRow) -> dict:
         "counts": counts,
         "tracking": tracking(send),
         "feedback": FeedbackStore(tracker).counts(send.id),  # "Was this useful?" (issue 18)
+        "approval": send_record(tracker, send.id),  # who signed it off (issue 17)
     }
 
 

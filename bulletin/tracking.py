@@ -128,6 +128,43 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX feedback_send ON feedback(send_id, answer);
     """,
+    # 4 → 5: sign-off before send (issue 17). One row per request, approval or "ask for
+    # changes" of one version (fingerprint) of a message; a link's decision names its request,
+    # once (UNIQUE: a link cannot be used twice). Sends record the version and approvals they
+    # went out under. All SQL on these tables is in bulletin/ledger_approvals.py.
+    """
+    CREATE TABLE approval_events (
+        id INTEGER PRIMARY KEY,
+        message TEXT NOT NULL,
+        path TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        approver TEXT NOT NULL,
+        approver_name TEXT NOT NULL DEFAULT '',
+        route TEXT NOT NULL,
+        request_id INTEGER UNIQUE REFERENCES approval_events(id),
+        comment TEXT NOT NULL DEFAULT '',
+        audience INTEGER NOT NULL,
+        audience_definition TEXT NOT NULL,
+        text TEXT NOT NULL,
+        expires_at TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX approval_events_message ON approval_events(message, fingerprint, id);
+    CREATE TABLE send_versions (
+        send_id INTEGER NOT NULL REFERENCES sends(id),
+        fingerprint TEXT NOT NULL,
+        audience INTEGER NOT NULL,
+        after_event INTEGER NOT NULL,
+        recorded_at TEXT NOT NULL,
+        PRIMARY KEY (send_id, fingerprint)
+    );
+    CREATE TABLE send_approvals (
+        send_id INTEGER NOT NULL REFERENCES sends(id),
+        approval_id INTEGER NOT NULL REFERENCES approval_events(id),
+        PRIMARY KEY (send_id, approval_id)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

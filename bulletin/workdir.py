@@ -59,6 +59,10 @@ BULLETIN_FROM=bromley.neighbourhoods@example.org
 # BULLETIN_LOG=bulletin.log
 # BULLETIN_STALE_AFTER_HOURS=24
 
+# Sign-off before send (bulletin approve): approvals each version needs, and who may give them
+# BULLETIN_APPROVALS=1                   # 0 (the default) turns sign-off off
+# BULLETIN_APPROVERS=commander@example.org,deputy@example.org
+
 # Show full tracebacks of errors (for a bug report)
 # BULLETIN_DEBUG=1
 """

@@ -355,6 +355,7 @@ async def _body(request: Request, limit: int, deadline: float) -> bytes | Respon
 
 def create_app(webhook: Webhook) -> Starlette:
     """The Starlette app serving /events and /unsubscribe for `webhook`."""
+    from bulletin.web import approval
 
     async def events(request: Request) -> Response:
         if request.method != "POST":
@@ -433,6 +434,7 @@ def create_app(webhook: Webhook) -> Starlette:
             Route("/events", events, methods=METHODS),
             Route("/unsubscribe", unsubscribe, methods=METHODS),
             *feedback_routes(webhook),  # "Was this useful?" pages (issue 18)
+            *approval.routes(webhook),  # /approve: sign-off before send (issue 17)
             Route("/{path:path}", not_found, methods=METHODS),
         ],
     )
