@@ -29,6 +29,7 @@ BULLETIN_FROM=bromley.neighbourhoods@example.org
 # BULLETIN_PRIVACY_URL=https://www.example.org/privacy   # linked from every email's footer
 # BULLETIN_REPLY_TO="Bromley Safer Neighbourhoods <bromley.snt@example.org>"
 # BULLETIN_DB=bulletin.db
+# BULLETIN_DB_TIMEOUT=10                 # seconds to wait for another process's database lock
 # BULLETIN_OUTBOX=outbox
 # BULLETIN_TIMEOUT=30
 # BULLETIN_RETRIES=5                     # retries of a 429 or 5xx answer

@@ -24,7 +24,7 @@ from bulletin.config import load_settings
 from bulletin.unsubscribe import make_token as unsubscribe_token
 from bulletin.web.webhook import make_server
 
-SECRET = "approval-test-secret"
+SECRET = "approval-test-secret-0123456789abcdef"
 PUBLIC = "https://bulletin.example.org"
 COMMANDER = "commander@example.org"
 DEPUTY = "deputy@example.org"
@@ -170,7 +170,7 @@ def test_send_refuses_an_unapproved_message_in_one_line_and_sends_nothing(env, c
 
 def test_a_test_copy_needs_no_approval(env, cli):
     result = cli("send", "eu-referendum", "--test", "staff@example.org")
-    assert "Test copy sent" in result.stdout
+    assert "Test copy for" in result.stdout
 
 
 def test_too_few_approvers_for_the_setting_is_a_config_error(env, cli, monkeypatch):
