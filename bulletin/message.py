@@ -28,6 +28,7 @@ KEYS = (
     "category",
     "reference",
     "notice",
+    "public",
 )
 DEFAULT_CONTACTS = ("contacts/*.csv",)
 _FENCE = re.compile(r"^---[ \t]*$", re.MULTILINE)
@@ -61,6 +62,7 @@ class Message:
     content_hash: str
     key_lines: dict[str, int] = field(default_factory=dict)
     notice: Notice | None = None  # the front matter's notice version (bulletin/notice.py)
+    public: bool = True  # `public: false`: no public page, no share line (issue 21)
 
     def line_of(self, key: str) -> int | None:
         return self.key_lines.get(key)
@@ -141,16 +143,26 @@ def _key_lines(front: str, first_line: int) -> dict[str, int]:
 
 
 def load_message(
-    path: Path, workdir: Path, *, default_from: str = "", default_reply_to: str = ""
+    path: Path,
+    workdir: Path,
+    *,
+    default_from: str = "",
+    default_reply_to: str = "",
+    raw: bytes | None = None,
 ) -> tuple[Message | None, list[Problem]]:
-    """Read and validate a message file, listing every problem rather than stopping at one."""
+    """Read and validate a message file, listing every problem rather than stopping at one.
+
+    `raw`: the file's bytes as they were (a sent version kept by the ledger, issue 21); then
+    the file itself is not read and need not exist.
+    """
     try:
         shown = str(path.relative_to(workdir))
     except ValueError:
         shown = str(path)
-    if not path.is_file():
-        raise InputError(f"{shown}: no such message; create it with `bulletin new {path.stem}`")
-    raw = path.read_bytes()
+    if raw is None:
+        if not path.is_file():
+            raise InputError(f"{shown}: no such message; create it with `bulletin new {path.stem}`")
+        raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -289,6 +301,11 @@ def load_message(
         if error:
             problem(at("notice"), error)
 
+    public = data.get("public", True)
+    if not isinstance(public, bool):
+        problem(at("public"), "public must be true or false")
+        public = True
+
     message = Message(
         path=path,
         shown=shown,
@@ -307,6 +324,7 @@ def load_message(
         content_hash=hashlib.sha256(raw).hexdigest(),
         key_lines=lines,
         notice=notice,
+        public=public,
     )
     return message, problems
 

@@ -28,6 +28,7 @@ from bulletin.errors import (
     Interrupted,
     Problem,
 )
+from bulletin.publish import DEV_PUBLIC_URL, record_send
 from bulletin.tracking import (
     DatabaseError,
     SendRow,
@@ -38,8 +39,6 @@ from bulletin.tracking import (
 )
 from bulletin.transports import Outgoing, Transport, Unsent, Waiter, make_transport
 from bulletin.unsubscribe import make_token, unsubscribe_url
-
-DEV_PUBLIC_URL = "http://127.0.0.1:8025"
 
 
 class Busy(BulletinError):
@@ -345,6 +344,7 @@ def execute(
                 content_hash=message.content_hash,
                 transport=plan.transport.name,
             )
+            record_send(tracker, message, send_id)  # its public page (issue 21)
         report = Report(send_id)
         if tracker.is_purged(send_id):  # finished and purged: nothing is owed (see the plan)
             report.completed, report.counts = True, tracker.counts(send_id)
