@@ -234,6 +234,8 @@ def render_withdrawn(settings: Settings, publication: Publication) -> str:
         .render(
             reference=publication.reference,
             date=long_date(withdrawn),
+            organisation=settings.organisation,
+            unit=settings.unit,
             identity=sender_identity(settings.organisation, settings.unit),
         )
     )
