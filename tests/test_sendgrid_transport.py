@@ -295,6 +295,7 @@ subject: 'Hello {{ first_name }}'
 from: bromley.neighbourhoods@example.org
 reference: BR-TEST-KEYS
 contacts: [lists/people.csv]
+public: false
 ---
 Dear {{ first_name }} {{ last_name }} of {{ ward }},
 
@@ -408,7 +409,9 @@ def test_click_tracking_on_never_reaches_our_own_links(workdir, cli, sendgrid_en
     (email,) = expand_request(body)[:1]
     anchors = ANCHOR.findall(email["html"])
     ours = [a for a in anchors if "bulletin.example.org/" in a]
-    assert len(ours) == 2  # the public page and the unsubscribe link
+    # the body's link to the public page, the share line's page and notice (issue 21), and
+    # the unsubscribe link
+    assert len(ours) == 4
     assert any("/unsubscribe?t=" in a for a in ours)
     # SendGrid honours the attribute only before the href (its click-tracking guide).
     assert all(a.startswith('<a clicktracking="off" ') for a in ours), ours
