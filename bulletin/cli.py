@@ -1226,6 +1226,52 @@ def feedback(
         echo(f"    {terminal_text(answer.comment)}")
 
 
+# --- public pages (issue 21) ----------------------------------------------------------------
+
+
+@command(app)
+def publish(
+    message: MessageArg,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", file_okay=False, help="also write index.html and notice.pdf here"
+        ),
+    ] = None,
+) -> None:
+    """Publish the non-personal page of a sent message (again, if withdrawn), at /m/REFERENCE.
+
+    Every send of a public message publishes its page already; this puts a withdrawn one back,
+    or with -o writes it as static files for your own website.
+    Example: bulletin publish eu-referendum -o site/BR-2016-07-01
+    """
+    from bulletin import publish as publishing
+
+    config = settings()
+    published = publishing.publish(config, message)
+    echo(f"Published {published.publication.reference}: {published.url}")
+    if output is not None:
+        for path in publishing.write_static(config, published, output):
+            echo(f"Wrote {path} ({path.stat().st_size:,} bytes)")
+
+
+@command(app)
+def unpublish(
+    reference: Annotated[str, typer.Argument(help="the message's reference, e.g. BR-2016-07-01")],
+) -> None:
+    """Withdraw a public page: it then answers 410, saying the message was withdrawn.
+
+    Example: bulletin unpublish BR-2016-07-01
+    """
+    from bulletin import publish as publishing
+
+    withdrawn = publishing.unpublish(settings(), reference)
+    echo(
+        f"Withdrew {withdrawn.reference} (message {withdrawn.message}); "
+        f"`bulletin publish {withdrawn.message}` puts it back"
+    )
+
+
 # --- data protection (issue 8) -------------------------------------------------------------
 
 

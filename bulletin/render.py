@@ -287,9 +287,15 @@ def compile_email(
     organisation: str = "",
     unit: str = "",
     privacy_url: str = "",
+    share_base: str = "",
 ) -> tuple[CompiledEmail | None, list[Problem]]:
-    """Render the message once with tokens for every placeholder; list every problem."""
+    """Render the message once with tokens for every placeholder; list every problem.
+
+    `share_base`: BULLETIN_PUBLIC_URL, for the share line of a public message (issue 21).
+    """
     import jinja2
+
+    from bulletin.publish import share_links
 
     problems: list[Problem] = []
     slots = Slots()
@@ -328,6 +334,8 @@ def compile_email(
         "feedback": message.feedback,
         "feedback_url": slots.token_for(FEEDBACK) if message.feedback else "",
     }
+    share = share_links(share_base, message.reference) if share_base and message.public else None
+    context["share_url"], context["notice_url"] = share or ("", "")
     environment = template_environment(workdir)
     try:
         html_layout = environment.get_template("email.html").render(

@@ -32,6 +32,7 @@ from bulletin.errors import (
 from bulletin.feedback import feedback_url
 from bulletin.feedback import make_token as make_feedback_token
 from bulletin.files import open_private
+from bulletin.publish import DEV_PUBLIC_URL, record_send
 from bulletin.tracking import (
     DatabaseError,
     SendRow,
@@ -42,8 +43,6 @@ from bulletin.tracking import (
 )
 from bulletin.transports import Outgoing, Transport, Unsent, Waiter, make_transport
 from bulletin.unsubscribe import make_token, unsubscribe_url
-
-DEV_PUBLIC_URL = "http://127.0.0.1:8025"
 
 
 class Busy(BulletinError):
@@ -386,6 +385,7 @@ def execute(
                 content_hash=message.content_hash,
                 transport=plan.transport.name,
             )
+            record_send(tracker, message, send_id)  # its public page (issue 21)
         report = Report(send_id)
         approval.record_send(tracker, send_id, plan.approval)
         if tracker.is_purged(send_id):  # finished and purged: nothing is owed (see the plan)

@@ -163,6 +163,24 @@ MIGRATIONS: list[str] = [
         send_id INTEGER NOT NULL REFERENCES sends(id),
         approval_id INTEGER NOT NULL REFERENCES approval_events(id),
         PRIMARY KEY (send_id, approval_id)
+    """,
+    # 5 → 6: public pages of sent messages (issue 21; SQL in bulletin/ledger_publish.py). The
+    # message file's bytes as each send began, so a page shows what was sent, not a later edit;
+    # and one page per reference, pointing at the send it shows, withdrawn or not.
+    """
+    CREATE TABLE sent_sources (
+        content_hash TEXT PRIMARY KEY,
+        message TEXT NOT NULL,
+        source BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE publications (
+        reference TEXT PRIMARY KEY,
+        message TEXT NOT NULL,
+        send_id INTEGER NOT NULL REFERENCES sends(id),
+        content_hash TEXT NOT NULL,
+        published_at TEXT NOT NULL,
+        withdrawn_at TEXT
     );
     """,
 ]

@@ -322,6 +322,7 @@ subject: 'Hello {{ first_name }}'
 from: bromley.neighbourhoods@example.org
 reference: BR-TEST-KEYS
 contacts: [lists/people.csv]
+public: false
 ---
 Dear {{ first_name }} {{ last_name }} of {{ ward }},
 
@@ -435,7 +436,9 @@ def test_click_tracking_on_never_reaches_our_own_links(workdir, cli, sendgrid_en
     (email,) = expand_request(body)[:1]
     anchors = ANCHOR.findall(email["html"])
     ours = [a for a in anchors if "bulletin.example.org/" in a]
-    assert len(ours) == 5  # the public page, the unsubscribe link, 3 feedback links (issue 18)
+    # the body's link to the public page, the share line's page and notice (issue 21), the
+    # unsubscribe link and 3 feedback links (issue 18)
+    assert len(ours) == 7
     assert any("/unsubscribe?t=" in a for a in ours)
     assert sum("/feedback?t=" in a for a in ours) == 3
     # SendGrid honours the attribute only before the href (its click-tracking guide).
