@@ -163,6 +163,7 @@ MIGRATIONS: list[str] = [
         send_id INTEGER NOT NULL REFERENCES sends(id),
         approval_id INTEGER NOT NULL REFERENCES approval_events(id),
         PRIMARY KEY (send_id, approval_id)
+    );
     """,
     # 5 → 6: public pages of sent messages (issue 21; SQL in bulletin/ledger_publish.py). The
     # message file's bytes as each send began, so a page shows what was sent, not a later edit;
