@@ -27,7 +27,7 @@ from bulletin.ledger_publish import Publication
 from bulletin.publish import render_notice, render_page, sent_message
 from bulletin.web.webhook import make_server
 
-SECRET = "publish-test-secret-5c1e"
+SECRET = "publish-test-secret-5c1e-0123456789abcdef"
 PUBLIC = "https://bulletin.example.org"
 REFERENCE = "BR-2016-07-01"
 PAGE = f"/m/{REFERENCE}"
