@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from bulletin.config import Settings
 from bulletin.errors import InputError, Problem
+from bulletin.ledger_feedback import FeedbackStore
 from bulletin.tracking import Tracker, email_hash, email_key, utcnow
 
 FORGET_REASON = "forgotten (data-protection request)"
@@ -56,6 +57,7 @@ class Forgotten:
     outbox_files: int = 0
     contact_rows: list[Problem] = field(default_factory=list)
     wal_cleared: bool = True
+    feedback: int = 0  # "Was this useful?" answers deleted (issue 18)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Purged:
     events: int = 0
     outbox_files: int = 0
     wal_cleared: bool = True
+    comments: int = 0  # feedback comments blanked; the answers stay counted (issue 18)
 
 
 def parse_age(text: str) -> timedelta:
@@ -169,6 +172,7 @@ def forget(settings: Settings, email: str) -> Forgotten:
                 f"UPDATE events SET email = NULL, reason = NULL, payload = '{{}}' WHERE {where}",
                 (key,),
             ).rowcount
+            result.feedback = FeedbackStore(tracker).forget_deliveries(ids)
             if ids:
                 db.execute(
                     f"UPDATE deliveries SET {blank}, email_key = 'forgotten:' || id "
@@ -251,6 +255,9 @@ def purge(
             result.events += tracker.execute(
                 f"SELECT COUNT(*) FROM events WHERE {orphans}", (stamp,)
             ).fetchone()[0]
+            result.comments = FeedbackStore(tracker).purge_comments(
+                stamp, result.sends, dry_run=True
+            )
             return result
         with tracker.transaction() as db:
             for send in old:
@@ -267,6 +274,7 @@ def purge(
                     f"DELETE FROM deliveries WHERE send_id IN {_in_clause(result.sends)}"
                 ).rowcount
             result.events += db.execute(f"DELETE FROM events WHERE {orphans}", (stamp,)).rowcount
+            result.comments = FeedbackStore(tracker).purge_comments(stamp, result.sends)
         result.wal_cleared = _clear_wal(tracker)
     result.outbox_files = _delete_outbox_files(settings, (f"{i}-*.eml" for i in result.sends))
     return result
@@ -283,6 +291,8 @@ def describe_forgotten(result: Forgotten) -> list[str]:
             else "They were already suppressed; the suppression now keeps only a hash."
         )
     ]
+    if result.feedback:
+        lines.append(f"Deleted their {result.feedback} feedback answer(s) and comment(s).")
     if not result.wal_cleared:
         lines.append(
             "Note: another bulletin process has the database open; old copies stay in its "
@@ -301,5 +311,6 @@ def describe_purged(result: Purged, dry_run: bool) -> str:
         f"(#{', #'.join(map(str, result.sends))}): {result.deliveries:,} delivery record(s), "
         f"{result.events:,} event(s)"
         + ("" if dry_run else f", {result.outbox_files} outbox file(s)")
+        + (f", {result.comments} feedback comment(s)" if result.comments else "")
         + "; their totals stay in bulletin status."
     )

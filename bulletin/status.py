@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bulletin.errors import InputError
 from bulletin.files import open_private
+from bulletin.ledger_feedback import FeedbackStore
 from bulletin.tracking import SendRow, State, Tracker
 
 CSV_COLUMNS = (
@@ -41,6 +42,8 @@ def find_send(tracker: Tracker, ref: str) -> SendRow:
 
 
 def summary(tracker: Tracker, send: SendRow) -> dict:
+    from bulletin.approval import send_record
+
     counts = tracker.counts(send.id)
     return {
         "id": send.id,
@@ -53,6 +56,8 @@ def summary(tracker: Tracker, send: SendRow) -> dict:
         "recipients": sum(counts[s.value] for s in State),
         "counts": counts,
         "tracking": tracking(send),
+        "feedback": FeedbackStore(tracker).counts(send.id),  # "Was this useful?" (issue 18)
+        "approval": send_record(tracker, send.id),  # who signed it off (issue 17)
     }
 
 
@@ -105,6 +110,14 @@ def rates(counts: dict[str, int]) -> dict[str, float]:
         return {}
     keys = (*HANDED_OVER, "opened", "clicked")
     return {k: counts[k] / sent for k in keys}
+
+
+def feedback_line(counts: dict[str, int]) -> str:
+    """`Feedback: 3 useful · 1 not useful · 0 concern` for `status SEND` (issue 18)."""
+    return (
+        f"Feedback: {counts['useful']} useful · {counts['not_useful']} not useful · "
+        f"{counts['concern']} concern"
+    )
 
 
 def neutralise(value: object) -> str:

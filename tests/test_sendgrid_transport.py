@@ -322,6 +322,7 @@ subject: 'Hello {{ first_name }}'
 from: bromley.neighbourhoods@example.org
 reference: BR-TEST-KEYS
 contacts: [lists/people.csv]
+public: false
 ---
 Dear {{ first_name }} {{ last_name }} of {{ ward }},
 
@@ -435,8 +436,11 @@ def test_click_tracking_on_never_reaches_our_own_links(workdir, cli, sendgrid_en
     (email,) = expand_request(body)[:1]
     anchors = ANCHOR.findall(email["html"])
     ours = [a for a in anchors if "bulletin.example.org/" in a]
-    assert len(ours) == 2  # the public page and the unsubscribe link
+    # the body's link to the public page, the share line's page and notice (issue 21), the
+    # unsubscribe link and 3 feedback links (issue 18)
+    assert len(ours) == 7
     assert any("/unsubscribe?t=" in a for a in ours)
+    assert sum("/feedback?t=" in a for a in ours) == 3
     # SendGrid honours the attribute only before the href (its click-tracking guide).
     assert all(a.startswith('<a clicktracking="off" ') for a in ours), ours
     others = [a for a in anchors if a not in ours]
@@ -495,7 +499,14 @@ def _substitution_bytes(workdir, row) -> int:
     (contact,) = [c for c in checked.recipients if c.email == row["email"]]
     template = request_template(checked.compiled, settings)
     url = "https://bulletin.example.org/unsubscribe?t=999999999999.999999999999999." + "x" * 22
-    item = Outgoing(0, contact, url, {"bulletin_send": "9" * 12, "bulletin_delivery": "9" * 15})
+    feedback = "https://bulletin.example.org/feedback?t=999999999999.999999999999999." + "x" * 22
+    item = Outgoing(
+        0,
+        contact,
+        url,
+        {"bulletin_send": "9" * 12, "bulletin_delivery": "9" * 15},
+        feedback_url=feedback,
+    )
     return template.personalization(template.keys(), item)[2]
 
 
