@@ -697,8 +697,9 @@ def send(
 
 def _report_nothing_to_send(report, plan, name: str) -> None:
     from bulletin.errors import PartialSendError
+    from bulletin.ledger.states import State
 
-    unknown = report.counts.get("unknown", 0)
+    unknown = report.counts.get(State.UNKNOWN, 0)
     echo(
         f"Nothing to send: send #{report.send_id} has no pending recipients"
         + (f"; {unknown} unknown (use --resend-unknown if they never arrived)." if unknown else ".")
@@ -712,6 +713,7 @@ def _report_nothing_to_send(report, plan, name: str) -> None:
 
 def _report_send(report, name: str, transport: str) -> None:
     from bulletin.errors import Interrupted, PartialSendError
+    from bulletin.ledger.states import State
 
     for email in report.stale_unknown:
         note(
@@ -737,7 +739,7 @@ def _report_send(report, name: str, transport: str) -> None:
         raise Interrupted(
             f"interrupted; the state is recorded. Run `bulletin send {name}` again to resume."
         )
-    if report.failed or report.counts.get("unknown", 0):
+    if report.failed or report.counts.get(State.UNKNOWN, 0):
         raise PartialSendError(
             f"some recipients failed or are unknown; see `bulletin status {report.send_id}`"
         )
@@ -804,6 +806,7 @@ def status(
 
 
 def _print_sends(summaries: list[dict]) -> None:
+    from bulletin.ledger.states import State
     from bulletin.tables import Column, local_time
 
     columns = [
@@ -811,12 +814,12 @@ def _print_sends(summaries: list[dict]) -> None:
         Column("message", 0),
         Column("created", 0),
         Column("recipients", 0, numeric=True),
-        Column("delivered", 1, numeric=True),
-        Column("failed", 1, numeric=True),
-        Column("unknown", 1, numeric=True),
-        Column("pending", 2, numeric=True),
-        Column("accepted", 3, numeric=True),
-        Column("bounced", 3, numeric=True),
+        Column(State.DELIVERED, 1, numeric=True),
+        Column(State.FAILED, 1, numeric=True),
+        Column(State.UNKNOWN, 1, numeric=True),
+        Column(State.PENDING, 2, numeric=True),
+        Column(State.ACCEPTED, 3, numeric=True),
+        Column(State.BOUNCED, 3, numeric=True),
         Column("subject", 4),
     ]
     rows = []
@@ -828,12 +831,12 @@ def _print_sends(summaries: list[dict]) -> None:
                 s["message"],
                 local_time(s["created_at"]),
                 str(s["recipients"]),
-                str(c["delivered"]),
-                str(c["failed"]),
-                str(c["unknown"]),
-                str(c["pending"]),
-                str(c["accepted"]),
-                str(c["bounced"]),
+                str(c[State.DELIVERED]),
+                str(c[State.FAILED]),
+                str(c[State.UNKNOWN]),
+                str(c[State.PENDING]),
+                str(c[State.ACCEPTED]),
+                str(c[State.BOUNCED]),
                 s["subject"],
             ]
         )

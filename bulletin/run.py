@@ -37,13 +37,18 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bulletin.config import Settings
 from bulletin.errors import BulletinError, ExitCode, InputError
-from bulletin.files import open_private, write_private
+from bulletin.files import open_private
+from bulletin.ledger import states
 from bulletin.message import LONDON, Message, load_message
 from bulletin.send import Busy, Report, execute, plan_send, send_lock
-from bulletin.tracking import SendRow, State, Tracker
+from bulletin.tracking import Tracker
+
+if TYPE_CHECKING:
+    from bulletin.ledger.store import SendRow
 from bulletin.transports import Unsent
 
 LOG_BYTES = 1_000_000
@@ -59,7 +64,7 @@ SEVERITY = (
     ExitCode.INTERRUPTED,
 )
 # A send that may have reached someone: resuming it is better than leaving it half done.
-REACHED = frozenset(State) - {State.PENDING, State.FAILED, State.DROPPED}
+REACHED = states.REACHED
 
 
 class Verdict(StrEnum):
@@ -336,7 +341,7 @@ def _sent(shown: str, name: str, report: Report, transport: str, resumed: bool) 
     # Unknown recipients from an earlier run count too: the send ends with them (issue 11).
     code = (
         ExitCode.PARTIAL
-        if report.failed or unknown or report.counts.get("unknown")
+        if report.failed or unknown or report.counts.get(states.State.UNKNOWN)
         else ExitCode.OK
     )
     return Considered(shown, Verdict.SENT, text, details, code, report=report)
@@ -408,21 +413,34 @@ def _key(*parts: str) -> str:
 
 
 def _remember_notices(settings: Settings, result: RunResult) -> None:
-    """Mark notices printed before as not fresh; forget the ones that no longer apply."""
+    """Mark notices printed before as not fresh; forget the ones that no longer apply.
+
+    They are kept in the ledger (so several machines sharing one database give each notice
+    once); an earlier release's side file beside the database is read the first time.
+    """
+    keyed = [item for item in result.considered if item.key]
+    if not keyed and not settings.db_path.exists():
+        return
+    with Tracker(settings.db_path, timeout=settings.db_timeout) as ledger:
+        seen = ledger.notices() or _side_file_notices(settings)
+        current: dict[str, str] = {}
+        for item in keyed:
+            item.fresh = item.key not in seen
+            current[item.key] = seen.get(item.key, result.now.isoformat(timespec="seconds"))
+        if current != seen:
+            ledger.remember_notices(current)
+
+
+def _side_file_notices(settings: Settings) -> dict[str, str]:
+    """Notices remembered by an earlier release in `bulletin.db.run-notices.json`."""
     path = settings.db_path.with_name(settings.db_path.name + NOTICES_SUFFIX)
     try:
         seen = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(seen, dict):
-            seen = {}
     except (OSError, ValueError):
-        seen = {}
-    current: dict[str, str] = {}
-    for item in result.considered:
-        if item.key:
-            item.fresh = item.key not in seen
-            current[item.key] = seen.get(item.key, result.now.isoformat(timespec="seconds"))
-    if current != seen:
-        write_private(path, json.dumps(current, indent=1).encode("utf-8"))
+        return {}
+    if not isinstance(seen, dict):
+        return {}
+    return {str(k): str(v) for k, v in seen.items()}
 
 
 # --- the log file ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bulletin.check import Checked, check_transport_limits
 from bulletin.config import Settings
@@ -29,14 +30,12 @@ from bulletin.errors import (
     Problem,
 )
 from bulletin.files import open_private
-from bulletin.tracking import (
-    DatabaseError,
-    SendRow,
-    State,
-    Tracker,
-    email_hash,
-    purged_text,
-)
+from bulletin.ledger.keys import email_hash, purged_text
+from bulletin.ledger.states import State
+from bulletin.tracking import DatabaseError, Tracker
+
+if TYPE_CHECKING:
+    from bulletin.ledger.store import Counts, SendRow
 from bulletin.transports import Outgoing, Transport, Unsent, Waiter, make_transport
 from bulletin.unsubscribe import make_token, unsubscribe_url
 
@@ -130,7 +129,7 @@ class Report:
     pending_left: int = 0
     interrupted: bool = False
     completed: bool = False
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: Counts | dict[str, int] = field(default_factory=dict)
 
 
 def _tracker_if_exists(settings: Settings) -> Tracker | None:
@@ -248,7 +247,7 @@ def _refuse_changed(latest: SendRow, checked: Checked, tracker: Tracker) -> None
     if latest.content_hash == checked.message.content_hash:
         return
     counts = tracker.counts(latest.id)
-    done = sum(n for s, n in counts.items() if s not in ("pending", "opened", "clicked"))
+    done = counts.total - counts[State.PENDING]
     raise InputError(
         f"{checked.message.shown} has changed since send #{latest.id} ({done} recipient(s) "
         f"already processed); pass --new-send to send this version as a new send "
@@ -415,7 +414,7 @@ def execute(
         report.interrupted = waiter.interrupted
         report.completed = tracker.complete_if_done(send_id)
         report.counts = tracker.counts(send_id)
-        report.pending_left = report.counts["pending"]
+        report.pending_left = report.counts[State.PENDING]
         return report
 
 

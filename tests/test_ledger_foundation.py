@@ -32,7 +32,18 @@ FIXTURE_COUNTS = {
     "events": 87,
     "suppressions": 5,
     "purged_sends": 0,
+    "run_notices": 0,  # revision 0003
 }
+
+
+def _legacy_columns() -> dict[str, list[str]]:
+    """The tables and columns release 0.1.0 wrote (later revisions add to them)."""
+    with sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True) as db:
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: [r[1] for r in db.execute(f"PRAGMA table_info({n})")] for n in names}
+
+
+LEGACY_COLUMNS = _legacy_columns()
 
 
 @pytest.fixture
@@ -78,14 +89,15 @@ def all_rows(engine) -> dict[str, list[tuple]]:
 
 
 def raw_rows(path: Path) -> dict[str, list[tuple]]:
-    """Every row read with plain sqlite3, as release 0.1.0 would."""
+    """Every row of release 0.1.0's tables and columns, read with plain sqlite3 as it would."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return {
             table.name: db.execute(
-                f"SELECT * FROM {table.name} ORDER BY "
+                f"SELECT {', '.join(LEGACY_COLUMNS[table.name])} FROM {table.name} ORDER BY "
                 + ", ".join(c.name for c in table.primary_key.columns)
             ).fetchall()
             for table in schema.TABLES
+            if table.name in LEGACY_COLUMNS
         }
 
 
@@ -184,16 +196,38 @@ def test_a_sqlite_engine_uses_todays_pragmas(tmp_path, engines):
         assert pragma("PRAGMA busy_timeout").scalar() == 10_000
 
 
-def test_a_new_sqlite_database_is_also_schema_2_for_todays_tracker(tmp_path, engines):
-    """Until the second wave moves tracking.py onto the ledger, both must open the same file:
-    the Tracker takes an Alembic-made schema-2 file on through its own later migrations."""
+def test_a_new_sqlite_database_carries_the_legacy_number_of_its_revision(tmp_path, engines):
+    """Each revision that changes tables raises `PRAGMA user_version`, so an older release
+    refuses the file ("written by a newer bulletin") instead of writing into it."""
+    from bulletin.ledger import migrate
     from bulletin.tracking import SCHEMA_VERSION
 
     path = tmp_path / "bulletin.db"
     upgrade(engines(path))
     with Tracker(path) as tracker:
-        assert tracker.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert tracker.sends() == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert migrate.LEGACY_REVISIONS[SCHEMA_VERSION] == migrate.HEAD == head_revision()
+
+
+def test_a_wave_1_database_at_user_version_3_is_adopted_and_upgraded(legacy_db, engines):
+    """The release before the ledger (tracking.py's migration 2 → 3: open/click tracking)."""
+    with sqlite3.connect(legacy_db) as db:
+        db.execute("ALTER TABLE sends ADD COLUMN open_tracking INTEGER")
+        db.execute("ALTER TABLE sends ADD COLUMN click_tracking INTEGER")
+        db.execute("UPDATE sends SET open_tracking = 1, click_tracking = 0 WHERE id = 2")
+        db.execute(
+            "UPDATE deliveries SET state = 'dropped', error = 'suppressed: spam report' "
+            "WHERE id = 64"
+        )
+        db.execute("PRAGMA user_version = 3")
+    with Tracker(legacy_db) as tracker:
+        send = tracker.get_send(2)
+        assert (send.open_tracking, send.click_tracking) == (1, 0)
+        assert [r.cause for r in tracker.delivery_rows(2)][-1] == ("suppressed")
+        assert tracker.counts(2).total == 30
+    assert counts(engines(legacy_db)) == FIXTURE_COUNTS
 
 
 # --- adopting release 0.1.0's database ----------------------------------------------------
@@ -201,7 +235,9 @@ def test_a_new_sqlite_database_is_also_schema_2_for_todays_tracker(tmp_path, eng
 
 def test_release_0_1_database_is_adopted_and_keeps_every_row(legacy_db, engines):
     before = raw_rows(legacy_db)
-    assert {name: len(rows) for name, rows in before.items()} == FIXTURE_COUNTS
+    assert {name: len(rows) for name, rows in before.items()} == {
+        name: n for name, n in FIXTURE_COUNTS.items() if name in LEGACY_COLUMNS
+    }
     engine = engines(legacy_db)
     assert current_revision(engine) is None
     assert upgrade(engine) == head_revision()
@@ -209,7 +245,7 @@ def test_release_0_1_database_is_adopted_and_keeps_every_row(legacy_db, engines)
     assert counts(engine) == FIXTURE_COUNTS
     assert raw_rows(legacy_db) == before
     with sqlite3.connect(legacy_db) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4  # 0.1.0 now refuses it
         margaret = db.execute(
             "SELECT email, ward, state, opened, clicked FROM deliveries WHERE id = 1"
         ).fetchone()

@@ -16,14 +16,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 
+from bulletin.errors import DatabaseError
 from bulletin.ledger import schema
 from bulletin.ledger.engine import describe, transaction
-from bulletin.tracking import DatabaseError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # `PRAGMA user_version` of release 0.1.0 → the Alembic revision with the same tables.
-LEGACY_REVISIONS = {2: "0001"}
+LEGACY_REVISIONS = {2: "0001", 3: "0002", 4: "0003"}
+# The newest revision; a test checks it against the scripts (loading them costs an open).
+HEAD = "0003"
 
 # Any constant: only bulletin's own upgrades take this PostgreSQL advisory lock.
 UPGRADE_LOCK = 0x62756C6C  # "bull"

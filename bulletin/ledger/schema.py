@@ -1,7 +1,7 @@
 """The tracking tables as SQLAlchemy Core metadata: one schema for SQLite and PostgreSQL.
 
-This reproduces schema 2 of the `PRAGMA user_version` scheme (bulletin/tracking.py) column for
-column. Alembic revision 0001 creates the same tables; later revisions change both together,
+Alembic revision 0001 created schema 2 of the `PRAGMA user_version` scheme of release 0.1.0;
+later revisions (0002, 0003, …) change the scripts and this metadata together,
 and tests/test_ledger_foundation.py checks that a migrated database matches this metadata.
 
 Times stay ISO 8601 text (UTC, seconds), as release 0.1.0 wrote them, so a history copies
@@ -50,6 +50,8 @@ sends = Table(
     Column("transport", Text, nullable=False),
     Column("created_at", Text, nullable=False),
     Column("completed_at", Text),
+    Column("open_tracking", Integer),  # revision 0002; NULL: not recorded
+    Column("click_tracking", Integer),
     Index("sends_message", "message", "id"),
 )
 
@@ -74,6 +76,7 @@ deliveries = Table(
     Column("last_opened_at", Text),
     Column("first_clicked_at", Text),
     Column("last_clicked_at", Text),
+    Column("cause", Text),  # revision 0003: why bulletin dropped it (states.Cause)
     UniqueConstraint("send_id", "email_key"),
     Index("deliveries_state", "send_id", "state"),
     Index("deliveries_message_id", "message_id"),
@@ -112,6 +115,14 @@ purged_sends = Table(
     Column("send_id", Id, ForeignKey("sends.id"), primary_key=True, autoincrement=False),
     Column("purged_at", Text, nullable=False),
     Column("counts", Text, nullable=False),
+)
+
+# `bulletin run`'s notices already given, so an unchanged one is printed once (revision 0003).
+run_notices = Table(
+    "run_notices",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("first_given_at", Text, nullable=False),
 )
 
 # Parents before children: the order to copy in (and to empty in reverse).
