@@ -625,7 +625,7 @@ def send(
     # The lock comes first (issue 11): a second send refuses before it reads or touches any row,
     # and the count confirmed below cannot change before it is sent.
     lock = nullcontext() if dry_run or test else sending.send_lock(config.db_path)
-    with lock:
+    with lock as held:
         plan = sending.plan_send(
             checked,
             config,
@@ -664,10 +664,11 @@ def send(
                 f"Run without --dry-run to send."
             )
             return
+        from bulletin import delivery
+
         if plan.to_send == 0 and plan.resume is not None:
             # Nothing is sent, but people who left or were suppressed are settled in the ledger.
-            report = sending.execute(plan, config, new_send=new_send, locked=True)
-            _report_nothing_to_send(report, plan, checked.message.name)
+            _report_send(delivery.deliver(plan, config, held, new_send=new_send), checked)
             return
         if not yes:
             if not sys.stdin.isatty():
@@ -684,62 +685,37 @@ def send(
         bar, advance = _progress(plan.to_send)
         try:
             with bar:
-                report = sending.execute(
-                    plan, config, new_send=new_send, progress=advance, locked=True
-                )
+                outcome = delivery.deliver(plan, config, held, new_send=new_send, progress=advance)
         except sending.Unsent as error:
             raise fail(
                 f"{error} — nothing more was sent; recorded state is in {config.db}",
                 ExitCode.TRANSPORT,
             ) from None
-    _report_send(report, checked.message.name, plan.transport.name)
+    _report_send(outcome, checked)
 
 
-def _report_nothing_to_send(report, plan, name: str) -> None:
-    from bulletin.errors import PartialSendError
-    from bulletin.ledger.states import State
-
-    unknown = report.counts.get(State.UNKNOWN, 0)
-    echo(
-        f"Nothing to send: send #{report.send_id} has no pending recipients"
-        + (f"; {unknown} unknown (use --resend-unknown if they never arrived)." if unknown else ".")
-    )
-    if unknown:
-        raise PartialSendError(
-            f"send #{report.send_id} finished with {unknown} recipient(s) unknown; "
-            f"see `bulletin status {report.send_id}`"
-        )
-
-
-def _report_send(report, name: str, transport: str) -> None:
+def _report_send(outcome, checked) -> None:
+    """Print what `delivery.deliver` says happened; exit with its code."""
     from bulletin.errors import Interrupted, PartialSendError
-    from bulletin.ledger.states import State
 
-    for email in report.stale_unknown:
-        note(
-            f"unknown: {email} (an earlier run stopped mid-request; not re-sent — check the "
-            f"transport's activity log, then use --resend-unknown if it never arrived)"
-        )
-    for email, error in report.failed:
-        note(f"failed: {email}: {error}")
-    for email in report.unknown:
-        note(f"unknown: {email}: no answer from the transport; not re-sent automatically")
-    verb = "written to the outbox" if transport == "outbox" else "accepted"
-    echo(
-        f"Send #{report.send_id}: {report.accepted} {verb}, {len(report.failed)} failed, "
-        f"{len(report.unknown) + len(report.stale_unknown)} unknown, "
-        f"{report.pending_left} still pending"
-        + (f", {report.dropped} dropped (suppressed)" if report.dropped else "")
-        + (f", {report.left} left the list (not sent)" if report.left else "")
-        + "."
-    )
-    if transport == "outbox" and report.accepted:
+    report, name = outcome.report, checked.message.name
+    for line in outcome.details:
+        note(line)
+    echo(outcome.summary)
+    if outcome.nothing_to_send:
+        if outcome.exit_code == ExitCode.PARTIAL:
+            raise PartialSendError(
+                f"send #{report.send_id} finished with {outcome.unknown_in_send} recipient(s) "
+                f"unknown; see `bulletin status {report.send_id}`"
+            )
+        return
+    if outcome.transport == "outbox" and report.accepted:
         echo("Nothing was emailed: the outbox transport only writes .eml files.")
-    if report.interrupted:
+    if outcome.exit_code == ExitCode.INTERRUPTED:
         raise Interrupted(
             f"interrupted; the state is recorded. Run `bulletin send {name}` again to resume."
         )
-    if report.failed or report.counts.get(State.UNKNOWN, 0):
+    if outcome.exit_code == ExitCode.PARTIAL:
         raise PartialSendError(
             f"some recipients failed or are unknown; see `bulletin status {report.send_id}`"
         )

@@ -44,10 +44,11 @@ from bulletin.errors import BulletinError, ExitCode, InputError
 from bulletin.files import open_private
 from bulletin.ledger import states
 from bulletin.message import LONDON, Message, load_message
-from bulletin.send import Busy, Report, execute, plan_send, send_lock
+from bulletin.send import Busy, Report, SendLock, plan_send, send_lock
 from bulletin.tracking import Tracker
 
 if TYPE_CHECKING:
+    from bulletin.delivery import SendOutcome
     from bulletin.ledger.store import SendRow
 from bulletin.transports import Unsent
 
@@ -180,7 +181,7 @@ def run_due(
             raise error
         result = RunResult(now, folder)
         try:
-            stack.enter_context(send_lock(settings.db_path))
+            lock = stack.enter_context(send_lock(settings.db_path))
         except Busy as busy:
             result.busy = str(busy).split(";")[0]
             log.info(result.summary())
@@ -193,7 +194,7 @@ def run_due(
             else:
                 waiting.append((message.send_at.astimezone(UTC), message))
         for due, message in sorted(waiting, key=lambda pair: (pair[0], pair[1].name)):
-            item = _consider(message, due, settings, now, timedelta(hours=hours))
+            item = _consider(message, due, settings, now, timedelta(hours=hours), lock)
             result.considered.append(item)
             if item.verdict == Verdict.INTERRUPTED:
                 break
@@ -230,7 +231,12 @@ def _scan(
 
 
 def _consider(
-    message: Message, due: datetime, settings: Settings, now: datetime, stale_after: timedelta
+    message: Message,
+    due: datetime,
+    settings: Settings,
+    now: datetime,
+    stale_after: timedelta,
+    lock: SendLock,
 ) -> Considered:
     """Decide what to do with a due message, and do it."""
     shown, name = message.shown, _command_name(message, settings)
@@ -271,10 +277,10 @@ def _consider(
             exit_code=ExitCode.INVALID,
             key=_key("stale", name, message.content_hash, due.isoformat()),
         )
-    return _send(message, settings, resumed=latest is not None)
+    return _send(message, settings, lock, resumed=latest is not None)
 
 
-def _send(message: Message, settings: Settings, *, resumed: bool) -> Considered:
+def _send(message: Message, settings: Settings, lock: SendLock, *, resumed: bool) -> Considered:
     from bulletin.check import check_message
 
     shown, name = message.shown, _command_name(message, settings)
@@ -286,8 +292,10 @@ def _send(message: Message, settings: Settings, *, resumed: bool) -> Considered:
     except BulletinError as error:
         lines = [str(p) for p in error.problems] or error.lines()
         return _invalid(shown, name, lines, message.path, error.exit_code)
+    from bulletin.delivery import deliver
+
     try:
-        report = execute(plan, settings, locked=True)
+        outcome = deliver(plan, settings, lock)
     except BulletinError as error:
         verdict = Verdict.INVALID if error.exit_code == ExitCode.INVALID else Verdict.UNSENT
         next_time = "" if isinstance(error, Unsent) else " (see bulletin status)"
@@ -298,27 +306,13 @@ def _send(message: Message, settings: Settings, *, resumed: bool) -> Considered:
             f"the next run tries again{next_time}",
             exit_code=error.exit_code,
         )
-    return _sent(shown, name, report, plan.transport.name, resumed)
+    return _sent(shown, name, outcome, resumed)
 
 
-def _sent(shown: str, name: str, report: Report, transport: str, resumed: bool) -> Considered:
-    verb = "written to the outbox" if transport == "outbox" else "accepted"
-    unknown = len(report.unknown) + len(report.stale_unknown)
-    text = (
-        f"{'Resumed' if resumed else 'Sent'} {shown} (send #{report.send_id}): "
-        f"{report.accepted} {verb}, {len(report.failed)} failed, {unknown} unknown"
-        + (f", {report.dropped} dropped (suppressed)" if report.dropped else "")
-        + (f", {report.pending_left} still pending" if report.pending_left else "")
-    )
-    details = [f"failed: {email}: {error}" for email, error in report.failed]
-    details += [
-        f"unknown: {email}: no answer from the transport; not re-sent automatically"
-        for email in report.unknown
-    ]
-    details += [
-        f"unknown: {email}: an earlier run stopped mid-request; not re-sent"
-        for email in report.stale_unknown
-    ]
+def _sent(shown: str, name: str, outcome: SendOutcome, resumed: bool) -> Considered:
+    report, unknown = outcome.report, outcome.unknown
+    text = outcome.brief(shown, resumed)
+    details = outcome.details
     if len(details) > LISTED:
         details[LISTED:] = [
             f"… and {len(details) - LISTED} more: bulletin status {report.send_id} --csv FILE "
@@ -329,7 +323,7 @@ def _sent(shown: str, name: str, report: Report, transport: str, resumed: bool) 
             "check the transport's activity log; if they never arrived: "
             f"bulletin send {name} --resend-unknown"
         )
-    if report.interrupted:
+    if outcome.exit_code == ExitCode.INTERRUPTED:
         return Considered(
             shown,
             Verdict.INTERRUPTED,
@@ -338,13 +332,7 @@ def _sent(shown: str, name: str, report: Report, transport: str, resumed: bool) 
             ExitCode.INTERRUPTED,
             report=report,
         )
-    # Unknown recipients from an earlier run count too: the send ends with them (issue 11).
-    code = (
-        ExitCode.PARTIAL
-        if report.failed or unknown or report.counts.get(states.State.UNKNOWN)
-        else ExitCode.OK
-    )
-    return Considered(shown, Verdict.SENT, text, details, code, report=report)
+    return Considered(shown, Verdict.SENT, text, details, outcome.exit_code, report=report)
 
 
 def _invalid(

@@ -48,8 +48,16 @@ class Busy(BulletinError):
     exit_code = ExitCode.TRANSPORT
 
 
+@dataclass
+class SendLock:
+    """A held send lock (what `send_lock` yields): proof for `delivery.deliver`."""
+
+    path: Path
+    held: bool = True
+
+
 @contextmanager
-def send_lock(db_path: Path) -> Iterator[None]:
+def send_lock(db_path: Path) -> Iterator[SendLock]:
     """One sending process per tracking database; the OS releases it if the holder dies.
 
     The lock sits next to the database's real path, so a symlinked alias of the file takes
@@ -74,7 +82,11 @@ def send_lock(db_path: Path) -> Iterator[None]:
         with suppress(OSError):  # the pid only helps the message above; a full disk is no reason
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        held = SendLock(path)
+        try:
+            yield held
+        finally:
+            held.held = False
     finally:
         os.close(fd)
 
@@ -372,8 +384,9 @@ def execute(
             tracker.note_tracking(send_id, **tracking)
         # Under the lock: a `sending` row is now certainly a crashed run's, not a live one's.
         report.stale_unknown = tracker.stale_to_unknown(send_id)
-        suppressed = tracker.suppressed_hashes()
-        audience = [c for c in plan.recipients if email_hash(c.email) not in suppressed]
+        # The plan confirmed is the audience: plan_send already left out the suppressed, under
+        # this same lock; anyone suppressed since (a webhook) is dropped from the ledger below.
+        audience = plan.recipients
         keys = {c.email.lower() for c in audience}
         if plan.resend_unknown:
             tracker.unknown_to_pending(send_id, keys)
