@@ -683,8 +683,9 @@ class Ledger:
             return 0
         with self.transaction() as c:
             added = 0
-            for row in params:  # rowcount of one statement is reliable on both back ends
-                added += max(c.execute(self._insert_ignore(X), row).rowcount, 0)
+            statement = self._insert_ignore(X).returning(X.c.email_hash)
+            for row in params:  # an INSERT's rowcount is not kept on PostgreSQL: count RETURNING
+                added += len(c.execute(statement, row).all())
             return added
 
     def is_suppressed(self, email: str) -> bool:
@@ -865,15 +866,17 @@ class Ledger:
                 )
             result.newly_suppressed = (
                 c.execute(
-                    self._insert_ignore(X).values(
+                    self._insert_ignore(X)
+                    .values(
                         email_hash=digest,
                         email=None,
                         reason=FORGET_REASON,
                         source=FORGET_SOURCE,
                         created_at=utcnow(),
                     )
-                ).rowcount
-                == 1
+                    .returning(X.c.email_hash)
+                ).all()
+                != []
             )
             c.execute(update(X).where(X.c.email_hash == digest).values(email=None))
             # Suppression reasons may quote the address (a bounce's SMTP text, issue 12).
