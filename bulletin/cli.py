@@ -151,7 +151,7 @@ def settings():
 def tracker_for(config):
     from bulletin.tracking import Tracker
 
-    return Tracker(config.db_path, timeout=config.db_timeout)
+    return Tracker(config.db_url, timeout=config.db_timeout)
 
 
 def echo(text: str = "") -> None:
@@ -624,7 +624,7 @@ def send(
         note(str(duplicate))
     # The lock comes first (issue 11): a second send refuses before it reads or touches any row,
     # and the count confirmed below cannot change before it is sent.
-    lock = nullcontext() if dry_run or test else sending.send_lock(config.db_path)
+    lock = nullcontext() if dry_run or test else sending.send_lock(config.db_url)
     with lock as held:
         plan = sending.plan_send(
             checked,
@@ -762,9 +762,9 @@ def status(
     if as_json and is_stdout(output):
         raise typer.BadParameter("--json and -o - both write to stdout; choose one")
     config = settings()
-    if not config.db_path.exists():
+    if not config.db_exists:
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
-    with Tracker(config.db_path, timeout=config.db_timeout) as tracker:
+    with Tracker(config.db_url, timeout=config.db_timeout) as tracker:
         sends = [statuses.find_send(tracker, send_ref)] if send_ref else tracker.sends()
         summaries = [statuses.summary(tracker, s) for s in sends]
         if output is not None:
@@ -1039,9 +1039,9 @@ def report(
     from bulletin.tracking import Tracker
 
     config = settings()
-    if not config.db_path.exists():
+    if not config.db_exists:
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
-    with Tracker(config.db_path, timeout=config.db_timeout) as tracker:
+    with Tracker(config.db_url, timeout=config.db_timeout) as tracker:
         send = statuses.find_send(tracker, send_ref)
         page = reports.render_report(tracker, send, config)
     from bulletin.outputs import is_stdout, write_output
@@ -1106,3 +1106,76 @@ def purge(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+# --- the tracking database (issue 13) --------------------------------------------------------
+
+db_app = group("The tracking database: upgrade it, or copy it to another back end.")
+app.add_typer(db_app, name="db")
+
+
+@command(db_app, "upgrade")
+def db_upgrade() -> None:
+    """Bring the tracking database (BULLETIN_DB) to this bulletin's schema; safe to repeat.
+
+    A SQLite file upgrades itself on first use; a PostgreSQL database shared by several
+    machines is upgraded once, with this command, after installing a new bulletin.
+
+    Example: bulletin db upgrade
+    """
+    from bulletin.ledger import migrate
+    from bulletin.ledger.engine import describe, make_engine
+
+    config = settings()
+    engine = make_engine(config.db_url, timeout=config.db_timeout)
+    try:
+        before = migrate.current_revision(engine)
+        after = migrate.upgrade(engine)
+        where = describe(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        echo(f"{where} is up to date (schema {after}).")
+    else:
+        echo(f"Upgraded {where} from schema {before or 'none'} to {after}.")
+
+
+@command(db_app, "copy")
+def db_copy(
+    source: Annotated[str, typer.Argument(help="a SQLite file or a postgresql:// URL")],
+    target: Annotated[str, typer.Argument(help="a SQLite file or a postgresql:// URL")],
+    force: Annotated[
+        bool, typer.Option("--force", help="replace a target that already holds a history")
+    ] = False,
+) -> None:
+    """Copy a whole tracking history to another database (SQLite to PostgreSQL, or back).
+
+    Both are brought to this bulletin's schema first. Stop every bulletin using them while
+    copying. The target must be empty unless --force.
+
+    Example: bulletin db copy bulletin.db postgresql://bulletin@db.example.org/bulletin
+    """
+    from bulletin.ledger import migrate
+    from bulletin.ledger.copy import copy_database
+    from bulletin.ledger.engine import describe, is_postgres_url, make_engine
+
+    config = settings()
+    if not is_postgres_url(source) and not config.resolve(source).is_file():
+        raise InputError(f"{source}: no such tracking database; check the path")
+    engines = [
+        make_engine(db if is_postgres_url(db) else config.resolve(db), timeout=config.db_timeout)
+        for db in (source, target)
+    ]
+    try:
+        for engine in engines:
+            migrate.upgrade(engine)
+        result = copy_database(*engines, force=force)
+        names = [describe(e) for e in engines]
+    finally:
+        for engine in engines:
+            engine.dispose()
+    echo(
+        f"Copied {result.total:,} row(s) from {names[0]} to {names[1]}: "
+        + ", ".join(f"{n:,} {table}" for table, n in result.rows.items())
+        + "."
+    )

@@ -106,8 +106,8 @@ def forget(settings: Settings, email: str) -> Forgotten:
     key = email_key(email)
     result = Forgotten(email.strip())
     with (
-        send_lock(settings.db_path),
-        open_ledger(settings.db_path, timeout=settings.db_timeout) as ledger,
+        send_lock(settings.db_url),
+        open_ledger(settings.db_url, timeout=settings.db_timeout) as ledger,
     ):
         ledger.secure_delete()
         counts = ledger.forget(email)
@@ -157,13 +157,13 @@ def purge(
 
     cutoff = (now or datetime.now(UTC)) - older_than
     result = Purged(cutoff)
-    if not settings.db_path.exists():
+    if not settings.db_exists:
         return result
     from bulletin.ledger.store import open_ledger
 
     with (
-        send_lock(settings.db_path),
-        open_ledger(settings.db_path, timeout=settings.db_timeout) as ledger,
+        send_lock(settings.db_url),
+        open_ledger(settings.db_url, timeout=settings.db_timeout) as ledger,
     ):
         ledger.secure_delete()
         counts = ledger.purge(cutoff, dry_run=dry_run)

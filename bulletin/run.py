@@ -181,7 +181,7 @@ def run_due(
             raise error
         result = RunResult(now, folder)
         try:
-            lock = stack.enter_context(send_lock(settings.db_path))
+            lock = stack.enter_context(send_lock(settings.db_url))
         except Busy as busy:
             result.busy = str(busy).split(";")[0]
             log.info(result.summary())
@@ -356,9 +356,9 @@ def _invalid(
 
 def _latest_send(settings: Settings, name: str) -> tuple[SendRow | None, bool]:
     """The message's latest send, and whether it may have reached anyone."""
-    if not settings.db_path.exists():
+    if not settings.db_exists:
         return None, False
-    with Tracker(settings.db_path, timeout=settings.db_timeout) as tracker:
+    with Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
         latest = tracker.latest_send(name)
         if latest is None:
             return None, False
@@ -407,9 +407,9 @@ def _remember_notices(settings: Settings, result: RunResult) -> None:
     once); an earlier release's side file beside the database is read the first time.
     """
     keyed = [item for item in result.considered if item.key]
-    if not keyed and not settings.db_path.exists():
+    if not keyed and not settings.db_exists:
         return
-    with Tracker(settings.db_path, timeout=settings.db_timeout) as ledger:
+    with Tracker(settings.db_url, timeout=settings.db_timeout) as ledger:
         seen = ledger.notices() or _side_file_notices(settings)
         current: dict[str, str] = {}
         for item in keyed:
@@ -421,6 +421,8 @@ def _remember_notices(settings: Settings, result: RunResult) -> None:
 
 def _side_file_notices(settings: Settings) -> dict[str, str]:
     """Notices remembered by an earlier release in `bulletin.db.run-notices.json`."""
+    if "://" in settings.db:
+        return {}
     path = settings.db_path.with_name(settings.db_path.name + NOTICES_SUFFIX)
     try:
         seen = json.loads(path.read_text(encoding="utf-8"))

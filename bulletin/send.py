@@ -57,13 +57,29 @@ class SendLock:
 
 
 @contextmanager
-def send_lock(db_path: Path) -> Iterator[SendLock]:
-    """One sending process per tracking database; the OS releases it if the holder dies.
+def send_lock(db_path: Path | str) -> Iterator[SendLock]:
+    """One sending process per tracking database; released if the holder dies.
 
-    The lock sits next to the database's real path, so a symlinked alias of the file takes
-    the same lock (issue 12); it is never opened through a symlink.
+    SQLite: an OS lock beside the database's real path, so a symlinked alias of the file takes
+    the same lock (issue 12); it is never opened through a symlink. PostgreSQL: a session
+    lock on the server, held by one connection, which the server drops with a dead holder.
     """
-    real = db_path.resolve()
+    if isinstance(db_path, str) and "://" in db_path:
+        from bulletin.ledger.store import server_send_lock
+
+        with server_send_lock(db_path) as got:
+            if not got:
+                raise Busy(
+                    "another bulletin send is running against this database; wait for it to "
+                    "finish, then run the same command again"
+                )
+            held = SendLock(Path(db_path.split("://", 1)[0]))
+            try:
+                yield held
+            finally:
+                held.held = False
+        return
+    real = Path(db_path).resolve()
     path = real.with_name(real.name + ".lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,11 +161,7 @@ class Report:
 
 
 def _tracker_if_exists(settings: Settings) -> Tracker | None:
-    return (
-        Tracker(settings.db_path, timeout=settings.db_timeout)
-        if settings.db_path.exists()
-        else None
-    )
+    return Tracker(settings.db_url, timeout=settings.db_timeout) if settings.db_exists else None
 
 
 def plan_send(
@@ -360,8 +372,8 @@ def execute(
     """
     waiter = waiter or getattr(plan.transport, "waiter", None) or Waiter()
     checked, compiled, message = plan.checked, plan.checked.compiled, plan.checked.message
-    lock = nullcontext() if locked else send_lock(settings.db_path)
-    with lock, Tracker(settings.db_path, timeout=settings.db_timeout) as tracker:
+    lock = nullcontext() if locked else send_lock(settings.db_url)
+    with lock, Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
         latest = _send_to_resume(tracker, checked, new_send)
         if latest is not None:
             send_id = latest.id

@@ -17,7 +17,7 @@ import json
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from itertools import islice
@@ -954,6 +954,32 @@ class Ledger:
             new = [{"key": k, "first_given_at": v} for k, v in current.items() if k not in known]
             if new:
                 c.execute(insert(N), new)
+
+
+SEND_LOCK = 0x62756C73  # "buls": the PostgreSQL session lock of `bulletin send` / `run`
+
+
+@contextmanager
+def server_send_lock(db: str) -> Iterator[bool]:
+    """Hold PostgreSQL's session lock for sending while the block runs; yields False if another
+    session holds it. The server releases it when the holder's connection ends (a dead process
+    loses it), so it needs no expiry."""
+    engine = make_engine(db)
+    try:
+        with engine.connect() as c:
+            got = bool(c.execute(select(func.pg_try_advisory_lock(SEND_LOCK))).scalar())
+            c.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    with suppress(DBAPIError):
+                        c.execute(select(func.pg_advisory_unlock(SEND_LOCK)))
+                        c.commit()
+    except DBAPIError as error:
+        raise explain(error, engine) from None
+    finally:
+        engine.dispose()
 
 
 def open_ledger(db: str | Path, *, timeout: float | None = None) -> Ledger:
