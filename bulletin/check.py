@@ -19,6 +19,7 @@ from bulletin.message import (
     load_message,
     resolve_path,
 )
+from bulletin.publish import public_base
 from bulletin.render import (
     CompiledEmail,
     compile_email,
@@ -104,6 +105,7 @@ def check_message(
         organisation=settings.organisation,
         unit=settings.unit,
         privacy_url=settings.privacy_url,
+        share_base=public_base(settings),
     )
     problems += _scaffold_problems(message) + render_problems + _print_layout_problems(settings)
     contact_list = ContactList()
@@ -144,6 +146,7 @@ def check_message(
                     "the audience is empty: no contact matches it",
                 )
             )
+    problems += _public_fallback_problems(message, compiled, contact_list)
     if compiled is not None:
         link_problems += image_problems(compiled, settings.workdir)
     warnings = accessibility_problems(message.body, message.shown, message.body_line)
@@ -348,6 +351,34 @@ def _placeholder_problems(
                     placeholder.line,
                     f"{{{{ {placeholder.name} }}}}: no contact column "
                     f"{placeholder.name!r} (columns: {columns})",
+                )
+            )
+    return problems
+
+
+def _public_fallback_problems(
+    message: Message, compiled: CompiledEmail | None, contact_list: ContactList
+) -> list[Problem]:
+    """A public message's page is for nobody in particular: each placeholder needs a fallback.
+
+    A placeholder naming no column is reported once, as that (`_placeholder_problems`).
+    """
+    if compiled is None or not message.public:
+        return []
+    known = contact_list.columns | ALWAYS_AVAILABLE if contact_list.columns else None
+    problems, reported = [], set()
+    for placeholder in compiled.placeholders:
+        if known is not None and placeholder.key not in known:
+            continue
+        if not placeholder.fallback and placeholder.key not in reported:
+            reported.add(placeholder.key)
+            problems.append(
+                Problem(
+                    message.shown,
+                    placeholder.line,
+                    f"{{{{ {placeholder.name} }}}} has no fallback, and the message's public "
+                    f'page shows nobody\'s details: write {{{{ {placeholder.name} or "…" }}}}, '
+                    "or add 'public: false' to the front matter",
                 )
             )
     return problems

@@ -508,6 +508,10 @@ def _summary_lines(plan) -> list[str]:
         lines.append(_resume_line(plan))
     elif plan.limit is not None and plan.to_send < plan.due:
         lines.append(f"Limit:     {plan.to_send} now (--limit), {plan.due - plan.to_send} later")
+    from bulletin.approval import summary_line
+
+    if approved := summary_line(plan.approval, len(plan.checked.recipients)):
+        lines.append(approved)  # the audience at approval beside the audience now (issue 17)
     lines.append(f"To send:   {plan.to_send} recipient(s)")
     return lines
 
@@ -635,6 +639,8 @@ def send(
             limit=limit,
             resend_unknown=resend_unknown,
         )
+        if not test:  # a test copy to staff needs no sign-off (issue 17)
+            plan.approval = _signed_off(checked, config, message, dry_run)
         for problem in plan.invalid_skipped:
             note(f"skipped: {problem}")
         for line in _summary_lines(plan):
@@ -692,6 +698,19 @@ def send(
                 ExitCode.TRANSPORT,
             ) from None
     _report_send(outcome, checked)
+
+
+def _signed_off(checked, config, message: str, dry_run: bool):
+    """The version's approvals; without enough, one line and exit 1 (a dry run only warns)."""
+    from bulletin import approval
+
+    try:
+        return approval.for_send(checked, config, message)
+    except approval.Unapproved as unapproved:
+        if not dry_run:
+            raise
+        note(f"warning: {unapproved}")
+        return unapproved.standing
 
 
 def _report_send(outcome, checked) -> None:
@@ -821,6 +840,12 @@ def _print_sends(summaries: list[dict]) -> None:
         return
     table(columns, rows)
 
+    from bulletin.approval import record_lines
+
+    for s in summaries:  # who approved each send (issue 17)
+        if s.get("approval"):
+            echo(f"#{s['id']}: " + "; ".join(record_lines(s["approval"])))
+
 
 def _print_send(s: dict, statuses) -> None:
     from bulletin.tables import local_time
@@ -831,6 +856,11 @@ def _print_send(s: dict, statuses) -> None:
         + (f"completed {local_time(s['completed_at'])}" if s["completed_at"] else "not completed")
     )
     echo(statuses.tracking_line(s["tracking"]))
+    echo(statuses.feedback_line(s["feedback"]))
+    from bulletin.approval import record_lines
+
+    for line in record_lines(s.get("approval")):
+        echo(line)
     rates = statuses.rates(s["counts"])
     for state in statuses.DISPLAY_ORDER:
         count = s["counts"].get(state, 0)
@@ -841,6 +871,92 @@ def _print_send(s: dict, statuses) -> None:
     if rates:
         basis = statuses.rates_basis(s["counts"])
         echo(f"  (rates are shares of the {basis} recipient(s) handed to the transport)")
+
+
+# --- sign-off before send (issue 17) --------------------------------------------------------
+
+
+@command(app)
+def approve(
+    message: MessageArg,
+    request: Annotated[
+        str | None,
+        typer.Option(
+            "--request", metavar="EMAIL", help="email this approver a link to the approval page"
+        ),
+    ] = None,
+    as_: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            metavar='"NAME <EMAIL>"',
+            help="record the approval of an approver sitting beside you",
+        ),
+    ] = None,
+) -> None:
+    """Ask an approver to approve this version of a message, or record their approval here.
+
+    The approver gets the bulletin as recipients will see it, its audience, what changed since
+    the last approved version, and a signed link to the approval page of bulletin events serve.
+
+    Example: bulletin approve eu-referendum --request commander@example.org
+    """
+    from bulletin import approval
+    from bulletin.check import check_message
+
+    if (request is None) == (as_ is None):
+        raise typer.BadParameter('give one of --request EMAIL or --as "NAME <EMAIL>"')
+    config = settings()
+    checked = check_message(message, config)
+    if request is not None:
+        asked = approval.request(checked, config, request)
+        echo(
+            f"Asked {asked.event.who} to approve {checked.message.shown} "
+            f"(version {asked.event.fingerprint[:12]}, {asked.event.audience} recipient(s)) "
+            f"via {asked.transport}; the link works until {approval._when(asked.event.expires_at)}."
+        )
+        if asked.transport == "outbox":
+            echo("Nothing was emailed: the outbox transport only writes .eml files.")
+        return
+    event = approval.approve_in_person(checked, config, as_ or "")
+    echo(
+        f"Recorded: {checked.message.shown} (version {event.fingerprint[:12]}) approved by "
+        f"{event.who}, {event.route}."
+    )
+    _approval_standing(checked, config, message)
+
+
+def _approval_standing(checked, config, message: str) -> None:
+    from bulletin import approval
+
+    if not config.approvals:
+        return
+    try:
+        approval.for_send(checked, config, message)
+        echo(f"It has the {config.approvals} approval(s) BULLETIN_APPROVALS asks for.")
+    except approval.Unapproved as unapproved:
+        echo(f"Not yet sendable: {unapproved}")
+
+
+@command(app)
+def history(message: MessageArg) -> None:
+    """List a message's versions, approval requests, approvals, asks for changes and sends.
+
+    Example: bulletin history eu-referendum
+    """
+    from bulletin import approval
+    from bulletin.tracking import Tracker
+
+    config = settings()
+    name = Path(message).stem
+    if not config.db_exists:
+        raise InputError(f"no tracking database at {config.db}; nothing has been recorded yet")
+    with Tracker(config.db_url, timeout=config.db_timeout) as tracker:
+        lines = approval.history(tracker, name)
+    for line in lines:
+        echo(str(line) if line.what.startswith("version ") else f"  {line}")
+    if not lines:
+        echo(f"Nothing recorded for {name} yet.")
 
 
 # --- suppressions --------------------------------------------------------------------------
@@ -1051,6 +1167,88 @@ def report(
     if is_stdout(path):
         return
     echo(f"Wrote {path} ({len(page.encode()):,} bytes): send #{send.id}, {send.subject}")
+
+
+@command(app)
+def feedback(
+    send_ref: Annotated[str, typer.Argument(metavar="SEND", help="send number or message name")],
+    csv_path: Annotated[
+        Path | None,
+        typer.Option("--csv", dir_okay=False, help="write one row per answer (a 0600 file)"),
+    ] = None,
+) -> None:
+    """Show what recipients answered to "Was this useful?", and their comments, newest first.
+
+    Example: bulletin feedback eu-referendum --csv feedback.csv
+    """
+    from bulletin import feedback_export
+    from bulletin import status as statuses
+    from bulletin.feedback import ANSWER_WORDS, terminal_text
+    from bulletin.tracking import Tracker
+
+    config = settings()
+    if not config.db_exists:
+        raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
+    with Tracker(config.db_url, timeout=config.db_timeout) as tracker:
+        send = statuses.find_send(tracker, send_ref)
+        summary = feedback_export.summarise(tracker, send)
+        if csv_path is not None:
+            rows = feedback_export.write_csv(tracker, send, csv_path)
+            note(f"Wrote {csv_path}: {rows} answer row(s)")
+            return
+    echo(f"Send #{send.id}: {send.message} — {send.subject}")
+    for line in feedback_export.describe(summary):
+        echo(line)
+    for answer in summary.comments:
+        who = answer.email or "(forgotten)"
+        echo(f"\n{answer.commented_at} · {ANSWER_WORDS[answer.answer]} · {who}")
+        echo(f"    {terminal_text(answer.comment)}")
+
+
+# --- public pages (issue 21) ----------------------------------------------------------------
+
+
+@command(app)
+def publish(
+    message: MessageArg,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", file_okay=False, help="also write index.html and notice.pdf here"
+        ),
+    ] = None,
+) -> None:
+    """Publish the non-personal page of a sent message (again, if withdrawn), at /m/REFERENCE.
+
+    Every send of a public message publishes its page already; this puts a withdrawn one back,
+    or with -o writes it as static files for your own website.
+    Example: bulletin publish eu-referendum -o site/BR-2016-07-01
+    """
+    from bulletin import publish as publishing
+
+    config = settings()
+    published = publishing.publish(config, message)
+    echo(f"Published {published.publication.reference}: {published.url}")
+    if output is not None:
+        for path in publishing.write_static(config, published, output):
+            echo(f"Wrote {path} ({path.stat().st_size:,} bytes)")
+
+
+@command(app)
+def unpublish(
+    reference: Annotated[str, typer.Argument(help="the message's reference, e.g. BR-2016-07-01")],
+) -> None:
+    """Withdraw a public page: it then answers 410, saying the message was withdrawn.
+
+    Example: bulletin unpublish BR-2016-07-01
+    """
+    from bulletin import publish as publishing
+
+    withdrawn = publishing.unpublish(settings(), reference)
+    echo(
+        f"Withdrew {withdrawn.reference} (message {withdrawn.message}); "
+        f"`bulletin publish {withdrawn.message}` puts it back"
+    )
 
 
 # --- data protection (issue 8) -------------------------------------------------------------

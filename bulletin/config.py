@@ -37,6 +37,8 @@ SETTINGS_KEYS = (
     "BULLETIN_PRIVACY_URL",
     "BULLETIN_POSTAL_ADDRESS",
     "BULLETIN_PHONE",
+    "BULLETIN_APPROVALS",
+    "BULLETIN_APPROVERS",
     "BULLETIN_DEBUG",  # read by cli.py: tracebacks for developers
     "SENDGRID_API_KEY",
     "SENDGRID_WEBHOOK_PUBLIC_KEY",
@@ -59,6 +61,7 @@ NUMBERS: dict[str, tuple[type, float, float, float]] = {
     "BULLETIN_RETRIES": (int, 5, 0, 100),
     "BULLETIN_RETRY_MAX_WAIT": (float, 60.0, 0, 3600),
     "BULLETIN_DB_TIMEOUT": (float, 10.0, 0.001, 3600),
+    "BULLETIN_APPROVALS": (int, 0, 0, 20),  # sign-off before send (issue 17); 0: off
 }
 
 
@@ -94,6 +97,9 @@ class Settings:
     # SendGrid's tracking, set on every request (issue 19): opens as before, clicks off.
     open_tracking: bool = True
     click_tracking: bool = False
+    # Sign-off before send (issue 17): approvals a version needs, and who may give them.
+    approvals: int = 0
+    approvers: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # unknown keys, for the CLI to print on stderr
     db_timeout: float = 10.0  # how long to wait for another process's database lock
 
@@ -298,4 +304,22 @@ def load_settings(
         open_tracking=_switch(env, "BULLETIN_OPEN_TRACKING", sources, True),
         click_tracking=_switch(env, "BULLETIN_CLICK_TRACKING", sources, False),
         db_timeout=number("BULLETIN_DB_TIMEOUT"),
+        approvals=int(number("BULLETIN_APPROVALS")),
+        approvers=_approvers(get("BULLETIN_APPROVERS"), sources),
     )
+
+
+def _approvers(raw: str, sources: Mapping[str, str]) -> tuple[str, ...]:
+    """BULLETIN_APPROVERS: comma-separated addresses, compared in lower case (issue 17)."""
+    found = []
+    for item in raw.split(","):
+        address = item.strip().lower()
+        if not address:
+            continue
+        if "@" not in address or any(c.isspace() or c in '<>"' for c in address):
+            raise ConfigError(
+                f"BULLETIN_APPROVERS: {item.strip()!r} is not an email address; list bare "
+                f"addresses separated by commas; {_fix('BULLETIN_APPROVERS', sources)}"
+            )
+        found.append(address)
+    return tuple(dict.fromkeys(found))

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from bulletin.errors import InputError, Problem
+from bulletin.feedback import DEFAULT as DEFAULT_FEEDBACK
+from bulletin.feedback import Question, parse_question
 from bulletin.fields import has_control, has_line_break
 from bulletin.notice import Notice, parse_notice
 
@@ -30,6 +32,8 @@ KEYS = (
     "category",
     "reference",
     "notice",
+    "feedback",
+    "public",
 )
 DEFAULT_CONTACTS = ("contacts/*.csv",)
 _FENCE = re.compile(r"^---[ \t]*$", re.MULTILINE)
@@ -63,6 +67,8 @@ class Message:
     content_hash: str
     key_lines: dict[str, int] = field(default_factory=dict)
     notice: Notice | None = None  # the front matter's notice version (bulletin/notice.py)
+    feedback: Question | None = DEFAULT_FEEDBACK  # "Was this useful?"; None: `feedback: false`
+    public: bool = True  # `public: false`: no public page, no share line (issue 21)
 
     def line_of(self, key: str) -> int | None:
         return self.key_lines.get(key)
@@ -145,18 +151,28 @@ def _key_lines(front: str, first_line: int) -> dict[str, int]:
 
 
 def load_message(
-    path: Path, workdir: Path, *, default_from: str = "", default_reply_to: str = ""
+    path: Path,
+    workdir: Path,
+    *,
+    default_from: str = "",
+    default_reply_to: str = "",
+    raw: bytes | None = None,
 ) -> tuple[Message | None, list[Problem]]:
-    """Read and validate a message file, listing every problem rather than stopping at one."""
+    """Read and validate a message file, listing every problem rather than stopping at one.
+
+    `raw`: the file's bytes as they were (a sent version kept by the ledger, issue 21); then
+    the file itself is not read and need not exist.
+    """
     try:
         shown = str(path.relative_to(workdir))
     except ValueError:
         shown = str(path)
-    if not path.is_file():
-        from bulletin.names import missing_message
+    if raw is None:
+        if not path.is_file():
+            from bulletin.names import missing_message
 
-        raise InputError(missing_message(shown, path.stem, workdir))
-    raw = path.read_bytes()
+            raise InputError(missing_message(shown, path.stem, workdir))
+        raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -304,6 +320,14 @@ def load_message(
         if error:
             problem(at("notice"), error)
 
+    feedback, error = parse_question(data.get("feedback"))
+    if error:
+        problem(at("feedback"), error)
+    public = data.get("public", True)
+    if not isinstance(public, bool):
+        problem(at("public"), "public must be true or false")
+        public = True
+
     message = Message(
         path=path,
         shown=shown,
@@ -322,6 +346,8 @@ def load_message(
         content_hash=hashlib.sha256(raw).hexdigest(),
         key_lines=lines,
         notice=notice,
+        feedback=feedback,
+        public=public,
     )
     return message, problems
 

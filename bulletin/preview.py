@@ -12,6 +12,11 @@ from bulletin.render import build_mime, mime_bytes, render_pdf
 PREVIEW_TOKEN = "preview"
 
 
+def preview_feedback_url(settings: Settings) -> str:
+    """The "Was this useful?" links of a preview (issue 18): they lead to no one's answer."""
+    return f"{settings.public_url or 'https://example.org'}/feedback?t={PREVIEW_TOKEN}"
+
+
 def preview_unsubscribe_url(settings: Settings) -> str:
     return f"{settings.public_url or 'https://example.org'}/unsubscribe?t={PREVIEW_TOKEN}"
 
@@ -34,7 +39,7 @@ def render_preview(
         )
         return pdf, ".pdf"
     url = preview_unsubscribe_url(settings)
-    rendered = compiled.render(contact, url)
+    rendered = compiled.render(contact, url, preview_feedback_url(settings))
     if format == "html":
         return rendered.html.encode("utf-8"), ".html"
     if format == "text":

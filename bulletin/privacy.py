@@ -43,6 +43,7 @@ class Forgotten:
     outbox_files: int = 0
     contact_rows: list[Problem] = field(default_factory=list)
     wal_cleared: bool = True
+    feedback: int = 0  # "Was this useful?" answers deleted (issue 18)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Purged:
     events: int = 0
     outbox_files: int = 0
     wal_cleared: bool = True
+    comments: int = 0  # feedback comments blanked; the answers stay counted (issue 18)
 
 
 def parse_age(text: str) -> timedelta:
@@ -101,6 +103,7 @@ def forget(settings: Settings, email: str) -> Forgotten:
 
     if "@" not in email or not email.strip():
         raise InputError(f"{email!r} is not an email address; write e.g. name@example.org")
+    from bulletin.ledger.feedback import FeedbackStore
     from bulletin.ledger.store import open_ledger
 
     key = email_key(email)
@@ -110,7 +113,9 @@ def forget(settings: Settings, email: str) -> Forgotten:
         open_ledger(settings.db_url, timeout=settings.db_timeout) as ledger,
     ):
         ledger.secure_delete()
-        counts = ledger.forget(email)
+        with ledger.transaction():  # the feedback goes with the rest of the erasure, or not at all
+            counts = ledger.forget(email)
+            result.feedback = FeedbackStore(ledger).forget_deliveries(counts.delivery_ids)
         result.deliveries, result.sends, result.events = (
             counts.deliveries,
             counts.sends,
@@ -159,6 +164,7 @@ def purge(
     result = Purged(cutoff)
     if not settings.db_exists:
         return result
+    from bulletin.ledger.feedback import FeedbackStore
     from bulletin.ledger.store import open_ledger
 
     with (
@@ -166,7 +172,12 @@ def purge(
         open_ledger(settings.db_url, timeout=settings.db_timeout) as ledger,
     ):
         ledger.secure_delete()
-        counts = ledger.purge(cutoff, dry_run=dry_run)
+        stamp = cutoff.astimezone(UTC).isoformat(timespec="seconds")
+        with ledger.transaction(write=not dry_run):  # comments blanked with the rows, or neither
+            counts = ledger.purge(cutoff, dry_run=dry_run)
+            result.comments = FeedbackStore(ledger).purge_comments(
+                stamp, counts.sends, dry_run=dry_run
+            )
         result.sends, result.deliveries, result.events = (
             counts.sends,
             counts.deliveries,
@@ -190,6 +201,8 @@ def describe_forgotten(result: Forgotten) -> list[str]:
             else "They were already suppressed; the suppression now keeps only a hash."
         )
     ]
+    if result.feedback:
+        lines.append(f"Deleted their {result.feedback} feedback answer(s) and comment(s).")
     if not result.wal_cleared:
         lines.append(
             "Note: another bulletin process has the database open; old copies stay in its "
@@ -208,5 +221,6 @@ def describe_purged(result: Purged, dry_run: bool) -> str:
         f"(#{', #'.join(map(str, result.sends))}): {result.deliveries:,} delivery record(s), "
         f"{result.events:,} event(s)"
         + ("" if dry_run else f", {result.outbox_files} outbox file(s)")
+        + (f", {result.comments} feedback comment(s)" if result.comments else "")
         + "; their totals stay in bulletin status."
     )

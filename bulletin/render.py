@@ -30,6 +30,7 @@ from bulletin.markup import RULE_WIDTH, URL_SCHEMES, html_to_text, markdown_to_h
 from bulletin.message import Message
 
 UNSUBSCRIBE = "@unsubscribe"  # the slot for the per-recipient unsubscribe link
+FEEDBACK = "@feedback"  # the slot for the per-recipient "Was this useful?" page (issue 18)
 SUBJECT_RULE = "@subject_rule"  # "=====" under this recipient's subject, short (email.txt)
 URL_OF = "@url:"  # "@url:N": link N (an href/src holding slots) filled, its scheme checked
 # An href/src whose value holds a slot: the whole final URL decides its scheme (issue 12:
@@ -130,12 +131,16 @@ class Slots:
 
         return _URL_ATTRIBUTE.sub(guard, html_text)
 
-    def values(self, contact: Contact | None, unsubscribe_url: str = "") -> list[str]:
+    def values(
+        self, contact: Contact | None, unsubscribe_url: str = "", feedback_url: str = ""
+    ) -> list[str]:
         get = contact.fields.get if contact is not None else {}.get
         out: list[str] = []
         for key, fallback in self.keys:
             if key == UNSUBSCRIBE:
                 out.append(unsubscribe_url)
+            elif key == FEEDBACK:
+                out.append(feedback_url)
             elif key.startswith(URL_OF):  # always after the slots it is made of
                 out.append(safe_url(fill(self.links[int(key[len(URL_OF) :])], out)))
             else:
@@ -187,15 +192,19 @@ class CompiledEmail:
     placeholders: tuple[fields.Placeholder, ...]
     subject_keys: frozenset[str]
 
-    def values(self, contact: Contact | None, unsubscribe_url: str = "") -> list[str]:
-        values = self.slots.values(contact, unsubscribe_url)
+    def values(
+        self, contact: Contact | None, unsubscribe_url: str = "", feedback_url: str = ""
+    ) -> list[str]:
+        values = self.slots.values(contact, unsubscribe_url, feedback_url)
         rule = self.slots.index_of(SUBJECT_RULE)
         if rule is not None:
             values[rule] = "=" * min(len(fill(self.subject, values)), RULE_WIDTH)
         return values
 
-    def render(self, contact: Contact | None, unsubscribe_url: str = "") -> Rendered:
-        values = self.values(contact, unsubscribe_url)
+    def render(
+        self, contact: Contact | None, unsubscribe_url: str = "", feedback_url: str = ""
+    ) -> Rendered:
+        values = self.values(contact, unsubscribe_url, feedback_url)
         escaped = [html.escape(v) for v in values]
         subject = fill(self.subject, values)
         if fields.has_line_break(subject):
@@ -278,9 +287,15 @@ def compile_email(
     organisation: str = "",
     unit: str = "",
     privacy_url: str = "",
+    share_base: str = "",
 ) -> tuple[CompiledEmail | None, list[Problem]]:
-    """Render the message once with tokens for every placeholder; list every problem."""
+    """Render the message once with tokens for every placeholder; list every problem.
+
+    `share_base`: BULLETIN_PUBLIC_URL, for the share line of a public message (issue 21).
+    """
     import jinja2
+
+    from bulletin.publish import share_links
 
     problems: list[Problem] = []
     slots = Slots()
@@ -315,7 +330,12 @@ def compile_email(
         "unsubscribe_url": slots.token_for(UNSUBSCRIBE),
         "subject_rule": slots.token_for(SUBJECT_RULE),
         "recipient": _Recipient(slots),
+        # "Was this useful?" (issue 18): the question, or None; the link adds `&a=ANSWER`.
+        "feedback": message.feedback,
+        "feedback_url": slots.token_for(FEEDBACK) if message.feedback else "",
     }
+    share = share_links(share_base, message.reference) if share_base and message.public else None
+    context["share_url"], context["notice_url"] = share or ("", "")
     environment = template_environment(workdir)
     try:
         html_layout = environment.get_template("email.html").render(

@@ -439,6 +439,7 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
         "tracked": tracked,
         "outbox": send.transport == "outbox",
         "tracking": tracking_line(tracking(send)),
+        "approval": _approval_lines(tracker, send.id),  # who signed it off (issue 17)
         "via": via,
         "base": base,
         "audience": g["audience"],
@@ -449,6 +450,59 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
     }
 
 
+def feedback_context(tracker: Tracker, send: SendRow) -> dict:
+    """The "Was this useful?" section (issue 18): shares overall and by ward, comments newest
+    first. Comments name a ward and an answer, never a person: the report gets forwarded."""
+    from bulletin.feedback import ANSWER_WORDS, ANSWERS
+    from bulletin.ledger.feedback import FeedbackStore
+
+    store = FeedbackStore(tracker)
+    counts = store.counts(send.id)
+    total = sum(counts.values())
+    wards = []
+    for ward in store.ward_counts(send.id):
+        cells = [
+            (
+                ANSWER_WORDS[a],
+                percent(share(ward.counts[a], ward.total)),
+                x_of(ward.counts[a], ward.total),
+            )
+            for a in ANSWERS
+        ]
+        wards.append({"ward": ward.ward or "Not recorded", "total": ward.total, "cells": cells})
+    comments = [
+        {
+            "when": datetime.fromisoformat(c.commented_at or c.answered_at)
+            .astimezone(LONDON)
+            .strftime("%d %B %Y, %H:%M"),
+            "answer": ANSWER_WORDS[c.answer],
+            "ward": c.ward,
+            "comment": c.comment,
+        }
+        for c in store.comments(send.id)
+    ]
+    return {
+        "total": total,
+        "rows": [
+            {
+                "label": ANSWER_WORDS[a],
+                "count": counts[a],
+                "share": percent(share(counts[a], total)),
+            }
+            for a in ANSWERS
+        ],
+        "wards": wards,
+        "comments": comments,
+    }
+
+
+def _approval_lines(tracker: Tracker, send_id: int) -> list[str]:
+    from bulletin.approval import record_lines, send_record
+
+    record = send_record(tracker, send_id)
+    return record_lines(record) if record else []
+
+
 def render_report(tracker: Tracker, send: SendRow, settings: Settings) -> str:
     """The report as one HTML document."""
     from markupsafe import Markup
@@ -456,5 +510,6 @@ def render_report(tracker: Tracker, send: SendRow, settings: Settings) -> str:
     from bulletin.render import template_environment
 
     context = report_context(tracker, send, settings)
+    context["feedback"] = feedback_context(tracker, send)
     context["charts"] = {k: Markup(v) for k, v in context["charts"].items()}  # escaped parts
     return template_environment(settings.workdir).get_template("report.html").render(context)

@@ -78,9 +78,11 @@ class Verdict(StrEnum):
     INVALID = "invalid"
     UNSENT = "could not send"
     INTERRUPTED = "interrupted"
+    UNAPPROVED = "awaiting approval"  # sign-off before send (issue 17)
 
 
-NOTICES = {Verdict.STALE, Verdict.CHANGED, Verdict.INVALID}  # printed once until they change
+# Printed once until they change.
+NOTICES = {Verdict.STALE, Verdict.CHANGED, Verdict.INVALID, Verdict.UNAPPROVED}
 QUIET = {Verdict.NOT_DUE, Verdict.UNSCHEDULED, Verdict.DONE}  # printed only with --verbose
 
 
@@ -281,6 +283,7 @@ def _consider(
 
 
 def _send(message: Message, settings: Settings, lock: SendLock, *, resumed: bool) -> Considered:
+    from bulletin import approval
     from bulletin.check import check_message
 
     shown, name = message.shown, _command_name(message, settings)
@@ -289,6 +292,16 @@ def _send(message: Message, settings: Settings, lock: SendLock, *, resumed: bool
         if checked.message is not None and checked.message.content_hash != message.content_hash:
             raise InputError(f"{shown} changed while bulletin run was reading it; nothing sent")
         plan = plan_send(checked, settings)
+        plan.approval = approval.for_send(checked, settings, name)
+    except approval.Unapproved as unapproved:
+        return Considered(
+            shown,
+            Verdict.UNAPPROVED,
+            f"{shown}: due but not sent: {unapproved}; the first run after that sends it "
+            "(within the stale window)",
+            exit_code=ExitCode.INVALID,
+            key=_key("unapproved", name, str(unapproved)),
+        )
     except BulletinError as error:
         lines = [str(p) for p in error.problems] or error.lines()
         return _invalid(shown, name, lines, message.path, error.exit_code)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bulletin.check import Checked, check_transport_limits
 from bulletin.config import Settings
@@ -29,17 +29,18 @@ from bulletin.errors import (
     Interrupted,
     Problem,
 )
+from bulletin.feedback import feedback_url
+from bulletin.feedback import make_token as make_feedback_token
 from bulletin.files import open_private
 from bulletin.ledger.keys import email_hash, purged_text
 from bulletin.ledger.states import State
+from bulletin.publish import DEV_PUBLIC_URL, record_send
 from bulletin.tracking import DatabaseError, Tracker
 
 if TYPE_CHECKING:
     from bulletin.ledger.store import Counts, SendRow
 from bulletin.transports import Outgoing, Transport, Unsent, Waiter, make_transport
 from bulletin.unsubscribe import make_token, unsubscribe_url
-
-DEV_PUBLIC_URL = "http://127.0.0.1:8025"
 
 
 class Busy(BulletinError):
@@ -130,6 +131,7 @@ class Plan:
     left: int = 0  # pending rows of people no longer in the audience: never sent
     limit: int | None = None
     resend_unknown: bool = False
+    approval: Any = None  # approval.Standing of this version, set before `execute` (issue 17)
 
     @property
     def due(self) -> int:
@@ -286,6 +288,15 @@ def _public(settings: Settings) -> tuple[str, str]:
     return settings.secret or secrets.token_urlsafe(32), settings.public_url or DEV_PUBLIC_URL
 
 
+def _feedback_link(
+    compiled, secret: str, base: str, send_id: int, delivery_id: int, contact: Contact
+) -> str:
+    """This delivery's signed "Was this useful?" link (issue 18); none if the message asks not."""
+    if compiled.message.feedback is None:
+        return ""
+    return feedback_url(base, make_feedback_token(secret, send_id, delivery_id, contact.email))
+
+
 def dry_run(plan: Plan, settings: Settings) -> Report:
     """Render every message and count; touches neither the transport nor the database."""
     compiled = plan.checked.compiled
@@ -322,7 +333,12 @@ def send_test(plan: Plan, settings: Settings, address: str) -> str:
     contact = StaffCopy(email=address, fields=first.fields, file=first.file, line=first.line)
     _secret, base = _public(settings)
     item = Outgoing(
-        0, contact, unsubscribe_url(base, "test"), {"bulletin_test": "1"}, subject_prefix="[TEST] "
+        0,
+        contact,
+        unsubscribe_url(base, "test"),
+        {"bulletin_test": "1"},
+        subject_prefix="[TEST] ",
+        feedback_url=feedback_url(base, "test"),
     )
     transport = plan.transport
     transport.open()
@@ -370,8 +386,12 @@ def execute(
     the send began get a pending row, people who left lose theirs, suppressed people's pending
     rows are dropped. With nothing to send it still does that bookkeeping (and completes the send).
     """
+    from bulletin import approval
+
     waiter = waiter or getattr(plan.transport, "waiter", None) or Waiter()
     checked, compiled, message = plan.checked, plan.checked.compiled, plan.checked.message
+    if plan.approval is None:  # sign-off cannot be bypassed by a caller that forgot it
+        plan.approval = approval.for_send(checked, settings, message.name)
     lock = nullcontext() if locked else send_lock(settings.db_url)
     with lock, Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
         latest = _send_to_resume(tracker, checked, new_send)
@@ -387,7 +407,9 @@ def execute(
                 content_hash=message.content_hash,
                 transport=plan.transport.name,
             )
+            record_send(tracker, message, send_id)  # its public page (issue 21)
         report = Report(send_id)
+        approval.record_send(tracker, send_id, plan.approval)
         if tracker.is_purged(send_id):  # finished and purged: nothing is owed (see the plan)
             report.completed, report.counts = True, tracker.counts(send_id)
             return report
@@ -514,6 +536,7 @@ def _send_batch(
                 contact,
                 unsubscribe_url(base, token),
                 {"bulletin_send": str(send_id), "bulletin_delivery": str(row.id)},
+                feedback_url=_feedback_link(compiled, secret, base, send_id, row.id, contact),
             )
         )
     try:

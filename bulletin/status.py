@@ -47,6 +47,9 @@ def find_send(tracker: Tracker, ref: str) -> SendRow:
 
 
 def summary(tracker: Tracker, send: SendRow) -> dict:
+    from bulletin.approval import send_record
+    from bulletin.ledger.feedback import FeedbackStore
+
     counts = tracker.counts(send.id)
     return {
         "id": send.id,
@@ -59,6 +62,8 @@ def summary(tracker: Tracker, send: SendRow) -> dict:
         "recipients": counts.total,
         "counts": dict(counts),
         "tracking": tracking(send),
+        "feedback": FeedbackStore(tracker).counts(send.id),  # "Was this useful?" (issue 18)
+        "approval": send_record(tracker, send.id),  # who signed it off (issue 17)
     }
 
 
@@ -101,6 +106,14 @@ def rates(counts: dict[str, int]) -> dict[str, float]:
         return {}
     keys = (*HANDED_OVER, "opened", "clicked")
     return {k: counts[k] / sent for k in keys}
+
+
+def feedback_line(counts: dict[str, int]) -> str:
+    """`Feedback: 3 useful · 1 not useful · 0 concern` for `status SEND` (issue 18)."""
+    return (
+        f"Feedback: {counts['useful']} useful · {counts['not_useful']} not useful · "
+        f"{counts['concern']} concern"
+    )
 
 
 def neutralise(value: object) -> str:

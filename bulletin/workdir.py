@@ -29,6 +29,7 @@ BULLETIN_FROM=bromley.neighbourhoods@example.org
 # BULLETIN_PRIVACY_URL=https://www.example.org/privacy   # linked from every email's footer
 # BULLETIN_REPLY_TO="Bromley Safer Neighbourhoods <bromley.snt@example.org>"
 # BULLETIN_DB=bulletin.db
+# BULLETIN_DB_TIMEOUT=10                 # seconds to wait for another process's database lock
 # BULLETIN_OUTBOX=outbox
 # BULLETIN_TIMEOUT=30
 # BULLETIN_RETRIES=5                     # retries of a 429 or 5xx answer
@@ -58,6 +59,10 @@ BULLETIN_FROM=bromley.neighbourhoods@example.org
 # Scheduled sends (bulletin run)
 # BULLETIN_LOG=bulletin.log
 # BULLETIN_STALE_AFTER_HOURS=24
+
+# Sign-off before send (bulletin approve): approvals each version needs, and who may give them
+# BULLETIN_APPROVALS=1                   # 0 (the default) turns sign-off off
+# BULLETIN_APPROVERS=commander@example.org,deputy@example.org
 
 # Show full tracebacks of errors (for a bug report)
 # BULLETIN_DEBUG=1

@@ -256,6 +256,7 @@ def test_every_problem_is_listed_in_one_run(workdir, cli):
         "messages/bad.md:10: '{% endif %}': template tags are not allowed",
         "messages/bad.md:12: '{{' is never closed with '}}'",
         "messages/bad.md:2: {{ frist_name }}: no contact column 'frist_name'",
+        "messages/bad.md:8: {{ first_name }} has no fallback, and the message's public page",
     ]
     for start in expected:
         assert sum(line.startswith(start) for line in lines) == 1, (start, lines)
@@ -305,7 +306,9 @@ def test_a_contact_field_with_a_line_break_used_in_the_subject_is_caught(workdir
     (workdir / "contacts" / "extra.csv").write_bytes(
         b'email,first_name,ward\nann@example.org,Ann,"Penge\r\nBcc: x@example.com"\n'
     )
-    write_message(workdir, "---\nsubject: News for {{ ward }}\nfrom: p@example.org\n---\nHi\n")
+    write_message(
+        workdir, "---\nsubject: News for {{ ward }}\nfrom: p@example.org\npublic: false\n---\nHi\n"
+    )
     lines = problems_of(cli("check", "bad", expect=1))
     assert lines == ["contacts/extra.csv:2: ward contains a line break and is used in the subject"]
 

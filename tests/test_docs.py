@@ -65,6 +65,9 @@ NOT_RUN = {
     "bulletin events serve": "starts a server and waits for requests",
     "bulletin events serve --port 9000": "starts a server and waits for requests",
     "bulletin events serve --workers 2": "starts a server and waits for requests",
+    "bulletin approve eu-referendum --request commander@example.org": (
+        "needs BULLETIN_SECRET and BULLETIN_PUBLIC_URL (tests/test_approval.py runs it)"
+    ),
     "bulletin preview street-safety-july --format html --open": "opens a desktop viewer",
 }
 # Commands that ask before sending: the test has no terminal, so it answers with --yes.

@@ -46,7 +46,7 @@ def sent(tmp_path_factory) -> dict[str, list[Path]]:
         for name in [n for n in os.environ if n.startswith(("BULLETIN_", "SENDGRID_", "SMTP_"))]:
             monkeypatch.delenv(name)
         monkeypatch.chdir(folder)
-        monkeypatch.setenv("BULLETIN_SECRET", "quality-test-secret")
+        monkeypatch.setenv("BULLETIN_SECRET", "quality-test-secret-0123456789abcdef")
         monkeypatch.setenv("BULLETIN_PUBLIC_URL", "https://bulletin.example.org")
         for number, name in enumerate(MESSAGES, start=1):
             cli("send", name, "--yes")

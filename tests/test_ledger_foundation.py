@@ -33,6 +33,12 @@ FIXTURE_COUNTS = {
     "suppressions": 5,
     "purged_sends": 0,
     "run_notices": 0,  # revision 0003
+    "feedback": 0,  # revision 0004 (issues 17, 18, 21)
+    "approval_events": 0,
+    "send_versions": 0,
+    "send_approvals": 0,
+    "sent_sources": 0,
+    "publications": 0,
 }
 
 
@@ -230,6 +236,50 @@ def test_a_wave_1_database_at_user_version_3_is_adopted_and_upgraded(legacy_db, 
     assert counts(engines(legacy_db)) == FIXTURE_COUNTS
 
 
+@pytest.mark.parametrize("version", [4, 5, 6])
+def test_a_file_of_the_sqlite3_tracker_features_is_adopted_with_their_rows(
+    legacy_db, engines, version
+):
+    """Feedback, sign-off and public pages were first built on the sqlite3 Tracker as
+    user_version steps 3 → 4, 4 → 5 and 5 → 6: such a file keeps its rows, and gains the
+    feature tables it lacks and revision 0003's `cause`."""
+    from bulletin.ledger.legacy import MIGRATIONS
+    from bulletin.ledger.store import Ledger
+
+    with sqlite3.connect(legacy_db) as db:
+        for script in MIGRATIONS[2:version]:
+            db.executescript(script)
+        db.execute(
+            "INSERT INTO feedback (send_id, delivery_id, answer, comment, answered_at) "
+            "VALUES (1, 1, 'useful', 'Clear, thank you', '2026-11-29T10:00:00+00:00')"
+        )
+        if version >= 5:
+            db.execute(
+                "INSERT INTO approval_events (message, path, fingerprint, kind, approver, route,"
+                " audience, audience_definition, text, created_at) VALUES ('m', 'messages/m.md',"
+                " 'f', 'approved', 'chief@example.org', 'email link', 3, 'all', 'Hello',"
+                " '2026-11-29T10:00:00+00:00')"
+            )
+        if version >= 6:
+            db.execute(
+                "INSERT INTO publications (reference, message, send_id, content_hash,"
+                " published_at) VALUES ('BR-1', 'm', 1, 'h', '2026-11-29T10:00:00+00:00')"
+            )
+        db.execute(f"PRAGMA user_version = {version}")
+    engine = engines(legacy_db)
+    assert current_revision(engine) is None
+    assert upgrade(engine) == head_revision()
+    held = counts(engine)
+    assert held["feedback"] == 1 and held["sends"] == FIXTURE_COUNTS["sends"]
+    assert held["approval_events"] == (version >= 5)
+    assert held["publications"] == (version >= 6)
+    from bulletin.ledger.feedback import FeedbackStore
+
+    with Ledger(engine) as ledger:
+        assert FeedbackStore(ledger).answer_of(1).comment == "Clear, thank you"
+        assert all(r.cause is None for r in ledger.delivery_rows(1))
+
+
 # --- adopting release 0.1.0's database ----------------------------------------------------
 
 
@@ -245,7 +295,7 @@ def test_release_0_1_database_is_adopted_and_keeps_every_row(legacy_db, engines)
     assert counts(engine) == FIXTURE_COUNTS
     assert raw_rows(legacy_db) == before
     with sqlite3.connect(legacy_db) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4  # 0.1.0 now refuses it
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 7  # 0.1.0 now refuses it
         margaret = db.execute(
             "SELECT email, ward, state, opened, clicked FROM deliveries WHERE id = 1"
         ).fetchone()

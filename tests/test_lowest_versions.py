@@ -24,7 +24,8 @@ def lower_bounds() -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     pins = []
     for requirement in project["dependencies"]:
-        match = re.match(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([^,;\s]+)", requirement)
+        # extras (`psycopg[binary]`) stay out: a constraints file names the package alone
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*>=\s*([^,;\s]+)", requirement)
         assert match, f"{requirement!r} has no lower bound"
         pins.append(f"{match.group(1)}=={match.group(2)}")
     return pins

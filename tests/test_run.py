@@ -256,7 +256,7 @@ def test_a_failing_message_is_reported_and_the_good_one_still_goes(workdir, cli,
     assert len(outbox(workdir)) == SAMPLE
     assert sends(db_path) == [(1, "good", 1)]
     # fixed: the next run sends it
-    schedule(workdir, "bad", "2026-07-06T07:00", body="Your scheme: {{ scheme }}")
+    schedule(workdir, "bad", "2026-07-06T07:00", body='Your scheme: {{ scheme or "yours" }}')
     fixed = cli("run", "--now", "2026-07-06T08:05")
     assert fixed.stdout.startswith("Sent messages/bad.md (send #2)")
     assert len(outbox(workdir)) == 2 * SAMPLE

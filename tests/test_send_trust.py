@@ -298,7 +298,7 @@ def test_init_makes_an_empty_contact_list_and_no_example(tmp_path, monkeypatch, 
 def test_sample_domains_are_a_problem_for_a_real_transport(workdir, cli, monkeypatch):
     for name, value in {
         "SENDGRID_API_KEY": "SG.not-a-real-key",
-        "BULLETIN_SECRET": "a-test-secret-value",
+        "BULLETIN_SECRET": "a-test-secret-value-0123456789abcdef",
         "BULLETIN_PUBLIC_URL": "https://bulletin.example.org",
     }.items():
         monkeypatch.setenv(name, value)

@@ -13,7 +13,6 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import API_KEY
 from servers import (
     SendGridStub,
     drop_after_read,
@@ -189,8 +188,9 @@ def test_a_429_retry_after_is_honoured(workdir, sendgrid_env, monkeypatch):
 def test_a_429_x_ratelimit_reset_is_honoured_without_retry_after(workdir, monkeypatch):
     monkeypatch.setenv("BULLETIN_RETRY_MAX_WAIT", "10")
     # SendGrid's 429 carries X-RateLimit-Reset (a Unix time), no Retry-After.
-    with SendGridStub(api_key=API_KEY, clock=lambda: RecordingWaiter.NOW) as stub:
-        monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+    key = "SG.test-key-fixed-clock"
+    with SendGridStub(api_key=key, clock=lambda: RecordingWaiter.NOW) as stub:
+        monkeypatch.setenv("SENDGRID_API_KEY", key)
         monkeypatch.setenv("BULLETIN_SENDGRID_URL", stub.url)
         monkeypatch.setenv("BULLETIN_SECRET", "s" * 40)
         monkeypatch.setenv("BULLETIN_PUBLIC_URL", "https://bulletin.example.org")
@@ -322,6 +322,7 @@ subject: 'Hello {{ first_name }}'
 from: bromley.neighbourhoods@example.org
 reference: BR-TEST-KEYS
 contacts: [lists/people.csv]
+public: false
 ---
 Dear {{ first_name }} {{ last_name }} of {{ ward }},
 
@@ -435,8 +436,11 @@ def test_click_tracking_on_never_reaches_our_own_links(workdir, cli, sendgrid_en
     (email,) = expand_request(body)[:1]
     anchors = ANCHOR.findall(email["html"])
     ours = [a for a in anchors if "bulletin.example.org/" in a]
-    assert len(ours) == 2  # the public page and the unsubscribe link
+    # the body's link to the public page, the share line's page and notice (issue 21), the
+    # unsubscribe link and 3 feedback links (issue 18)
+    assert len(ours) == 7
     assert any("/unsubscribe?t=" in a for a in ours)
+    assert sum("/feedback?t=" in a for a in ours) == 3
     # SendGrid honours the attribute only before the href (its click-tracking guide).
     assert all(a.startswith('<a clicktracking="off" ') for a in ours), ours
     others = [a for a in anchors if a not in ours]
@@ -495,7 +499,14 @@ def _substitution_bytes(workdir, row) -> int:
     (contact,) = [c for c in checked.recipients if c.email == row["email"]]
     template = request_template(checked.compiled, settings)
     url = "https://bulletin.example.org/unsubscribe?t=999999999999.999999999999999." + "x" * 22
-    item = Outgoing(0, contact, url, {"bulletin_send": "9" * 12, "bulletin_delivery": "9" * 15})
+    feedback = "https://bulletin.example.org/feedback?t=999999999999.999999999999999." + "x" * 22
+    item = Outgoing(
+        0,
+        contact,
+        url,
+        {"bulletin_send": "9" * 12, "bulletin_delivery": "9" * 15},
+        feedback_url=feedback,
+    )
     return template.personalization(template.keys(), item)[2]
 
 

@@ -133,7 +133,8 @@ def test_get_shows_a_confirmation_page_and_changes_nothing(server, outbox):
     page = response.text
     assert '<html lang="en">' in page and "<h1>Unsubscribe from these emails?</h1>" in page
     assert '<form method="post"' in page and '<button type="submit">Unsubscribe</button>' in page
-    assert "ma…@example.org" in page and FIRST not in page
+    assert "m•••••r@example.org" in page and FIRST not in page
+    assert "Was this email forwarded to you?" in page and "do not press the button" in page
     assert "Set-Cookie" not in response.headers
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Referrer-Policy"] == "no-referrer"

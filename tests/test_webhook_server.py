@@ -362,7 +362,8 @@ def test_posts_are_recorded_while_a_send_runs_in_another_process(workdir, cli, k
     )
     (workdir / "messages" / "street.md").write_text(
         "---\nsubject: Street safety\nfrom: Bromley Police <bromley@example.org>\n"
-        "contacts: [lists/people.csv]\n---\nDear {{ first_name }}, please report hate crime.\n"
+        "contacts: [lists/people.csv]\npublic: false\n---\n"
+        "Dear {{ first_name }}, please report hate crime.\n"
     )
     sendgrid_env.script(slow(0.4), slow(0.4), slow(0.4))
     running = start(workdir, keys)

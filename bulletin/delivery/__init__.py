@@ -5,6 +5,11 @@ confirmed (or the schedule decided) to `deliver`. It sends exactly that plan and
 `SendOutcome`: the report, the exit code, and the sentences that say what happened. The
 callers only print them. The "nothing to send" rule and the outcome → exit-code mapping live
 here and nowhere else.
+
+The features' hooks run on this path too: the approval gate (issue 17) before anything is
+sent, then, in `execute` as a send is created or resumed, its public page (issue 21) and the
+version and approvals it goes out under (issue 17); each recipient's message carries its own
+signed "Was this useful?" link (issue 18).
 """
 
 from __future__ import annotations
@@ -106,6 +111,10 @@ def deliver(
     """Send the confirmed `plan` under the held send `lock`; never more than it counted."""
     if not lock.held:
         raise RuntimeError("deliver() needs the send lock held by the caller")
+    if plan.approval is None:  # sign-off (issue 17): no path to the transport skips it
+        from bulletin import approval
+
+        plan.approval = approval.for_send(plan.checked, settings, plan.checked.message.name)
     nothing = plan.to_send == 0 and plan.resume is not None
     report = execute(
         plan, settings, new_send=new_send, progress=progress, waiter=waiter, locked=True

@@ -29,6 +29,7 @@ class Outgoing:
     unsubscribe_url: str
     custom_args: dict[str, str] = field(default_factory=dict)
     subject_prefix: str = ""
+    feedback_url: str = ""  # the "Was this useful?" page for this delivery (issue 18)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def personal_message(compiled: CompiledEmail, item: Outgoing) -> tuple[str, byte
 
     from bulletin.render import Rendered, message_bytes
 
-    rendered = compiled.render(item.contact, item.unsubscribe_url)
+    rendered = compiled.render(item.contact, item.unsubscribe_url, item.feedback_url)
     if item.subject_prefix:
         rendered = Rendered(item.subject_prefix + rendered.subject, rendered.html, rendered.text)
     message_id = make_msgid(domain=compiled.message.sender.email.rsplit("@", 1)[-1])

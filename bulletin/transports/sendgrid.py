@@ -22,6 +22,7 @@ from bulletin.contacts import Contact
 from bulletin.errors import Problem
 from bulletin.fields import has_line_break
 from bulletin.render import (
+    FEEDBACK,
     SUBJECT_RULE,
     UNSUBSCRIBE,
     URL_OF,
@@ -197,7 +198,8 @@ def limit_problems(
             continue  # surely fine: a `check` of 100,000 contacts stays quick
         # The longest unsubscribe link a send makes for this contact (ids of 12 and 15 digits).
         url = unsubscribe_url(public, make_token("x", 10**12 - 1, 10**15 - 1, contact.email))
-        item = Outgoing(0, contact, url, LARGEST_CUSTOM_ARGS)
+        link = _longest_feedback_url(compiled, public, contact)
+        item = Outgoing(0, contact, url, LARGEST_CUSTOM_ARGS, feedback_url=link)
         personalization, error, size = template.personalization(keys, item)
         if error is None and base + _size_bound(personalization, size) > MAX_REQUEST_BYTES:
             size = len(json.dumps(personalization))
@@ -206,6 +208,15 @@ def limit_problems(
         if error:
             warnings.append(Problem(contact.file, contact.line, f"{error}; it will not be sent"))
     return problems, warnings
+
+
+def _longest_feedback_url(compiled: CompiledEmail, public: str, contact: Contact) -> str:
+    """The longest "Was this useful?" link a send makes for this contact (issue 18)."""
+    from bulletin.feedback import feedback_url, make_token
+
+    if compiled.message.feedback is None:
+        return ""
+    return feedback_url(public, make_token("x", 10**12 - 1, 10**15 - 1, contact.email))
 
 
 def _bound(compiled: CompiledEmail, keys: Keys, url_bytes: int):
@@ -221,7 +232,7 @@ def _bound(compiled: CompiledEmail, keys: Keys, url_bytes: int):
             key, fallback = slots[index]
             if key.startswith(URL_OF):  # a link's safe value is at most its slot's value
                 key, fallback = slots[int(key[len(URL_OF) :])]
-            if key == UNSUBSCRIBE:
+            if key in (UNSUBSCRIBE, FEEDBACK):  # the feedback link is no longer (issue 18)
                 constant += weight * url_bytes
             elif key == SUBJECT_RULE:
                 constant += weight * 76
@@ -244,14 +255,21 @@ def mark_our_links(html: Sequence[Part], compiled: CompiledEmail, public_url: st
     (its click-tracking guide), so the unsubscribe link always goes straight to us, even when
     BULLETIN_CLICK_TRACKING is on and whatever the account's settings.
     """
-    keys = compiled.slots.keys
-    ours = {i for i, (key, _) in enumerate(keys) if key == UNSUBSCRIBE}
+    keys, links = compiled.slots.keys, compiled.slots.links
+    prefix = public_url.rstrip("/") + "/" if public_url else None
+    ours = {i for i, (key, _) in enumerate(keys) if key in (UNSUBSCRIBE, FEEDBACK)}
+
+    def our_link(parts: Sequence[Part]) -> bool:  # a URL_OF link: made of our slot, or our URL
+        starts_ours = bool(prefix and parts and isinstance(parts[0], str))
+        return any(p in ours for p in parts if isinstance(p, int)) or (
+            starts_ours and parts[0].startswith(prefix)
+        )
+
     ours |= {
         i
         for i, (key, _) in enumerate(keys)
-        if key.startswith(URL_OF) and int(key[len(URL_OF) :]) in ours
+        if key.startswith(URL_OF) and our_link(links[int(key[len(URL_OF) :])])
     }
-    prefix = public_url.rstrip("/") + "/" if public_url else None
 
     def mark(anchor: re.Match) -> str:
         tag = anchor.group(0)
@@ -298,7 +316,9 @@ class RequestTemplate:
         """One recipient's personalization, or why SendGrid would refuse it; and its
         substitutions' size."""
         # Once per recipient, 100,000 times a send: kept lean (issue 7 profile).
-        substitutions = keys.substitutions(self.compiled.values(item.contact, item.unsubscribe_url))
+        substitutions = keys.substitutions(
+            self.compiled.values(item.contact, item.unsubscribe_url, item.feedback_url)
+        )
         size = substitution_bytes(keys, substitutions)
         error = substitution_error(size)
         if error:

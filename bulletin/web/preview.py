@@ -175,7 +175,7 @@ class Preview:
         if good is None or good.compiled is None or settings is None:
             return {**base, "ready": False}
         contact = self.contact(key)
-        rendered = good.compiled.render(contact, _unsubscribe_url(settings))
+        rendered = good.compiled.render(contact, *_links(settings))
         message = good.message
         sender = message.sender
         return {
@@ -195,7 +195,7 @@ class Preview:
         good, settings = self.good, self.settings
         if good is None or good.compiled is None or settings is None:
             return "<!doctype html><p>Nothing to show yet.</p>"
-        return good.compiled.render(self.contact(key), _unsubscribe_url(settings)).html
+        return good.compiled.render(self.contact(key), *_links(settings)).html
 
     def pdf(self, key: str | None, *, letters: bool = False) -> bytes:
         """The print version for one contact, or the audience's postal letters (cached)."""
@@ -221,10 +221,11 @@ class Preview:
         return self._pdfs[cache_key]
 
 
-def _unsubscribe_url(settings: Settings) -> str:
-    from bulletin.preview import preview_unsubscribe_url
+def _links(settings: Settings) -> tuple[str, str]:
+    """The preview's unsubscribe and "Was this useful?" links (they lead to no one's answer)."""
+    from bulletin.preview import preview_feedback_url, preview_unsubscribe_url
 
-    return preview_unsubscribe_url(settings)
+    return preview_unsubscribe_url(settings), preview_feedback_url(settings)
 
 
 def _fill(text: str, contact: Contact | None) -> str:

@@ -1,7 +1,7 @@
 """`bulletin events serve`: SendGrid's Event Webhook and the one-click unsubscribe pages.
 
 One Starlette app, run by uvicorn (bulletin/web/serving.py); TLS and the public name belong to
-the reverse proxy in front. The whole surface is three routes:
+the reverse proxy in front. The whole surface is four routes:
 
 - `POST /events`: a JSON array of SendGrid events, verified (ECDSA P-256 / SHA-256 over the
   timestamp header value followed by the raw body) when SENDGRID_WEBHOOK_PUBLIC_KEY is set.
@@ -11,6 +11,7 @@ the reverse proxy in front. The whole surface is three routes:
 - `GET /unsubscribe?t=TOKEN`: a confirmation page with a button (templates/unsubscribe.html);
   changes nothing, so link scanners cannot unsubscribe anyone.
 - `POST /unsubscribe?t=TOKEN`: RFC 8058 one-click (or the page's button): suppresses at once.
+- `GET /m/<reference>` (and `…/notice.pdf`): public pages of sent messages (web/public.py).
 
 Everything else is 404. Tokens never reach the log; paths reach it with control characters
 escaped. Database work runs in a thread, never on the event loop.
@@ -52,6 +53,7 @@ from bulletin.web.common import (
     read_body,
     without_query,
 )
+from bulletin.web.feedback import routes as feedback_routes
 
 MAX_BODY = 5 * 1024 * 1024  # SendGrid batches stay far below this
 MAX_FORM = 64 * 1024
@@ -298,9 +300,11 @@ class Webhook:
 
 
 def _masked(email: str) -> str:
-    """`ma…@example.org`: enough to recognise, not enough to harvest from a forwarded link."""
+    """`m•••••t@example.org`: enough to recognise whose subscription it is, not enough to
+    harvest from a forwarded link (issue 21). Always five dots: the length is not told."""
     local, _, domain = email.partition("@")
-    return (local[:2] + "…" if len(local) > 2 else local) + "@" + domain
+    ends = local[0] + "•••••" + (local[-1] if len(local) > 2 else "")
+    return (ends if local else "") + "@" + domain
 
 
 def _form_token(content_type: str, body: bytes) -> str:
@@ -354,6 +358,7 @@ async def _body(request: Request, limit: int, deadline: float) -> bytes | Respon
 
 def create_app(webhook: Webhook) -> Starlette:
     """The Starlette app serving /events and /unsubscribe for `webhook`."""
+    from bulletin.web import approval
 
     async def events(request: Request) -> Response:
         if request.method != "POST":
@@ -426,11 +431,16 @@ def create_app(webhook: Webhook) -> Starlette:
         _note(request, f"internal error: {error!r}")  # the traceback is logged by Guard
         return _closing(_text(500, "Internal error; please try again."))
 
+    from bulletin.web import public
+
     app = Starlette(
         exception_handlers={Unavailable: unavailable, BulletinError: unavailable, 500: internal},
         routes=[
             Route("/events", events, methods=METHODS),
             Route("/unsubscribe", unsubscribe, methods=METHODS),
+            *feedback_routes(webhook),  # "Was this useful?" pages (issue 18)
+            *approval.routes(webhook),  # /approve: sign-off before send (issue 17)
+            *public.routes(webhook),  # /m/<reference>: public pages of sent messages (issue 21)
             Route("/{path:path}", not_found, methods=METHODS),
         ],
     )
@@ -569,7 +579,10 @@ def serve(
         log(line)
     if workers <= 1:
         server = make_server(settings, host, port, insecure=insecure, log=log)
-        log(f"Listening on {server.url} (POST /events, /unsubscribe); database {settings.db}")
+        log(
+            f"Listening on {server.url} (POST /events, /unsubscribe, /feedback); "
+            f"database {settings.db}"
+        )
         try:
             server.serve_forever()
         finally:
@@ -580,7 +593,7 @@ def serve(
     where = sock.getsockname()
     log(
         f"Listening on http://{where[0]}:{where[1]} with {workers} worker processes "
-        f"(POST /events, /unsubscribe); database {settings.db}"
+        f"(POST /events, /unsubscribe, /feedback); database {settings.db}"
     )
     os.environ[WORKER_OPTIONS] = json.dumps(
         {"workdir": str(settings.workdir), "insecure": insecure}

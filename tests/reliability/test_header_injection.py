@@ -35,6 +35,7 @@ SUBJECT_USES_WARD = f"""\
 ---
 subject: "News for {{{{ ward }}}}"
 from: "{FROM}"
+public: false
 ---
 Dear {{{{ first_name }}}},
 """
