@@ -168,3 +168,85 @@ def test_notices_are_kept_in_the_ledger(ledger):
 def test_a_postgresql_database_not_upgraded_is_refused_with_the_command_to_run(postgres_database):
     with pytest.raises(DatabaseError, match="bulletin db upgrade"):
         open_ledger(postgres_database)
+
+
+# --- the features first built on the sqlite3 Tracker (issues 17, 18, 21) ---------------------
+
+
+def test_feedback_answers_replace_count_by_ward_and_survive_forget_and_purge(ledger):
+    from bulletin.ledger.feedback import FeedbackStore
+
+    send_id = new_send(ledger)
+    ledger.add_recipients(send_id, people(3))
+    rows = list(ledger.delivery_rows(send_id))
+    store = FeedbackStore(ledger)
+    store.record(send_id, rows[0].id, "not_useful", "", now="2026-11-01T10:00:00+00:00")
+    store.record(send_id, rows[0].id, "useful", "Clear", now="2026-11-02T10:00:00+00:00")
+    store.record(send_id, rows[1].id, "concern", "Too long", now="2026-11-03T10:00:00+00:00")
+    assert store.counts(send_id) == {"useful": 1, "not_useful": 0, "concern": 1}
+    assert store.answer_of(rows[0].id).comment == "Clear"
+    assert {w.ward: w.total for w in store.ward_counts(send_id)} == {"Ward 0": 1, "Ward 1": 1}
+    assert [a.comment for a in store.comments(send_id)] == ["Too long", "Clear"]
+    assert store.answers(send_id)[0].email == "person0@example.org"
+    with ledger.transaction():  # as privacy.forget does: one transaction with the erasure
+        counts = ledger.forget("person1@example.org")
+        assert store.forget_deliveries(counts.delivery_ids) == 1
+    assert store.counts(send_id)["concern"] == 0
+    later = datetime.now(UTC) + timedelta(days=1)
+    stamp = later.isoformat(timespec="seconds")
+    assert store.purge_comments(stamp, [send_id], dry_run=True) == 1
+    with ledger.transaction():
+        ledger.purge(later)
+        assert store.purge_comments(stamp, [send_id]) == 1
+    assert store.counts(send_id)["useful"] == 1  # the answer stays counted, its delivery gone
+    assert [(a.delivery_id, a.comment) for a in store.answers(send_id)] == [(None, "")]
+
+
+def test_approvals_record_once_per_link_and_per_send(ledger):
+    from bulletin.ledger.approvals import AlreadyDecided, ApprovalStore, Kind, Route
+
+    store = ApprovalStore(ledger)
+    common = {
+        "message": "street",
+        "path": "messages/street.md",
+        "approver": "Chief@Example.org",
+        "route": Route.LINK,
+        "audience": 3,
+        "audience_definition": "contacts/*.csv",
+        "text": "Hello",
+    }
+    request = store.add(fingerprint="f1", kind=Kind.REQUEST, **common)
+    approved = store.add(fingerprint="f1", kind=Kind.APPROVED, request_id=request.id, **common)
+    assert approved.approver == "chief@example.org" and approved.kind is Kind.APPROVED
+    with pytest.raises(AlreadyDecided):
+        store.add(fingerprint="f1", kind=Kind.CHANGES, request_id=request.id, **common)
+    assert store.decision_for(request.id) == approved
+    assert store.decisions("street", "f1") == [approved]
+    assert store.last_approved_other("street", "f2") == approved
+    assert store.last_approved_other("street", "f1") is None
+    assert [e.kind for e in store.history("street")] == [Kind.REQUEST, Kind.APPROVED]
+    send_id = new_send(ledger)
+    store.record_send(send_id, "f1", 3, [approved.id])
+    store.record_send(send_id, "f1", 3, [approved.id])  # a resume records nothing new
+    versions = store.send_versions(send_id)
+    assert [(v.fingerprint, v.after_event) for v in versions] == [("f1", approved.id)]
+    assert store.send_approvals(send_id) == [approved]
+
+
+def test_publications_keep_sources_publish_withdraw_and_remove(ledger):
+    from bulletin.ledger.publications import PublicationStore
+
+    store = PublicationStore(ledger)
+    send_id = new_send(ledger)
+    store.keep_source("abc", "street", b"---\nsubject: x\n---\n\xe2\x80\x94")
+    store.keep_source("abc", "street", b"ignored: the same hash is the same bytes")
+    assert store.source("abc") == b"---\nsubject: x\n---\n\xe2\x80\x94"
+    assert store.source("nope") is None
+    store.publish("BR-1", "street", send_id, "abc")
+    page = store.publication("BR-1")
+    assert (page.send_id, page.withdrawn) == (send_id, False) and page.sent_at
+    assert store.withdraw("BR-1").withdrawn
+    store.publish("BR-1", "street", send_id, "abc")
+    assert not store.publication("BR-1").withdrawn
+    store.remove("BR-1")
+    assert store.publication("BR-1") is None and store.withdraw("BR-1") is None

@@ -368,11 +368,12 @@ def test_copy_sqlite_to_postgresql_and_back_keeps_every_row(
 ):
     source = engines(legacy_db)
     upgrade(source)
+    added = add_feature_rows(source)
     expected = all_rows(source)
     server = engines(postgres_database)
     result = copy_database(source, server, chunk=10)
-    assert result.rows == FIXTURE_COUNTS
-    assert result.total == sum(FIXTURE_COUNTS.values())
+    assert result.rows == {name: n + added.get(name, 0) for name, n in FIXTURE_COUNTS.items()}
+    assert result.total == sum(FIXTURE_COUNTS.values()) + sum(added.values())
     assert all_rows(server) == expected
     assert current_revision(server) == head_revision()
 
@@ -382,6 +383,75 @@ def test_copy_sqlite_to_postgresql_and_back_keeps_every_row(
     assert raw_rows(tmp_path / "back.db") == raw_rows(legacy_db)
     event = json.loads(expected["events"][0][7])  # payloads survive byte for byte
     assert event["sg_event_id"] == "proc-1"
+    with Tracker(postgres_database) as ledger:  # new rows after the copy get new ids
+        from bulletin.ledger.feedback import FeedbackStore
+
+        FeedbackStore(ledger).record(1, 2, "concern", "")
+        assert FeedbackStore(ledger).counts(1) == {"useful": 1, "not_useful": 0, "concern": 1}
+
+
+def add_feature_rows(engine) -> dict[str, int]:
+    """A feedback answer, a request and its approval, the send's version, a public page."""
+    now = "2026-11-29T10:00:00+00:00"
+    event = {
+        "message": "eu-referendum",
+        "path": "messages/eu-referendum.md",
+        "fingerprint": "f",
+        "approver": "chief@example.org",
+        "route": "email link",
+        "audience": 30,
+        "audience_definition": "contacts/*.csv",
+        "text": "Key messages",
+        "created_at": now,
+    }
+    with transaction(engine) as c:
+        c.execute(
+            insert(schema.feedback),
+            {"send_id": 1, "delivery_id": 1, "answer": "useful", "answered_at": now},
+        )
+        c.execute(insert(schema.approval_events), {**event, "id": 1, "kind": "request"})
+        c.execute(
+            insert(schema.approval_events),
+            {**event, "id": 2, "kind": "approved", "request_id": 1},
+        )
+        c.execute(
+            insert(schema.send_versions),
+            {
+                "send_id": 2,
+                "fingerprint": "f",
+                "audience": 30,
+                "after_event": 2,
+                "recorded_at": now,
+            },
+        )
+        c.execute(insert(schema.send_approvals), {"send_id": 2, "approval_id": 2})
+        c.execute(
+            insert(schema.sent_sources),
+            {
+                "content_hash": "h",
+                "message": "eu-referendum",
+                "source": b"\x00\xff",
+                "created_at": now,
+            },
+        )
+        c.execute(
+            insert(schema.publications),
+            {
+                "reference": "BR-2016-07-02",
+                "message": "eu-referendum",
+                "send_id": 2,
+                "content_hash": "h",
+                "published_at": now,
+            },
+        )
+    return {
+        "feedback": 1,
+        "approval_events": 2,
+        "send_versions": 1,
+        "send_approvals": 1,
+        "sent_sources": 1,
+        "publications": 1,
+    }
 
 
 def test_after_a_copy_new_rows_get_new_ids(legacy_db, postgres_database, engines):
