@@ -47,6 +47,7 @@ PERSONAL_SUBJECT = f"""\
 ---
 subject: "{{{{ first_name }}}}, key messages from the Borough Commander"
 from: "{FROM}"
+public: false
 ---
 Dear {{{{ first_name }}}},
 """
