@@ -287,6 +287,14 @@ class Ledger:
     def _read(self):
         return self.transaction(write=False)
 
+    def reading(self):
+        """A read-only transaction (one snapshot); joins an enclosing one. For store classes."""
+        return self._read()
+
+    def insert_ignore(self, table):
+        """INSERT … ON CONFLICT DO NOTHING on either back end. For store classes."""
+        return self._insert_ignore(table)
+
     def _insert_ignore(self, table):
         """INSERT … ON CONFLICT DO NOTHING on either back end."""
         if self.sqlite:
