@@ -129,6 +129,8 @@ def test_whatever_renders_shows_the_text_never_its_evaluation(corpus, cli, name,
         assert result.exit_code == 1 and result.stdout == ""
         return
     out = result.stdout
+    if format == "eml":  # the clock's and the host's digits are not an evaluation (…16:49…)
+        out = re.sub(r"(?m)^(Date|Message-ID): .*$", "", out)
     assert not EVALUATED.search(out), EVALUATED.search(out).group(0)
     if name.startswith("ssti") or name == "odd-placeholders":
         shown = html.unescape(out) if format == "html" else out
