@@ -54,7 +54,7 @@ def test_the_lowest_allowed_versions_render_the_example(tmp_path, request):
     bulletin = [python, "-m", "bulletin"]
     work = tmp_path / "work"
     for args in (
-        ["init", str(work)],
+        ["init", "--example", str(work)],
         ["check", "eu-referendum"],
         ["preview", "eu-referendum", "--format", "html", "-o", "example.html"],
         ["preview", "eu-referendum", "--format", "pdf", "-o", "example.pdf"],
