@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from bulletin.tracking import Tracker
+from bulletin.tracking import State, Tracker
 
 DELIVERIES = 100_000
 PER_REQUEST = 1000  # SendGrid personalizations per request: deliveries share X-Message-Id
@@ -54,16 +54,17 @@ def make_database(path: Path, sends: int = 4) -> list[tuple[int, int, str, str]]
                 transport="sendgrid",
             )
             tracker.add_recipients(send_id, (_Contact(n) for n in range(per_send)))
-        with tracker.transaction() as db:
-            db.execute(
-                "UPDATE deliveries SET state = 'accepted', "
-                "message_id = 'xmid' || (id / ?) || 'AbCdEfGhIjKl'",
-                (PER_REQUEST,),
+        rows = []
+        for send in tracker.sends():
+            claimed = tracker.claim(send.id, per_send)
+            tracker.record(
+                (c.id, State.ACCEPTED, f"xmid{c.id // PER_REQUEST}AbCdEfGhIjKl", None)
+                for c in claimed
             )
-        return [
-            (r["send_id"], r["id"], r["email"], r["message_id"])
-            for r in tracker.db.execute("SELECT send_id, id, email, message_id FROM deliveries")
-        ]
+            rows += [
+                (send.id, c.id, c.email, f"xmid{c.id // PER_REQUEST}AbCdEfGhIjKl") for c in claimed
+            ]
+        return rows
 
 
 KINDS = (

@@ -35,7 +35,7 @@ from bulletin.check import Checked
 from bulletin.config import Settings
 from bulletin.contacts import Contact
 from bulletin.errors import ConfigError, InputError
-from bulletin.ledger_approvals import ApprovalEvent, ApprovalStore, Kind, Route
+from bulletin.ledger.approvals import ApprovalEvent, ApprovalStore, Kind, Route
 from bulletin.message import Address, Message, parse_address
 
 LINK_LIFETIME = timedelta(days=7)
@@ -257,11 +257,11 @@ def for_send(checked: Checked, settings: Settings, command_name: str) -> Standin
 
     if settings.approvals:
         check_settings(settings)
-    if not settings.approvals and not settings.db_path.exists():
+    if not settings.approvals and not settings.db_exists:
         return None
     version = current_version(checked, settings)
-    if settings.db_path.exists():
-        with Tracker(settings.db_path) as tracker:
+    if settings.db_exists:
+        with Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
             result = standing(ApprovalStore(tracker), version, settings)
     else:  # nothing recorded yet; and a dry run must not create the database
         result = Standing(version, settings.approvals)
@@ -421,7 +421,7 @@ def request(
     expires = now + LINK_LIFETIME
     version = current_version(checked, settings)
     transport = make_transport(settings)
-    with Tracker(settings.db_path) as tracker:
+    with Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
         store = ApprovalStore(tracker)
         result = standing(store, version, settings)
         shown = show(checked, settings, result)
@@ -457,7 +457,7 @@ def approve_in_person(
     checked.raise_for_problems("nothing was approved")
     approver = approver_address(who, settings, "--as")
     version = current_version(checked, settings)
-    with Tracker(settings.db_path) as tracker:
+    with Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
         return ApprovalStore(tracker).add(
             message=version.message,
             path=version.shown,

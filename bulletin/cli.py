@@ -151,7 +151,7 @@ def settings():
 def tracker_for(config):
     from bulletin.tracking import Tracker
 
-    return Tracker(config.db_path, timeout=config.db_timeout)
+    return Tracker(config.db_url, timeout=config.db_timeout)
 
 
 def echo(text: str = "") -> None:
@@ -628,8 +628,8 @@ def send(
         note(str(duplicate))
     # The lock comes first (issue 11): a second send refuses before it reads or touches any row,
     # and the count confirmed below cannot change before it is sent.
-    lock = nullcontext() if dry_run or test else sending.send_lock(config.db_path)
-    with lock:
+    lock = nullcontext() if dry_run or test else sending.send_lock(config.db_url)
+    with lock as held:
         plan = sending.plan_send(
             checked,
             config,
@@ -670,10 +670,11 @@ def send(
                 f"Run without --dry-run to send."
             )
             return
+        from bulletin import delivery
+
         if plan.to_send == 0 and plan.resume is not None:
             # Nothing is sent, but people who left or were suppressed are settled in the ledger.
-            report = sending.execute(plan, config, new_send=new_send, locked=True)
-            _report_nothing_to_send(report, plan, checked.message.name)
+            _report_send(delivery.deliver(plan, config, held, new_send=new_send), checked)
             return
         if not yes:
             if not sys.stdin.isatty():
@@ -690,15 +691,13 @@ def send(
         bar, advance = _progress(plan.to_send)
         try:
             with bar:
-                report = sending.execute(
-                    plan, config, new_send=new_send, progress=advance, locked=True
-                )
+                outcome = delivery.deliver(plan, config, held, new_send=new_send, progress=advance)
         except sending.Unsent as error:
             raise fail(
                 f"{error} — nothing more was sent; recorded state is in {config.db}",
                 ExitCode.TRANSPORT,
             ) from None
-    _report_send(report, checked.message.name, plan.transport.name)
+    _report_send(outcome, checked)
 
 
 def _signed_off(checked, config, message: str, dry_run: bool):
@@ -714,49 +713,28 @@ def _signed_off(checked, config, message: str, dry_run: bool):
         return unapproved.standing
 
 
-def _report_nothing_to_send(report, plan, name: str) -> None:
-    from bulletin.errors import PartialSendError
-
-    unknown = report.counts.get("unknown", 0)
-    echo(
-        f"Nothing to send: send #{report.send_id} has no pending recipients"
-        + (f"; {unknown} unknown (use --resend-unknown if they never arrived)." if unknown else ".")
-    )
-    if unknown:
-        raise PartialSendError(
-            f"send #{report.send_id} finished with {unknown} recipient(s) unknown; "
-            f"see `bulletin status {report.send_id}`"
-        )
-
-
-def _report_send(report, name: str, transport: str) -> None:
+def _report_send(outcome, checked) -> None:
+    """Print what `delivery.deliver` says happened; exit with its code."""
     from bulletin.errors import Interrupted, PartialSendError
 
-    for email in report.stale_unknown:
-        note(
-            f"unknown: {email} (an earlier run stopped mid-request; not re-sent — check the "
-            f"transport's activity log, then use --resend-unknown if it never arrived)"
-        )
-    for email, error in report.failed:
-        note(f"failed: {email}: {error}")
-    for email in report.unknown:
-        note(f"unknown: {email}: no answer from the transport; not re-sent automatically")
-    verb = "written to the outbox" if transport == "outbox" else "accepted"
-    echo(
-        f"Send #{report.send_id}: {report.accepted} {verb}, {len(report.failed)} failed, "
-        f"{len(report.unknown) + len(report.stale_unknown)} unknown, "
-        f"{report.pending_left} still pending"
-        + (f", {report.dropped} dropped (suppressed)" if report.dropped else "")
-        + (f", {report.left} left the list (not sent)" if report.left else "")
-        + "."
-    )
-    if transport == "outbox" and report.accepted:
+    report, name = outcome.report, checked.message.name
+    for line in outcome.details:
+        note(line)
+    echo(outcome.summary)
+    if outcome.nothing_to_send:
+        if outcome.exit_code == ExitCode.PARTIAL:
+            raise PartialSendError(
+                f"send #{report.send_id} finished with {outcome.unknown_in_send} recipient(s) "
+                f"unknown; see `bulletin status {report.send_id}`"
+            )
+        return
+    if outcome.transport == "outbox" and report.accepted:
         echo("Nothing was emailed: the outbox transport only writes .eml files.")
-    if report.interrupted:
+    if outcome.exit_code == ExitCode.INTERRUPTED:
         raise Interrupted(
             f"interrupted; the state is recorded. Run `bulletin send {name}` again to resume."
         )
-    if report.failed or report.counts.get("unknown", 0):
+    if outcome.exit_code == ExitCode.PARTIAL:
         raise PartialSendError(
             f"some recipients failed or are unknown; see `bulletin status {report.send_id}`"
         )
@@ -803,9 +781,9 @@ def status(
     if as_json and is_stdout(output):
         raise typer.BadParameter("--json and -o - both write to stdout; choose one")
     config = settings()
-    if not config.db_path.exists():
+    if not config.db_exists:
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
-    with Tracker(config.db_path, timeout=config.db_timeout) as tracker:
+    with Tracker(config.db_url, timeout=config.db_timeout) as tracker:
         sends = [statuses.find_send(tracker, send_ref)] if send_ref else tracker.sends()
         summaries = [statuses.summary(tracker, s) for s in sends]
         if output is not None:
@@ -823,6 +801,7 @@ def status(
 
 
 def _print_sends(summaries: list[dict]) -> None:
+    from bulletin.ledger.states import State
     from bulletin.tables import Column, local_time
 
     columns = [
@@ -830,12 +809,12 @@ def _print_sends(summaries: list[dict]) -> None:
         Column("message", 0),
         Column("created", 0),
         Column("recipients", 0, numeric=True),
-        Column("delivered", 1, numeric=True),
-        Column("failed", 1, numeric=True),
-        Column("unknown", 1, numeric=True),
-        Column("pending", 2, numeric=True),
-        Column("accepted", 3, numeric=True),
-        Column("bounced", 3, numeric=True),
+        Column(State.DELIVERED, 1, numeric=True),
+        Column(State.FAILED, 1, numeric=True),
+        Column(State.UNKNOWN, 1, numeric=True),
+        Column(State.PENDING, 2, numeric=True),
+        Column(State.ACCEPTED, 3, numeric=True),
+        Column(State.BOUNCED, 3, numeric=True),
         Column("subject", 4),
     ]
     rows = []
@@ -847,12 +826,12 @@ def _print_sends(summaries: list[dict]) -> None:
                 s["message"],
                 local_time(s["created_at"]),
                 str(s["recipients"]),
-                str(c["delivered"]),
-                str(c["failed"]),
-                str(c["unknown"]),
-                str(c["pending"]),
-                str(c["accepted"]),
-                str(c["bounced"]),
+                str(c[State.DELIVERED]),
+                str(c[State.FAILED]),
+                str(c[State.UNKNOWN]),
+                str(c[State.PENDING]),
+                str(c[State.ACCEPTED]),
+                str(c[State.BOUNCED]),
                 s["subject"],
             ]
         )
@@ -970,9 +949,9 @@ def history(message: MessageArg) -> None:
 
     config = settings()
     name = Path(message).stem
-    if not config.db_path.exists():
+    if not config.db_exists:
         raise InputError(f"no tracking database at {config.db}; nothing has been recorded yet")
-    with Tracker(config.db_path) as tracker:
+    with Tracker(config.db_url, timeout=config.db_timeout) as tracker:
         lines = approval.history(tracker, name)
     for line in lines:
         echo(str(line) if line.what.startswith("version ") else f"  {line}")
@@ -1176,9 +1155,9 @@ def report(
     from bulletin.tracking import Tracker
 
     config = settings()
-    if not config.db_path.exists():
+    if not config.db_exists:
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
-    with Tracker(config.db_path, timeout=config.db_timeout) as tracker:
+    with Tracker(config.db_url, timeout=config.db_timeout) as tracker:
         send = statuses.find_send(tracker, send_ref)
         page = reports.render_report(tracker, send, config)
     from bulletin.outputs import is_stdout, write_output
@@ -1208,9 +1187,9 @@ def feedback(
     from bulletin.tracking import Tracker
 
     config = settings()
-    if not config.db_path.exists():
+    if not config.db_exists:
         raise InputError(f"no tracking database at {config.db}; nothing has been sent yet")
-    with Tracker(config.db_path) as tracker:
+    with Tracker(config.db_url, timeout=config.db_timeout) as tracker:
         send = statuses.find_send(tracker, send_ref)
         summary = feedback_export.summarise(tracker, send)
         if csv_path is not None:
@@ -1325,3 +1304,76 @@ def purge(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+# --- the tracking database (issue 13) --------------------------------------------------------
+
+db_app = group("The tracking database: upgrade it, or copy it to another back end.")
+app.add_typer(db_app, name="db")
+
+
+@command(db_app, "upgrade")
+def db_upgrade() -> None:
+    """Bring the tracking database (BULLETIN_DB) to this bulletin's schema; safe to repeat.
+
+    A SQLite file upgrades itself on first use; a PostgreSQL database shared by several
+    machines is upgraded once, with this command, after installing a new bulletin.
+
+    Example: bulletin db upgrade
+    """
+    from bulletin.ledger import migrate
+    from bulletin.ledger.engine import describe, make_engine
+
+    config = settings()
+    engine = make_engine(config.db_url, timeout=config.db_timeout)
+    try:
+        before = migrate.current_revision(engine)
+        after = migrate.upgrade(engine)
+        where = describe(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        echo(f"{where} is up to date (schema {after}).")
+    else:
+        echo(f"Upgraded {where} from schema {before or 'none'} to {after}.")
+
+
+@command(db_app, "copy")
+def db_copy(
+    source: Annotated[str, typer.Argument(help="a SQLite file or a postgresql:// URL")],
+    target: Annotated[str, typer.Argument(help="a SQLite file or a postgresql:// URL")],
+    force: Annotated[
+        bool, typer.Option("--force", help="replace a target that already holds a history")
+    ] = False,
+) -> None:
+    """Copy a whole tracking history to another database (SQLite to PostgreSQL, or back).
+
+    Both are brought to this bulletin's schema first. Stop every bulletin using them while
+    copying. The target must be empty unless --force.
+
+    Example: bulletin db copy bulletin.db postgresql://bulletin@db.example.org/bulletin
+    """
+    from bulletin.ledger import migrate
+    from bulletin.ledger.copy import copy_database
+    from bulletin.ledger.engine import describe, is_postgres_url, make_engine
+
+    config = settings()
+    if not is_postgres_url(source) and not config.resolve(source).is_file():
+        raise InputError(f"{source}: no such tracking database; check the path")
+    engines = [
+        make_engine(db if is_postgres_url(db) else config.resolve(db), timeout=config.db_timeout)
+        for db in (source, target)
+    ]
+    try:
+        for engine in engines:
+            migrate.upgrade(engine)
+        result = copy_database(*engines, force=force)
+        names = [describe(e) for e in engines]
+    finally:
+        for engine in engines:
+            engine.dispose()
+    echo(
+        f"Copied {result.total:,} row(s) from {names[0]} to {names[1]}: "
+        + ", ".join(f"{n:,} {table}" for table, n in result.rows.items())
+        + "."
+    )

@@ -105,13 +105,23 @@ class Settings:
 
     @property
     def db_path(self) -> Path:
-        """The SQLite file behind BULLETIN_DB."""
+        """The SQLite file behind BULLETIN_DB (for files beside it; see `db_url`)."""
         if "://" in self.db:
             raise ConfigError(
-                f"BULLETIN_DB={self.db.split('://')[0]}://…: only SQLite paths are supported "
-                "in this version; set BULLETIN_DB to a file path such as bulletin.db"
+                f"BULLETIN_DB={self.db.split('://')[0]}://…: this needs a SQLite file; set "
+                "BULLETIN_DB to a file path such as bulletin.db"
             )
         return self.resolve(self.db)
+
+    @property
+    def db_url(self) -> str | Path:
+        """What the ledger opens: a postgresql:// URL as written, or the SQLite file's path."""
+        return self.db if "://" in self.db else self.resolve(self.db)
+
+    @property
+    def db_exists(self) -> bool:
+        """False only for a SQLite file not created yet (a server is assumed to be there)."""
+        return "://" in self.db or self.resolve(self.db).exists()
 
     def resolve(self, path: str | Path) -> Path:
         """Relative paths are relative to the working folder (DESIGN.md)."""

@@ -67,3 +67,9 @@ class TransportError(BulletinError):
 
 class Interrupted(BulletinError):
     exit_code = ExitCode.INTERRUPTED
+
+
+class DatabaseError(BulletinError):
+    """The tracking database failed; the message says what to do."""
+
+    exit_code = ExitCode.TRANSPORT

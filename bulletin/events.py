@@ -37,46 +37,25 @@ import gzip
 import hashlib
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bulletin.errors import InputError, Problem
-from bulletin.tracking import Tracker, email_hash, explain, utcnow
+from bulletin.ledger.keys import UNSUBSCRIBE_SOURCE, email_hash, utcnow
+from bulletin.ledger.states import RANK, STATE_FOR_EVENT, State, moves_up
+
+if TYPE_CHECKING:
+    from bulletin.ledger.store import Ledger as Tracker
 
 BATCH_SIZE = 5000
 MAX_PROBLEMS = 100  # listed; the rest are only counted
-IMPORT_PRAGMAS = {"synchronous": 1, "cache_size": -65536, "wal_autocheckpoint": 16384}
 MAX_REASON = 1000
 MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 
-# Event type → the delivery state it records.
-STATE_FOR_EVENT = {
-    "processed": "accepted",
-    "deferred": "deferred",
-    "delivered": "delivered",
-    "dropped": "dropped",
-    "spamreport": "spamreport",
-    "unsubscribe": "unsubscribed",
-    "group_unsubscribe": "unsubscribed",
-}
-ENGAGEMENT = ("open", "click")
-RANK = {
-    "sending": 0,
-    "unknown": 0,
-    "failed": 0,
-    "accepted": 1,
-    "deferred": 2,
-    "delivered": 3,
-    "bounced": 4,
-    "dropped": 4,
-    "blocked": 4,
-    "spamreport": 5,
-    "unsubscribed": 5,
-}
+__all__ = ["RANK", "STATE_FOR_EVENT", "moves_up"]  # the ladder lives in ledger/states.py
 # SendGrid's `dropped` reasons that say the address itself must not be mailed again; others
 # ("Invalid SMTPAPI header", "Spam Content") are about the message, not the address.
 _SUPPRESSING_DROPS = re.compile(
@@ -84,13 +63,6 @@ _SUPPRESSING_DROPS = re.compile(
     r"\s*$)",
     re.IGNORECASE,
 )
-
-
-def moves_up(current: str, new: str) -> bool:
-    """True if a delivery in state `current` should now be recorded as `new`."""
-    if current not in RANK or new not in RANK:
-        return False
-    return RANK[new] > RANK[current]
 
 
 @dataclass(slots=True)
@@ -115,7 +87,7 @@ class Event:
     def state(self) -> str | None:
         """The delivery state this event records, if any."""
         if self.kind == "bounce":
-            return "blocked" if self.bounce_type == "blocked" else "bounced"
+            return State.BLOCKED if self.bounce_type == "blocked" else State.BOUNCED
         return STATE_FOR_EVENT.get(self.kind)
 
     def suppression(self) -> str | None:
@@ -269,9 +241,9 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
     targets: dict[int, _Target] = {}
 
     def target(row) -> _Target:
-        found = targets.get(row["id"])
+        found = targets.get(row.id)
         if found is None:
-            found = targets[row["id"]] = _Target(row["id"], row["email"], row["state"])
+            found = targets[row.id] = _Target(row.id, row.email, row.state)
         return found
 
     by_id = {r["id"]: r for r in tracker.deliveries_by_id(e.delivery_id for e in events)}
@@ -284,8 +256,8 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
             row = by_id.get(event.delivery_id) if event.delivery_id is not None else None
             if (
                 row is not None
-                and (event.send_id is None or row["send_id"] == event.send_id)
-                and (not event.email or row["email_key"] == event.email.lower())
+                and (event.send_id is None or row.send_id == event.send_id)
+                and (not event.email or row.email_key == event.email.lower())
             ):
                 matched[index] = target(row)
             continue
@@ -296,7 +268,7 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
     with_address = [i for i in fallback if events[i].email]
     candidates: dict[str, list] = {}
     for row in tracker.deliveries_by_email(events[i].email.lower() for i in with_address):
-        candidates.setdefault(row["email_key"], []).append(row)
+        candidates.setdefault(row.email_key, []).append(row)
     for index in with_address:
         event = events[index]
         rows = candidates.get(event.email.lower(), [])
@@ -313,7 +285,7 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
     if bare:
         only: dict[str, Any] = {}
         for row in tracker.deliveries_by_message_id(events[i].message_id for i in bare):
-            only[row["message_id"]] = None if row["message_id"] in only else row
+            only[row.message_id] = None if row.message_id in only else row
         for index in bare:
             row = only.get(events[index].message_id)
             if row is not None:
@@ -322,18 +294,15 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
 
 
 def _id(row) -> int:
-    return row["id"]
+    return row.id
 
 
 def apply_events(tracker: Tracker, events: Sequence[Event], *, now: str | None = None) -> Tally:
     """Record a batch of events and what they mean, in one transaction; returns the tally."""
     now = now or utcnow()
     tally = Tally(received=len(events))
-    try:
-        with tracker.transaction():
-            _apply(tracker, events, now, tally)
-    except sqlite3.Error as error:
-        raise explain(error, tracker.path) from None
+    with tracker.transaction():
+        _apply(tracker, events, now, tally)
     return tally
 
 
@@ -350,10 +319,7 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
         return
     matched, targets = _match(tracker, fresh)
     # People erased by `bulletin forget` (issue 8): a late event keeps its type and time only.
-    forgotten = {
-        r[0]
-        for r in tracker.db.execute("SELECT email_hash FROM suppressions WHERE source = 'forget'")
-    }
+    forgotten = tracker.forgotten_hashes()
     rows: list[tuple] = []
     engagement: dict[str, dict[int, list[str]]] = {"open": {}, "click": {}}
     suppress: list[tuple[str, str, str]] = []
@@ -409,40 +375,37 @@ def unsubscribe_by_link(tracker: Tracker, delivery_id: int, *, now: str | None =
     Returns True if the address was newly suppressed (False: it already was).
     """
     now = now or utcnow()
-    try:
-        with tracker.transaction():
-            row = tracker.get_delivery(delivery_id)
-            if row is None:
-                return False
-            added = tracker.suppress_many([(row["email"], "unsubscribed via link", "unsubscribe")])
-            if moves_up(row["state"], "unsubscribed"):
-                tracker.set_states([("unsubscribed", None, now, delivery_id)])
-            payload = json.dumps(
-                {
-                    "event": "unsubscribe",
-                    "source": "link",
-                    "bulletin_send": str(row["send_id"]),
-                    "bulletin_delivery": str(delivery_id),
-                }
-            )
-            stamp = int(datetime.fromisoformat(now).timestamp())
-            tracker.insert_events(
-                [
-                    (
-                        f"bulletin-unsubscribe:{delivery_id}",
-                        delivery_id,
-                        "unsubscribe",
-                        row["email"],
-                        stamp,
-                        "unsubscribed via link",
-                        payload,
-                        now,
-                    )
-                ]
-            )
-            return added == 1
-    except sqlite3.Error as error:
-        raise explain(error, tracker.path) from None
+    with tracker.transaction():
+        row = tracker.get_delivery(delivery_id)
+        if row is None:
+            return False
+        added = tracker.suppress_many([(row.email, "unsubscribed via link", UNSUBSCRIBE_SOURCE)])
+        if moves_up(row.state, State.UNSUBSCRIBED):
+            tracker.set_states([(State.UNSUBSCRIBED, None, now, delivery_id)])
+        payload = json.dumps(
+            {
+                "event": "unsubscribe",
+                "source": "link",
+                "bulletin_send": str(row.send_id),
+                "bulletin_delivery": str(delivery_id),
+            }
+        )
+        stamp = int(datetime.fromisoformat(now).timestamp())
+        tracker.insert_events(
+            [
+                (
+                    f"bulletin-unsubscribe:{delivery_id}",
+                    delivery_id,
+                    "unsubscribe",
+                    row.email,
+                    stamp,
+                    "unsubscribed via link",
+                    payload,
+                    now,
+                )
+            ]
+        )
+        return added == 1
 
 
 # --- reading a downloaded file ---------------------------------------------------------------
@@ -574,16 +537,10 @@ def import_events(
     # An import can always be run again (duplicates are ignored), so it need not wait for the
     # disk on every commit (WAL keeps the database consistent either way); a bigger page cache
     # and fewer, larger checkpoints halve its time (bench/events_bench.py).
-    saved = {p: tracker.execute(f"PRAGMA {p}").fetchone()[0] for p in IMPORT_PRAGMAS}
-    for pragma, value in IMPORT_PRAGMAS.items():
-        tracker.execute(f"PRAGMA {pragma}={value}")
-    try:
+    with tracker.bulk_import():
         for batch in batched(read_events(path), batch_size, tally):
             tally.add(apply_events(tracker, batch))
             progress(tally)
-    finally:
-        for pragma, value in saved.items():
-            tracker.execute(f"PRAGMA {pragma}={value}")
     return tally
 
 

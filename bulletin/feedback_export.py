@@ -6,12 +6,16 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bulletin.errors import InputError
 from bulletin.feedback import ANSWER_WORDS, ANSWERS
-from bulletin.ledger_feedback import Answer, FeedbackStore
+from bulletin.ledger.feedback import Answer, FeedbackStore
 from bulletin.status import neutralise
-from bulletin.tracking import SendRow, Tracker
+
+if TYPE_CHECKING:
+    from bulletin.ledger.store import Ledger as Tracker
+    from bulletin.ledger.store import SendRow
 
 CSV_COLUMNS = (
     "send_id",

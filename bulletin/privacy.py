@@ -18,9 +18,7 @@ old values do not linger in the database files.
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -28,21 +26,9 @@ from datetime import UTC, datetime, timedelta
 
 from bulletin.config import Settings
 from bulletin.errors import InputError, Problem
-from bulletin.ledger_feedback import FeedbackStore
-from bulletin.tracking import Tracker, email_hash, email_key, utcnow
+from bulletin.ledger.keys import FORGET_REASON, FORGET_SOURCE, email_key
 
-FORGET_REASON = "forgotten (data-protection request)"
-FORGET_SOURCE = "forget"
-# Columns of `deliveries` that came from a contact list (a later migration may add more).
-PERSONAL_COLUMNS = {
-    "email": "''",
-    "first_name": "''",
-    "last_name": "''",
-    "ward": "''",
-    "error": "NULL",
-    "fields": "NULL",
-    "name": "''",
-}
+__all__ = ["FORGET_REASON", "FORGET_SOURCE"]
 _AGE = re.compile(r"^\s*(\d+)\s*([dwy]?)\s*$", re.IGNORECASE)
 _UNIT_DAYS = {"": 1, "d": 1, "w": 7, "y": 365}
 
@@ -82,20 +68,6 @@ def parse_age(text: str) -> timedelta:
     return timedelta(days=days)
 
 
-def _secure(tracker: Tracker) -> None:
-    """Overwrite deleted and replaced content with zeros instead of leaving it in free pages."""
-    tracker.execute("PRAGMA secure_delete = ON")
-
-
-def _clear_wal(tracker: Tracker) -> bool:
-    """Copy the WAL into the database and empty it; False if a reader kept old pages in it."""
-    try:
-        busy, _log, _done = tracker.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    except sqlite3.Error:
-        return False
-    return busy == 0
-
-
 def _delete_outbox_files(settings: Settings, names: Iterable[str]) -> int:
     folder = settings.resolve(settings.outbox)
     removed = 0
@@ -105,23 +77,6 @@ def _delete_outbox_files(settings: Settings, names: Iterable[str]) -> int:
                 path.unlink()
                 removed += 1
     return removed
-
-
-def _scrub_reasons(db: sqlite3.Connection, key: str, digest: str) -> None:
-    """Suppression reasons may quote the address (a bounce's SMTP text names it, issue 12)."""
-    named = re.compile(re.escape(key), re.IGNORECASE)
-    rows = db.execute(
-        "SELECT email_hash, reason FROM suppressions"
-        " WHERE email_hash = ? OR instr(lower(reason), ?)",
-        (digest, key),
-    ).fetchall()
-    for row in rows:
-        reason = named.sub("(address removed)", row["reason"])
-        if row["email_hash"] == digest and ":" in reason:  # "hard bounce: 550 … <address>"
-            reason = reason.split(":", 1)[0]
-        db.execute(
-            "UPDATE suppressions SET reason = ? WHERE email_hash = ?", (reason, row["email_hash"])
-        )
 
 
 def _delete_outbox_naming(settings: Settings, key: str) -> int:
@@ -142,53 +97,33 @@ def _delete_outbox_naming(settings: Settings, key: str) -> int:
     return removed
 
 
-def _in_clause(ids: list[int]) -> str:
-    return "(" + ",".join(str(int(i)) for i in ids) + ")"
-
-
 def forget(settings: Settings, email: str) -> Forgotten:
     """Erase one person's contact-derived data; keep a hashed suppression. Safe to repeat."""
     from bulletin.send import send_lock
 
     if "@" not in email or not email.strip():
         raise InputError(f"{email!r} is not an email address; write e.g. name@example.org")
-    key, digest = email_key(email), email_hash(email)
+    from bulletin.ledger.feedback import FeedbackStore
+    from bulletin.ledger.store import open_ledger
+
+    key = email_key(email)
     result = Forgotten(email.strip())
     with (
-        send_lock(settings.db_path),
-        Tracker(settings.db_path, timeout=settings.db_timeout) as tracker,
+        send_lock(settings.db_url),
+        open_ledger(settings.db_url, timeout=settings.db_timeout) as ledger,
     ):
-        _secure(tracker)
-        columns = {r["name"] for r in tracker.execute("PRAGMA table_info(deliveries)")}
-        blank = ", ".join(f"{c} = {v}" for c, v in PERSONAL_COLUMNS.items() if c in columns)
-        with tracker.transaction() as db:
-            rows = db.execute(
-                "SELECT id, send_id FROM deliveries WHERE email_key = ?", (key,)
-            ).fetchall()
-            ids = [r["id"] for r in rows]
-            result.deliveries, result.sends = len(ids), len({r["send_id"] for r in rows})
-            where = "lower(email) = ?" + (f" OR delivery_id IN {_in_clause(ids)}" if ids else "")
-            result.events = db.execute(
-                f"UPDATE events SET email = NULL, reason = NULL, payload = '{{}}' WHERE {where}",
-                (key,),
-            ).rowcount
-            result.feedback = FeedbackStore(tracker).forget_deliveries(ids)
-            if ids:
-                db.execute(
-                    f"UPDATE deliveries SET {blank}, email_key = 'forgotten:' || id "
-                    f"WHERE id IN {_in_clause(ids)}"
-                )
-            result.newly_suppressed = (
-                db.execute(
-                    "INSERT OR IGNORE INTO suppressions (email_hash, email, reason, source,"
-                    " created_at) VALUES (?, NULL, ?, ?, ?)",
-                    (digest, FORGET_REASON, FORGET_SOURCE, utcnow()),
-                ).rowcount
-                == 1
-            )
-            db.execute("UPDATE suppressions SET email = NULL WHERE email_hash = ?", (digest,))
-            _scrub_reasons(db, key, digest)
-        result.wal_cleared = _clear_wal(tracker)
+        ledger.secure_delete()
+        with ledger.transaction():  # the feedback goes with the rest of the erasure, or not at all
+            counts = ledger.forget(email)
+            result.feedback = FeedbackStore(ledger).forget_deliveries(counts.delivery_ids)
+        result.deliveries, result.sends, result.events = (
+            counts.deliveries,
+            counts.sends,
+            counts.events,
+        )
+        result.newly_suppressed = counts.newly_suppressed
+        ids = counts.delivery_ids
+        result.wal_cleared = ledger.clear_wal()
     result.outbox_files = _delete_outbox_files(
         settings, (f"*-{delivery_id:07d}.eml" for delivery_id in ids)
     )
@@ -227,55 +162,30 @@ def purge(
 
     cutoff = (now or datetime.now(UTC)) - older_than
     result = Purged(cutoff)
-    if not settings.db_path.exists():
+    if not settings.db_exists:
         return result
+    from bulletin.ledger.feedback import FeedbackStore
+    from bulletin.ledger.store import open_ledger
+
     with (
-        send_lock(settings.db_path),
-        Tracker(settings.db_path, timeout=settings.db_timeout) as tracker,
+        send_lock(settings.db_url),
+        open_ledger(settings.db_url, timeout=settings.db_timeout) as ledger,
     ):
-        _secure(tracker)
-        purged = {r[0] for r in tracker.execute("SELECT send_id FROM purged_sends")}
-        old = [
-            s
-            for s in tracker.sends()
-            if s.id not in purged and datetime.fromisoformat(s.created_at) < cutoff
-        ]
-        result.sends = [s.id for s in old]
-        within = f"(SELECT id FROM deliveries WHERE send_id IN {_in_clause(result.sends)})"
+        ledger.secure_delete()
         stamp = cutoff.astimezone(UTC).isoformat(timespec="seconds")
-        orphans = "delivery_id IS NULL AND received_at < ?"
-        if dry_run:
-            if old:
-                result.deliveries = tracker.execute(
-                    f"SELECT COUNT(*) FROM deliveries WHERE send_id IN {_in_clause(result.sends)}"
-                ).fetchone()[0]
-                result.events = tracker.execute(
-                    f"SELECT COUNT(*) FROM events WHERE delivery_id IN {within}"
-                ).fetchone()[0]
-            result.events += tracker.execute(
-                f"SELECT COUNT(*) FROM events WHERE {orphans}", (stamp,)
-            ).fetchone()[0]
-            result.comments = FeedbackStore(tracker).purge_comments(
-                stamp, result.sends, dry_run=True
+        with ledger.transaction(write=not dry_run):  # comments blanked with the rows, or neither
+            counts = ledger.purge(cutoff, dry_run=dry_run)
+            result.comments = FeedbackStore(ledger).purge_comments(
+                stamp, counts.sends, dry_run=dry_run
             )
+        result.sends, result.deliveries, result.events = (
+            counts.sends,
+            counts.deliveries,
+            counts.events,
+        )
+        if dry_run:
             return result
-        with tracker.transaction() as db:
-            for send in old:
-                counts = tracker.counts(send.id)
-                db.execute(
-                    "INSERT INTO purged_sends (send_id, purged_at, counts) VALUES (?, ?, ?)",
-                    (send.id, utcnow(), json.dumps(counts, sort_keys=True)),
-                )
-            if old:
-                result.events = db.execute(
-                    f"DELETE FROM events WHERE delivery_id IN {within}"
-                ).rowcount
-                result.deliveries = db.execute(
-                    f"DELETE FROM deliveries WHERE send_id IN {_in_clause(result.sends)}"
-                ).rowcount
-            result.events += db.execute(f"DELETE FROM events WHERE {orphans}", (stamp,)).rowcount
-            result.comments = FeedbackStore(tracker).purge_comments(stamp, result.sends)
-        result.wal_cleared = _clear_wal(tracker)
+        result.wal_cleared = ledger.clear_wal()
     result.outbox_files = _delete_outbox_files(settings, (f"{i}-*.eml" for i in result.sends))
     return result
 

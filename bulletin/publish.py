@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from bulletin.config import Settings
 from bulletin.errors import InputError
-from bulletin.ledger_publish import Publication, PublicationStore
+from bulletin.ledger.publications import Publication, PublicationStore
 from bulletin.message import Address, Message, load_message, resolve_path
 
 DEV_PUBLIC_URL = "http://127.0.0.1:8025"  # `bulletin events serve`'s default address
@@ -61,7 +61,7 @@ def record_send(tracker, message: Message, send_id: int) -> None:
     The bytes are read again and kept only if they still hash to what the send recorded;
     otherwise `bulletin publish` says the version is missing rather than show another one.
     """
-    store = PublicationStore(tracker.db, tracker.path)
+    store = PublicationStore(tracker)
     try:
         source = message.path.read_bytes()
     except OSError:
@@ -87,13 +87,13 @@ def publish(settings: Settings, name: str) -> Published:
 
     path = resolve_path(name, settings.workdir)
     stem = path.stem
-    if not settings.db_path.exists():
+    if not settings.db_exists:
         raise InputError(f"{name}: not sent yet; a page shows a sent message, so send it first")
-    with Tracker(settings.db_path) as tracker:
+    with Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
         send = tracker.latest_send(stem)
         if send is None:
             raise InputError(f"{name}: not sent yet; a page shows a sent message, so send it first")
-        store = PublicationStore(tracker.db, tracker.path)
+        store = PublicationStore(tracker)
         source = store.source(send.content_hash)
         if source is None and path.is_file():
             current = path.read_bytes()
@@ -122,9 +122,9 @@ def unpublish(settings: Settings, reference: str) -> Publication:
     from bulletin.tracking import Tracker
 
     found = None
-    if settings.db_path.exists():
-        with Tracker(settings.db_path) as tracker:
-            found = PublicationStore(tracker.db, tracker.path).withdraw(reference.strip())
+    if settings.db_exists:
+        with Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
+            found = PublicationStore(tracker).withdraw(reference.strip())
     if found is None:
         raise InputError(
             f"{reference}: no public page has this reference; `bulletin status` lists the sends"

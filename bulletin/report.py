@@ -11,11 +11,18 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bulletin.config import Settings
-from bulletin.status import SENT_STATES, tracking, tracking_line
-from bulletin.tracking import SendRow, State, Tracker, utcnow
+from bulletin.ledger import states as ledger_states
+from bulletin.ledger.keys import utcnow
+from bulletin.ledger.states import Cause, State
+from bulletin.status import tracking, tracking_line
+
+if TYPE_CHECKING:
+    from bulletin.ledger.store import Ledger as Tracker
+    from bulletin.ledger.store import SendRow
 
 LONDON = ZoneInfo("Europe/London")
 _STATUS_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -27,16 +34,18 @@ _DROP_REASONS = {
 }
 
 
-def failure_label(state: str, error: str | None) -> str:
+def failure_label(state: str, error: str | None, cause: str | None = None) -> str:
     """A short, human reason for a recipient who did not get the email."""
     text = (error or "").strip()
-    if state == "failed":
+    if state == State.FAILED:
         return "Refused before sending"
-    if state == "dropped":
-        if text.startswith("suppressed:"):
+    if state == State.DROPPED:
+        if cause == Cause.SUPPRESSED:
             return "Skipped: on the do-not-send list"
+        if cause == Cause.LEFT:
+            return "Skipped: left the audience"
         return _DROP_REASONS.get(text.lower(), f"Dropped: {text}" if text else "Dropped")
-    prefix = "Blocked: " if state == "blocked" else ""
+    prefix = "Blocked: " if state == State.BLOCKED else ""
     match = _STATUS_CODE.search(text)
     if match is None:
         return prefix + "Other reason"
@@ -69,22 +78,28 @@ def share(part: int, whole: int) -> float | None:
 
 # States in words, as a reader would say them (issue 15).
 STATE_WORDS = {
-    "pending": "waiting to be sent",
-    "sending": "being sent",
-    "accepted": "accepted, no news yet",
-    "delivered": "delivered",
-    "deferred": "delayed by their mail server",
-    "bounced": "bounced",
-    "dropped": "dropped by SendGrid",
-    "blocked": "blocked",
-    "spamreport": "spam report",
-    "unsubscribed": "unsubscribed",
-    "failed": "refused before sending",
-    "unknown": "unknown (the send was interrupted)",
+    State.PENDING: "waiting to be sent",
+    State.SENDING: "being sent",
+    State.ACCEPTED: "accepted, no news yet",
+    State.DELIVERED: "delivered",
+    State.DEFERRED: "delayed by their mail server",
+    State.BOUNCED: "bounced",
+    State.DROPPED: "dropped by SendGrid",
+    State.BLOCKED: "blocked",
+    State.SPAMREPORT: "spam report",
+    State.UNSUBSCRIBED: "unsubscribed",
+    State.FAILED: "refused before sending",
+    State.UNKNOWN: "unknown (the send was interrupted)",
 }
-DELIVERED = ("delivered", "spamreport", "unsubscribed")  # the recipient's server took it
-NOT_ARRIVED = ("bounced", "dropped", "blocked")
-NO_NEWS = ("accepted", "deferred")
+
+
+def _in_order(group: frozenset[State]) -> tuple[State, ...]:
+    return tuple(s for s in State if s in group)
+
+
+DELIVERED = _in_order(ledger_states.DELIVERED)  # the recipient's server took it
+NOT_ARRIVED = _in_order(ledger_states.NOT_ARRIVED)
+NO_NEWS = _in_order(ledger_states.NO_NEWS)
 TRANSPORT_NAMES = {"sendgrid": "SendGrid", "smtp": "the mail server", "outbox": "the outbox"}
 
 
@@ -117,7 +132,7 @@ class Recipient:
 
     @property
     def handed_over(self) -> bool:
-        return not self.skipped and self.state in (*SENT_STATES, "unknown")
+        return not self.skipped and self.state in ledger_states.HANDED_OVER
 
 
 def _local(timestamp: float) -> datetime:
@@ -244,12 +259,12 @@ def chart_svg(
 
 def _recipients(tracker: Tracker, send_id: int) -> dict[int, Recipient]:
     return {
-        row["id"]: Recipient(
-            state=row["state"],
-            skipped=row["state"] == "dropped" and (row["error"] or "").startswith("suppressed:"),
-            opened=bool(row["opened"]),
-            clicked=bool(row["clicked"]),
-            ward=row["ward"] or "",
+        row.id: Recipient(
+            state=row.state,
+            skipped=row.suppressed,
+            opened=bool(row.opened),
+            clicked=bool(row.clicked),
+            ward=row.ward or "",
         )
         for row in tracker.delivery_rows(send_id)
     }
@@ -266,8 +281,8 @@ def _groups(people: list[Recipient]) -> dict[str, int]:
         "opened": sum(p.opened for p in handed),
         "clicked": sum(p.clicked for p in handed),
         "not_arrived": sum(p.state in NOT_ARRIVED for p in handed),
-        "unsubscribed": sum(p.state == "unsubscribed" for p in handed),
-        "spamreport": sum(p.state == "spamreport" for p in handed),
+        "unsubscribed": sum(p.state == State.UNSUBSCRIBED for p in handed),
+        "spamreport": sum(p.state == State.SPAMREPORT for p in handed),
     }
 
 
@@ -296,8 +311,7 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
     if not people:  # purged: only the totals were kept
         people = [
             Recipient(state, False, False, False, "")
-            for state, n in counts.items()
-            if state in {s.value for s in State}
+            for state, n in counts.by_state.items()
             for _ in range(n)
         ]
     g = _groups(people)
@@ -357,7 +371,9 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
             "narrow": chart_svg(times, base, width=340, height=260, most_ticks=4),
         }
 
-    reasons = Counter(failure_label(r["state"], r["error"]) for r in tracker.failure_rows(send.id))
+    reasons = Counter(
+        failure_label(r.state, r.error, r.cause) for r in tracker.failure_rows(send.id)
+    )
     wards = []
     for ward in sorted({p.ward for p in people}, key=lambda w: (w == "", w.lower())):
         w = _groups([p for p in people if p.ward == ward])
@@ -379,7 +395,11 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
         for state in states:
             n = sum(p.state == state and p.handed_over for p in people)
             if n:
-                label = "delivered, nothing since" if state == "delivered" else STATE_WORDS[state]
+                label = (
+                    "delivered, nothing since"
+                    if state == State.DELIVERED
+                    else STATE_WORDS[State(state)]
+                )
                 rows.append(Row(label, n, percent(share(n, base)), level, tone))
         return rows
 
@@ -388,7 +408,7 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
         for p in people
         if not p.handed_over
     )
-    no_news = sum(p.state in (*NO_NEWS, "unknown") and p.handed_over for p in people)
+    no_news = sum(p.state in (*NO_NEWS, State.UNKNOWN) and p.handed_over for p in people)
 
     def group(label: str, n: int, tone: str = "") -> list[Row]:
         return [Row(label, n, percent(share(n, base)), 0, tone)] if n else []
@@ -399,7 +419,7 @@ def report_context(tracker: Tracker, send: SendRow, settings: Settings) -> dict:
         *group("Did not arrive", g["not_arrived"], "bad"),
         *state_rows(NOT_ARRIVED, tone="bad"),
         *group("No news yet", no_news),
-        *state_rows((*NO_NEWS, "unknown")),
+        *state_rows((*NO_NEWS, State.UNKNOWN)),
         Row(f"Handed to {via}", base, percent(share(base, base)) if base else "–"),
     ]
     if not_handed:
@@ -434,7 +454,7 @@ def feedback_context(tracker: Tracker, send: SendRow) -> dict:
     """The "Was this useful?" section (issue 18): shares overall and by ward, comments newest
     first. Comments name a ward and an answer, never a person: the report gets forwarded."""
     from bulletin.feedback import ANSWER_WORDS, ANSWERS
-    from bulletin.ledger_feedback import FeedbackStore
+    from bulletin.ledger.feedback import FeedbackStore
 
     store = FeedbackStore(tracker)
     counts = store.counts(send.id)

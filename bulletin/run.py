@@ -37,13 +37,19 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bulletin.config import Settings
 from bulletin.errors import BulletinError, ExitCode, InputError
-from bulletin.files import open_private, write_private
+from bulletin.files import open_private
+from bulletin.ledger import states
 from bulletin.message import LONDON, Message, load_message
-from bulletin.send import Busy, Report, execute, plan_send, send_lock
-from bulletin.tracking import SendRow, State, Tracker
+from bulletin.send import Busy, Report, SendLock, plan_send, send_lock
+from bulletin.tracking import Tracker
+
+if TYPE_CHECKING:
+    from bulletin.delivery import SendOutcome
+    from bulletin.ledger.store import SendRow
 from bulletin.transports import Unsent
 
 LOG_BYTES = 1_000_000
@@ -59,7 +65,7 @@ SEVERITY = (
     ExitCode.INTERRUPTED,
 )
 # A send that may have reached someone: resuming it is better than leaving it half done.
-REACHED = frozenset(State) - {State.PENDING, State.FAILED, State.DROPPED}
+REACHED = states.REACHED
 
 
 class Verdict(StrEnum):
@@ -177,7 +183,7 @@ def run_due(
             raise error
         result = RunResult(now, folder)
         try:
-            stack.enter_context(send_lock(settings.db_path))
+            lock = stack.enter_context(send_lock(settings.db_url))
         except Busy as busy:
             result.busy = str(busy).split(";")[0]
             log.info(result.summary())
@@ -190,7 +196,7 @@ def run_due(
             else:
                 waiting.append((message.send_at.astimezone(UTC), message))
         for due, message in sorted(waiting, key=lambda pair: (pair[0], pair[1].name)):
-            item = _consider(message, due, settings, now, timedelta(hours=hours))
+            item = _consider(message, due, settings, now, timedelta(hours=hours), lock)
             result.considered.append(item)
             if item.verdict == Verdict.INTERRUPTED:
                 break
@@ -227,7 +233,12 @@ def _scan(
 
 
 def _consider(
-    message: Message, due: datetime, settings: Settings, now: datetime, stale_after: timedelta
+    message: Message,
+    due: datetime,
+    settings: Settings,
+    now: datetime,
+    stale_after: timedelta,
+    lock: SendLock,
 ) -> Considered:
     """Decide what to do with a due message, and do it."""
     shown, name = message.shown, _command_name(message, settings)
@@ -268,10 +279,10 @@ def _consider(
             exit_code=ExitCode.INVALID,
             key=_key("stale", name, message.content_hash, due.isoformat()),
         )
-    return _send(message, settings, resumed=latest is not None)
+    return _send(message, settings, lock, resumed=latest is not None)
 
 
-def _send(message: Message, settings: Settings, *, resumed: bool) -> Considered:
+def _send(message: Message, settings: Settings, lock: SendLock, *, resumed: bool) -> Considered:
     from bulletin import approval
     from bulletin.check import check_message
 
@@ -294,8 +305,10 @@ def _send(message: Message, settings: Settings, *, resumed: bool) -> Considered:
     except BulletinError as error:
         lines = [str(p) for p in error.problems] or error.lines()
         return _invalid(shown, name, lines, message.path, error.exit_code)
+    from bulletin.delivery import deliver
+
     try:
-        report = execute(plan, settings, locked=True)
+        outcome = deliver(plan, settings, lock)
     except BulletinError as error:
         verdict = Verdict.INVALID if error.exit_code == ExitCode.INVALID else Verdict.UNSENT
         next_time = "" if isinstance(error, Unsent) else " (see bulletin status)"
@@ -306,27 +319,13 @@ def _send(message: Message, settings: Settings, *, resumed: bool) -> Considered:
             f"the next run tries again{next_time}",
             exit_code=error.exit_code,
         )
-    return _sent(shown, name, report, plan.transport.name, resumed)
+    return _sent(shown, name, outcome, resumed)
 
 
-def _sent(shown: str, name: str, report: Report, transport: str, resumed: bool) -> Considered:
-    verb = "written to the outbox" if transport == "outbox" else "accepted"
-    unknown = len(report.unknown) + len(report.stale_unknown)
-    text = (
-        f"{'Resumed' if resumed else 'Sent'} {shown} (send #{report.send_id}): "
-        f"{report.accepted} {verb}, {len(report.failed)} failed, {unknown} unknown"
-        + (f", {report.dropped} dropped (suppressed)" if report.dropped else "")
-        + (f", {report.pending_left} still pending" if report.pending_left else "")
-    )
-    details = [f"failed: {email}: {error}" for email, error in report.failed]
-    details += [
-        f"unknown: {email}: no answer from the transport; not re-sent automatically"
-        for email in report.unknown
-    ]
-    details += [
-        f"unknown: {email}: an earlier run stopped mid-request; not re-sent"
-        for email in report.stale_unknown
-    ]
+def _sent(shown: str, name: str, outcome: SendOutcome, resumed: bool) -> Considered:
+    report, unknown = outcome.report, outcome.unknown
+    text = outcome.brief(shown, resumed)
+    details = outcome.details
     if len(details) > LISTED:
         details[LISTED:] = [
             f"… and {len(details) - LISTED} more: bulletin status {report.send_id} --csv FILE "
@@ -337,7 +336,7 @@ def _sent(shown: str, name: str, report: Report, transport: str, resumed: bool) 
             "check the transport's activity log; if they never arrived: "
             f"bulletin send {name} --resend-unknown"
         )
-    if report.interrupted:
+    if outcome.exit_code == ExitCode.INTERRUPTED:
         return Considered(
             shown,
             Verdict.INTERRUPTED,
@@ -346,13 +345,7 @@ def _sent(shown: str, name: str, report: Report, transport: str, resumed: bool) 
             ExitCode.INTERRUPTED,
             report=report,
         )
-    # Unknown recipients from an earlier run count too: the send ends with them (issue 11).
-    code = (
-        ExitCode.PARTIAL
-        if report.failed or unknown or report.counts.get("unknown")
-        else ExitCode.OK
-    )
-    return Considered(shown, Verdict.SENT, text, details, code, report=report)
+    return Considered(shown, Verdict.SENT, text, details, outcome.exit_code, report=report)
 
 
 def _invalid(
@@ -376,9 +369,9 @@ def _invalid(
 
 def _latest_send(settings: Settings, name: str) -> tuple[SendRow | None, bool]:
     """The message's latest send, and whether it may have reached anyone."""
-    if not settings.db_path.exists():
+    if not settings.db_exists:
         return None, False
-    with Tracker(settings.db_path, timeout=settings.db_timeout) as tracker:
+    with Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
         latest = tracker.latest_send(name)
         if latest is None:
             return None, False
@@ -421,21 +414,36 @@ def _key(*parts: str) -> str:
 
 
 def _remember_notices(settings: Settings, result: RunResult) -> None:
-    """Mark notices printed before as not fresh; forget the ones that no longer apply."""
+    """Mark notices printed before as not fresh; forget the ones that no longer apply.
+
+    They are kept in the ledger (so several machines sharing one database give each notice
+    once); an earlier release's side file beside the database is read the first time.
+    """
+    keyed = [item for item in result.considered if item.key]
+    if not keyed and not settings.db_exists:
+        return
+    with Tracker(settings.db_url, timeout=settings.db_timeout) as ledger:
+        seen = ledger.notices() or _side_file_notices(settings)
+        current: dict[str, str] = {}
+        for item in keyed:
+            item.fresh = item.key not in seen
+            current[item.key] = seen.get(item.key, result.now.isoformat(timespec="seconds"))
+        if current != seen:
+            ledger.remember_notices(current)
+
+
+def _side_file_notices(settings: Settings) -> dict[str, str]:
+    """Notices remembered by an earlier release in `bulletin.db.run-notices.json`."""
+    if "://" in settings.db:
+        return {}
     path = settings.db_path.with_name(settings.db_path.name + NOTICES_SUFFIX)
     try:
         seen = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(seen, dict):
-            seen = {}
     except (OSError, ValueError):
-        seen = {}
-    current: dict[str, str] = {}
-    for item in result.considered:
-        if item.key:
-            item.fresh = item.key not in seen
-            current[item.key] = seen.get(item.key, result.now.isoformat(timespec="seconds"))
-    if current != seen:
-        write_private(path, json.dumps(current, indent=1).encode("utf-8"))
+        return {}
+    if not isinstance(seen, dict):
+        return {}
+    return {str(k): str(v) for k, v in seen.items()}
 
 
 # --- the log file ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulletin.check import Checked, check_transport_limits
 from bulletin.config import Settings
@@ -32,15 +32,13 @@ from bulletin.errors import (
 from bulletin.feedback import feedback_url
 from bulletin.feedback import make_token as make_feedback_token
 from bulletin.files import open_private
+from bulletin.ledger.keys import email_hash, purged_text
+from bulletin.ledger.states import State
 from bulletin.publish import DEV_PUBLIC_URL, record_send
-from bulletin.tracking import (
-    DatabaseError,
-    SendRow,
-    State,
-    Tracker,
-    email_hash,
-    purged_text,
-)
+from bulletin.tracking import DatabaseError, Tracker
+
+if TYPE_CHECKING:
+    from bulletin.ledger.store import Counts, SendRow
 from bulletin.transports import Outgoing, Transport, Unsent, Waiter, make_transport
 from bulletin.unsubscribe import make_token, unsubscribe_url
 
@@ -51,14 +49,38 @@ class Busy(BulletinError):
     exit_code = ExitCode.TRANSPORT
 
 
-@contextmanager
-def send_lock(db_path: Path) -> Iterator[None]:
-    """One sending process per tracking database; the OS releases it if the holder dies.
+@dataclass
+class SendLock:
+    """A held send lock (what `send_lock` yields): proof for `delivery.deliver`."""
 
-    The lock sits next to the database's real path, so a symlinked alias of the file takes
-    the same lock (issue 12); it is never opened through a symlink.
+    path: Path
+    held: bool = True
+
+
+@contextmanager
+def send_lock(db_path: Path | str) -> Iterator[SendLock]:
+    """One sending process per tracking database; released if the holder dies.
+
+    SQLite: an OS lock beside the database's real path, so a symlinked alias of the file takes
+    the same lock (issue 12); it is never opened through a symlink. PostgreSQL: a session
+    lock on the server, held by one connection, which the server drops with a dead holder.
     """
-    real = db_path.resolve()
+    if isinstance(db_path, str) and "://" in db_path:
+        from bulletin.ledger.store import server_send_lock
+
+        with server_send_lock(db_path) as got:
+            if not got:
+                raise Busy(
+                    "another bulletin send is running against this database; wait for it to "
+                    "finish, then run the same command again"
+                )
+            held = SendLock(Path(db_path.split("://", 1)[0]))
+            try:
+                yield held
+            finally:
+                held.held = False
+        return
+    real = Path(db_path).resolve()
     path = real.with_name(real.name + ".lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +99,11 @@ def send_lock(db_path: Path) -> Iterator[None]:
         with suppress(OSError):  # the pid only helps the message above; a full disk is no reason
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        held = SendLock(path)
+        try:
+            yield held
+        finally:
+            held.held = False
     finally:
         os.close(fd)
 
@@ -133,15 +159,11 @@ class Report:
     pending_left: int = 0
     interrupted: bool = False
     completed: bool = False
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: Counts | dict[str, int] = field(default_factory=dict)
 
 
 def _tracker_if_exists(settings: Settings) -> Tracker | None:
-    return (
-        Tracker(settings.db_path, timeout=settings.db_timeout)
-        if settings.db_path.exists()
-        else None
-    )
+    return Tracker(settings.db_url, timeout=settings.db_timeout) if settings.db_exists else None
 
 
 def plan_send(
@@ -251,7 +273,7 @@ def _refuse_changed(latest: SendRow, checked: Checked, tracker: Tracker) -> None
     if latest.content_hash == checked.message.content_hash:
         return
     counts = tracker.counts(latest.id)
-    done = sum(n for s, n in counts.items() if s not in ("pending", "opened", "clicked"))
+    done = counts.total - counts[State.PENDING]
     raise InputError(
         f"{checked.message.shown} has changed since send #{latest.id} ({done} recipient(s) "
         f"already processed); pass --new-send to send this version as a new send "
@@ -370,8 +392,8 @@ def execute(
     checked, compiled, message = plan.checked, plan.checked.compiled, plan.checked.message
     if plan.approval is None:  # sign-off cannot be bypassed by a caller that forgot it
         plan.approval = approval.for_send(checked, settings, message.name)
-    lock = nullcontext() if locked else send_lock(settings.db_path)
-    with lock, Tracker(settings.db_path, timeout=settings.db_timeout) as tracker:
+    lock = nullcontext() if locked else send_lock(settings.db_url)
+    with lock, Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
         latest = _send_to_resume(tracker, checked, new_send)
         if latest is not None:
             send_id = latest.id
@@ -396,8 +418,9 @@ def execute(
             tracker.note_tracking(send_id, **tracking)
         # Under the lock: a `sending` row is now certainly a crashed run's, not a live one's.
         report.stale_unknown = tracker.stale_to_unknown(send_id)
-        suppressed = tracker.suppressed_hashes()
-        audience = [c for c in plan.recipients if email_hash(c.email) not in suppressed]
+        # The plan confirmed is the audience: plan_send already left out the suppressed, under
+        # this same lock; anyone suppressed since (a webhook) is dropped from the ledger below.
+        audience = plan.recipients
         keys = {c.email.lower() for c in audience}
         if plan.resend_unknown:
             tracker.unknown_to_pending(send_id, keys)
@@ -438,7 +461,7 @@ def execute(
         report.interrupted = waiter.interrupted
         report.completed = tracker.complete_if_done(send_id)
         report.counts = tracker.counts(send_id)
-        report.pending_left = report.counts["pending"]
+        report.pending_left = report.counts[State.PENDING]
         return report
 
 

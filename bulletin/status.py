@@ -5,11 +5,16 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bulletin.errors import InputError
 from bulletin.files import open_private
-from bulletin.ledger_feedback import FeedbackStore
-from bulletin.tracking import SendRow, State, Tracker
+from bulletin.ledger import states
+from bulletin.ledger.states import State
+
+if TYPE_CHECKING:
+    from bulletin.ledger.store import Ledger as Tracker
+    from bulletin.ledger.store import SendRow
 
 CSV_COLUMNS = (
     "send_id",
@@ -43,6 +48,7 @@ def find_send(tracker: Tracker, ref: str) -> SendRow:
 
 def summary(tracker: Tracker, send: SendRow) -> dict:
     from bulletin.approval import send_record
+    from bulletin.ledger.feedback import FeedbackStore
 
     counts = tracker.counts(send.id)
     return {
@@ -53,8 +59,8 @@ def summary(tracker: Tracker, send: SendRow) -> dict:
         "transport": send.transport,
         "created_at": send.created_at,
         "completed_at": send.completed_at,
-        "recipients": sum(counts[s.value] for s in State),
-        "counts": counts,
+        "recipients": counts.total,
+        "counts": dict(counts),
         "tracking": tracking(send),
         "feedback": FeedbackStore(tracker).counts(send.id),  # "Was this useful?" (issue 18)
         "approval": send_record(tracker, send.id),  # who signed it off (issue 17)
@@ -79,23 +85,13 @@ def tracking_line(flags: dict[str, bool | None]) -> str:
 
 # Listed by `status SEND` even at zero (issue 5); other states only when someone is in them.
 ALWAYS_SHOWN = (
-    "accepted",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "spamreport",
-    "unsubscribed",
-    "failed",
-    "unknown",
+    *(s.value for s in State if s not in states.OPEN and s != State.BLOCKED),
     "opened",
     "clicked",
 )
 # States of recipients the transport took (or may have taken): the basis of the rates.
-SENT_STATES = tuple(
-    s.value for s in State if s not in (State.PENDING, State.SENDING, State.FAILED, State.UNKNOWN)
-)
-HANDED_OVER = (*SENT_STATES, "unknown")
+SENT_STATES = tuple(s.value for s in State if s in states.SENT)
+HANDED_OVER = (*SENT_STATES, State.UNKNOWN.value)
 
 
 def rates_basis(counts: dict[str, int]) -> int:

@@ -32,7 +32,24 @@ FIXTURE_COUNTS = {
     "events": 87,
     "suppressions": 5,
     "purged_sends": 0,
+    "run_notices": 0,  # revision 0003
+    "feedback": 0,  # revision 0004 (issues 17, 18, 21)
+    "approval_events": 0,
+    "send_versions": 0,
+    "send_approvals": 0,
+    "sent_sources": 0,
+    "publications": 0,
 }
+
+
+def _legacy_columns() -> dict[str, list[str]]:
+    """The tables and columns release 0.1.0 wrote (later revisions add to them)."""
+    with sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True) as db:
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: [r[1] for r in db.execute(f"PRAGMA table_info({n})")] for n in names}
+
+
+LEGACY_COLUMNS = _legacy_columns()
 
 
 @pytest.fixture
@@ -78,14 +95,15 @@ def all_rows(engine) -> dict[str, list[tuple]]:
 
 
 def raw_rows(path: Path) -> dict[str, list[tuple]]:
-    """Every row read with plain sqlite3, as release 0.1.0 would."""
+    """Every row of release 0.1.0's tables and columns, read with plain sqlite3 as it would."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         return {
             table.name: db.execute(
-                f"SELECT * FROM {table.name} ORDER BY "
+                f"SELECT {', '.join(LEGACY_COLUMNS[table.name])} FROM {table.name} ORDER BY "
                 + ", ".join(c.name for c in table.primary_key.columns)
             ).fetchall()
             for table in schema.TABLES
+            if table.name in LEGACY_COLUMNS
         }
 
 
@@ -184,16 +202,82 @@ def test_a_sqlite_engine_uses_todays_pragmas(tmp_path, engines):
         assert pragma("PRAGMA busy_timeout").scalar() == 10_000
 
 
-def test_a_new_sqlite_database_is_also_schema_2_for_todays_tracker(tmp_path, engines):
-    """Until the second wave moves tracking.py onto the ledger, both must open the same file:
-    the Tracker takes an Alembic-made schema-2 file on through its own later migrations."""
+def test_a_new_sqlite_database_carries_the_legacy_number_of_its_revision(tmp_path, engines):
+    """Each revision that changes tables raises `PRAGMA user_version`, so an older release
+    refuses the file ("written by a newer bulletin") instead of writing into it."""
+    from bulletin.ledger import migrate
     from bulletin.tracking import SCHEMA_VERSION
 
     path = tmp_path / "bulletin.db"
     upgrade(engines(path))
     with Tracker(path) as tracker:
-        assert tracker.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert tracker.sends() == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert migrate.LEGACY_REVISIONS[SCHEMA_VERSION] == migrate.HEAD == head_revision()
+
+
+def test_a_wave_1_database_at_user_version_3_is_adopted_and_upgraded(legacy_db, engines):
+    """The release before the ledger (tracking.py's migration 2 → 3: open/click tracking)."""
+    with sqlite3.connect(legacy_db) as db:
+        db.execute("ALTER TABLE sends ADD COLUMN open_tracking INTEGER")
+        db.execute("ALTER TABLE sends ADD COLUMN click_tracking INTEGER")
+        db.execute("UPDATE sends SET open_tracking = 1, click_tracking = 0 WHERE id = 2")
+        db.execute(
+            "UPDATE deliveries SET state = 'dropped', error = 'suppressed: spam report' "
+            "WHERE id = 64"
+        )
+        db.execute("PRAGMA user_version = 3")
+    with Tracker(legacy_db) as tracker:
+        send = tracker.get_send(2)
+        assert (send.open_tracking, send.click_tracking) == (1, 0)
+        assert [r.cause for r in tracker.delivery_rows(2)][-1] == ("suppressed")
+        assert tracker.counts(2).total == 30
+    assert counts(engines(legacy_db)) == FIXTURE_COUNTS
+
+
+@pytest.mark.parametrize("version", [4, 5, 6])
+def test_a_file_of_the_sqlite3_tracker_features_is_adopted_with_their_rows(
+    legacy_db, engines, version
+):
+    """Feedback, sign-off and public pages were first built on the sqlite3 Tracker as
+    user_version steps 3 → 4, 4 → 5 and 5 → 6: such a file keeps its rows, and gains the
+    feature tables it lacks and revision 0003's `cause`."""
+    from bulletin.ledger.legacy import MIGRATIONS
+    from bulletin.ledger.store import Ledger
+
+    with sqlite3.connect(legacy_db) as db:
+        for script in MIGRATIONS[2:version]:
+            db.executescript(script)
+        db.execute(
+            "INSERT INTO feedback (send_id, delivery_id, answer, comment, answered_at) "
+            "VALUES (1, 1, 'useful', 'Clear, thank you', '2026-11-29T10:00:00+00:00')"
+        )
+        if version >= 5:
+            db.execute(
+                "INSERT INTO approval_events (message, path, fingerprint, kind, approver, route,"
+                " audience, audience_definition, text, created_at) VALUES ('m', 'messages/m.md',"
+                " 'f', 'approved', 'chief@example.org', 'email link', 3, 'all', 'Hello',"
+                " '2026-11-29T10:00:00+00:00')"
+            )
+        if version >= 6:
+            db.execute(
+                "INSERT INTO publications (reference, message, send_id, content_hash,"
+                " published_at) VALUES ('BR-1', 'm', 1, 'h', '2026-11-29T10:00:00+00:00')"
+            )
+        db.execute(f"PRAGMA user_version = {version}")
+    engine = engines(legacy_db)
+    assert current_revision(engine) is None
+    assert upgrade(engine) == head_revision()
+    held = counts(engine)
+    assert held["feedback"] == 1 and held["sends"] == FIXTURE_COUNTS["sends"]
+    assert held["approval_events"] == (version >= 5)
+    assert held["publications"] == (version >= 6)
+    from bulletin.ledger.feedback import FeedbackStore
+
+    with Ledger(engine) as ledger:
+        assert FeedbackStore(ledger).answer_of(1).comment == "Clear, thank you"
+        assert all(r.cause is None for r in ledger.delivery_rows(1))
 
 
 # --- adopting release 0.1.0's database ----------------------------------------------------
@@ -201,7 +285,9 @@ def test_a_new_sqlite_database_is_also_schema_2_for_todays_tracker(tmp_path, eng
 
 def test_release_0_1_database_is_adopted_and_keeps_every_row(legacy_db, engines):
     before = raw_rows(legacy_db)
-    assert {name: len(rows) for name, rows in before.items()} == FIXTURE_COUNTS
+    assert {name: len(rows) for name, rows in before.items()} == {
+        name: n for name, n in FIXTURE_COUNTS.items() if name in LEGACY_COLUMNS
+    }
     engine = engines(legacy_db)
     assert current_revision(engine) is None
     assert upgrade(engine) == head_revision()
@@ -209,7 +295,7 @@ def test_release_0_1_database_is_adopted_and_keeps_every_row(legacy_db, engines)
     assert counts(engine) == FIXTURE_COUNTS
     assert raw_rows(legacy_db) == before
     with sqlite3.connect(legacy_db) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 7  # 0.1.0 now refuses it
         margaret = db.execute(
             "SELECT email, ward, state, opened, clicked FROM deliveries WHERE id = 1"
         ).fetchone()
@@ -282,11 +368,12 @@ def test_copy_sqlite_to_postgresql_and_back_keeps_every_row(
 ):
     source = engines(legacy_db)
     upgrade(source)
+    added = add_feature_rows(source)
     expected = all_rows(source)
     server = engines(postgres_database)
     result = copy_database(source, server, chunk=10)
-    assert result.rows == FIXTURE_COUNTS
-    assert result.total == sum(FIXTURE_COUNTS.values())
+    assert result.rows == {name: n + added.get(name, 0) for name, n in FIXTURE_COUNTS.items()}
+    assert result.total == sum(FIXTURE_COUNTS.values()) + sum(added.values())
     assert all_rows(server) == expected
     assert current_revision(server) == head_revision()
 
@@ -296,6 +383,75 @@ def test_copy_sqlite_to_postgresql_and_back_keeps_every_row(
     assert raw_rows(tmp_path / "back.db") == raw_rows(legacy_db)
     event = json.loads(expected["events"][0][7])  # payloads survive byte for byte
     assert event["sg_event_id"] == "proc-1"
+    with Tracker(postgres_database) as ledger:  # new rows after the copy get new ids
+        from bulletin.ledger.feedback import FeedbackStore
+
+        FeedbackStore(ledger).record(1, 2, "concern", "")
+        assert FeedbackStore(ledger).counts(1) == {"useful": 1, "not_useful": 0, "concern": 1}
+
+
+def add_feature_rows(engine) -> dict[str, int]:
+    """A feedback answer, a request and its approval, the send's version, a public page."""
+    now = "2026-11-29T10:00:00+00:00"
+    event = {
+        "message": "eu-referendum",
+        "path": "messages/eu-referendum.md",
+        "fingerprint": "f",
+        "approver": "chief@example.org",
+        "route": "email link",
+        "audience": 30,
+        "audience_definition": "contacts/*.csv",
+        "text": "Key messages",
+        "created_at": now,
+    }
+    with transaction(engine) as c:
+        c.execute(
+            insert(schema.feedback),
+            {"send_id": 1, "delivery_id": 1, "answer": "useful", "answered_at": now},
+        )
+        c.execute(insert(schema.approval_events), {**event, "id": 1, "kind": "request"})
+        c.execute(
+            insert(schema.approval_events),
+            {**event, "id": 2, "kind": "approved", "request_id": 1},
+        )
+        c.execute(
+            insert(schema.send_versions),
+            {
+                "send_id": 2,
+                "fingerprint": "f",
+                "audience": 30,
+                "after_event": 2,
+                "recorded_at": now,
+            },
+        )
+        c.execute(insert(schema.send_approvals), {"send_id": 2, "approval_id": 2})
+        c.execute(
+            insert(schema.sent_sources),
+            {
+                "content_hash": "h",
+                "message": "eu-referendum",
+                "source": b"\x00\xff",
+                "created_at": now,
+            },
+        )
+        c.execute(
+            insert(schema.publications),
+            {
+                "reference": "BR-2016-07-02",
+                "message": "eu-referendum",
+                "send_id": 2,
+                "content_hash": "h",
+                "published_at": now,
+            },
+        )
+    return {
+        "feedback": 1,
+        "approval_events": 2,
+        "send_versions": 1,
+        "send_approvals": 1,
+        "sent_sources": 1,
+        "publications": 1,
+    }
 
 
 def test_after_a_copy_new_rows_get_new_ids(legacy_db, postgres_database, engines):

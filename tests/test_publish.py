@@ -23,7 +23,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from bulletin.config import load_settings
-from bulletin.ledger_publish import Publication
+from bulletin.ledger.publications import Publication
 from bulletin.publish import render_notice, render_page, sent_message
 from bulletin.web.webhook import make_server
 

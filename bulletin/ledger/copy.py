@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 
-from bulletin.errors import InputError
+from bulletin.errors import DatabaseError, InputError
 from bulletin.ledger.engine import describe, transaction
 from bulletin.ledger.migrate import current_revision, head_revision, upgrade
 from bulletin.ledger.schema import TABLES
-from bulletin.tracking import DatabaseError
 
 CHUNK = 5_000
 

@@ -10,6 +10,7 @@ database, with any password in the URL masked.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +19,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from bulletin.errors import ConfigError
-from bulletin.tracking import DatabaseError  # moves to errors.py with the ledger redesign
+from bulletin.errors import ConfigError, DatabaseError
 
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 BUSY_TIMEOUT_MS = 10_000
@@ -32,14 +32,14 @@ def is_postgres_url(db: str | Path) -> bool:
     return isinstance(db, str) and "://" in db
 
 
-def make_engine(db: str | Path, *, check: bool = True) -> Engine:
+def make_engine(db: str | Path, *, check: bool = True, timeout: float | None = None) -> Engine:
     """An engine for a SQLite path or a `postgresql://` URL.
 
     With `check`, a PostgreSQL server is reached once now, so a wrong host or password is
     reported before any work starts rather than half-way through a send.
     """
     if not is_postgres_url(db):
-        return _sqlite_engine(Path(db))
+        return _sqlite_engine(Path(db), BUSY_TIMEOUT_MS if timeout is None else int(timeout * 1000))
     url = _postgres_url(str(db))
     engine = create_engine(
         url,
@@ -82,8 +82,6 @@ def transaction(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
 def explain(error: SQLAlchemyError, engine: Engine) -> DatabaseError:
     """A database failure as one sentence saying what to do; never shows a password."""
     if engine.dialect.name == "sqlite":
-        from bulletin.tracking import explain as explain_sqlite
-
         original = getattr(error, "orig", None) or error
         return explain_sqlite(original, Path(str(engine.url.database)))
     where = _public(engine.url)
@@ -128,7 +126,38 @@ def explain(error: SQLAlchemyError, engine: Engine) -> DatabaseError:
 # --- SQLite --------------------------------------------------------------------------------
 
 
-def _sqlite_engine(path: Path) -> Engine:
+def explain_sqlite(error: BaseException, path: Path) -> DatabaseError:
+    """A SQLite failure as one sentence saying what to do."""
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        hint = "another process holds it locked; wait for it to finish and try again"
+    elif "readonly" in text:
+        hint = "it is read-only; check the file's permissions (BULLETIN_DB)"
+    elif "disk is full" in text or "full" in text or _disk_nearly_full(path):
+        hint = "the disk is full; free some space and run the same command again"
+    elif "malformed" in text or "not a database" in text:
+        hint = "it is damaged or not a bulletin database; restore it from a backup"
+    elif "unable to open" in text:
+        hint = "it cannot be opened; check BULLETIN_DB and the folder's permissions"
+    elif "disk I/O error" in text:
+        hint = (
+            "writing it failed (disk I/O error); check that the disk has free space and is "
+            "writable, then run the same command again"
+        )
+    else:
+        hint = text
+    return DatabaseError(f"tracking database {path}: {hint}")
+
+
+def _disk_nearly_full(path: Path) -> bool:
+    """SQLite reports some out-of-space failures (its WAL index) only as "disk I/O error"."""
+    try:
+        return shutil.disk_usage(path.parent).free < 1024 * 1024
+    except OSError:
+        return False
+
+
+def _sqlite_engine(path: Path, busy_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     try:
         _create_private(path)
     except OSError as error:
@@ -138,7 +167,7 @@ def _sqlite_engine(path: Path) -> Engine:
         ) from None
     engine = create_engine(
         URL.create("sqlite+pysqlite", database=str(path)),
-        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        connect_args={"timeout": busy_ms / 1000, "check_same_thread": False},
     )
 
     @event.listens_for(engine, "connect")
@@ -149,7 +178,7 @@ def _sqlite_engine(path: Path) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -24,8 +24,8 @@ from bulletin import approval
 from bulletin.check import Checked, check_message
 from bulletin.config import Settings, load_settings
 from bulletin.errors import BulletinError
-from bulletin.ledger_approvals import AlreadyDecided, ApprovalEvent, ApprovalStore, Kind
-from bulletin.ledger_approvals import Route as Via
+from bulletin.ledger.approvals import AlreadyDecided, ApprovalEvent, ApprovalStore, Kind
+from bulletin.ledger.approvals import Route as Via
 
 MAX_FORM = 16 * 1024
 MAX_COMMENT = 2000

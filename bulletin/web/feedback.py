@@ -34,7 +34,7 @@ from bulletin.feedback import (
     parse_token,
 )
 from bulletin.feedback import verify_token as verify_feedback_token
-from bulletin.ledger_feedback import FeedbackStore
+from bulletin.ledger.feedback import FeedbackStore
 
 MAX_FORM = 64 * 1024  # a 2,000-character comment is at most ~24 kB urlencoded
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bulletin import publish
-from bulletin.ledger_publish import PublicationStore
+from bulletin.ledger.publications import PublicationStore
 
 if TYPE_CHECKING:
     from bulletin.web.webhook import Webhook
@@ -38,7 +38,7 @@ class PublicPages:
         webhook = self.webhook
         with webhook.lock:
             webhook._check_open()
-            store = PublicationStore(webhook.tracker.db, webhook.tracker.path)
+            store = PublicationStore(webhook.tracker)
             found = store.publication(reference)
             source = store.source(found.content_hash) if found else None
         if found is None or source is None:

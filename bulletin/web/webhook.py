@@ -177,7 +177,7 @@ class Webhook:
         self.log = log
         self.tolerance = tolerance
         self.lock = threading.Lock()
-        self.tracker = Tracker(settings.db_path, timeout=db_timeout)
+        self.tracker = Tracker(settings.db_url, timeout=db_timeout)
         self.closed = False
         self._templates = None
 
@@ -588,7 +588,7 @@ def serve(
         finally:
             server.server_close()
         return
-    Tracker(settings.db_path).close()  # create or migrate once, before the workers race to
+    Tracker(settings.db_url).close()  # create or migrate once, before the workers race to
     sock = serving.bind(host, port)
     where = sock.getsockname()
     log(

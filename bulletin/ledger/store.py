@@ -1,0 +1,1029 @@
+"""The delivery ledger: every read and write of delivery state, on SQLAlchemy Core.
+
+One `Ledger` per process (or per thread's use); `open_ledger(db)` opens it and brings a SQLite
+file to the newest schema on first use. Each operation is one transaction named by what it
+does; a caller that needs several in one transaction (events, forget) wraps them in
+`ledger.transaction()`, and the helpers join it. Results are dataclasses (`SendRow`,
+`DeliveryRow`, `Counts`, `Suppression`, …), never driver rows.
+
+Bulk work stays bulk: recipients are queued with one `executemany` per 10,000, outcomes are
+written grouped by (state, message id, error) — a SendGrid batch of 1,000 shares one
+`X-Message-Id`, so it is usually one UPDATE — and claims are one SELECT and one UPDATE.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
+
+from bulletin.errors import DatabaseError, InputError
+from bulletin.ledger import schema
+from bulletin.ledger.engine import describe, explain, make_engine, transaction
+from bulletin.ledger.keys import (
+    FORGET_REASON,
+    FORGET_SOURCE,
+    email_hash,
+    email_key,
+    purged_text,
+    utcnow,
+)
+from bulletin.ledger.legacy import SCHEMA_VERSION
+from bulletin.ledger.states import (
+    DELIVERED,
+    FAILURES,
+    NOT_ARRIVED,
+    OPEN,
+    SENT,
+    UNSUBSCRIBED,
+    Cause,
+    State,
+)
+
+CHUNK = 10_000  # rows per executemany: memory stays flat for any audience
+IN_CHUNK = 500  # values per IN (…)
+STALE_ERROR = "the sending process stopped before the transport answered"
+LEFT_ERROR = "left the audience; not sent"
+# Columns of `deliveries` that came from a contact list, blanked by `forget`.
+PERSONAL = {"email": "", "first_name": "", "last_name": "", "ward": "", "error": None}
+
+D = schema.deliveries
+S = schema.sends
+E = schema.events
+X = schema.suppressions
+P = schema.purged_sends
+N = schema.run_notices
+
+
+# --- typed results ---------------------------------------------------------------------------
+
+
+class _Fields:
+    """Rows also read as `row["column"]`, as the sqlite3 rows they replace did."""
+
+    def __getitem__(self, name: str):
+        return getattr(self, name)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SendRow(_Fields):
+    id: int
+    message: str
+    path: str
+    subject: str
+    reference: str
+    category: str
+    content_hash: str
+    transport: str
+    created_at: str
+    completed_at: str | None
+    open_tracking: int | None = None
+    click_tracking: int | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryRow(_Fields):
+    id: int
+    send_id: int
+    email: str
+    email_key: str
+    first_name: str
+    last_name: str
+    ward: str
+    state: str
+    message_id: str | None
+    error: str | None
+    created_at: str
+    updated_at: str
+    opened: int
+    clicked: int
+    first_opened_at: str | None
+    last_opened_at: str | None
+    first_clicked_at: str | None
+    last_clicked_at: str | None
+    cause: str | None = None
+
+    @property
+    def suppressed(self) -> bool:
+        """Dropped by bulletin because the address was on the do-not-send list."""
+        return self.state == State.DROPPED and self.cause == Cause.SUPPRESSED
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    email: str
+    email_key: str
+
+
+@dataclass(frozen=True)
+class Suppression(_Fields):
+    email_hash: str
+    email: str | None
+    reason: str
+    source: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class WardCount(_Fields):
+    ward: str
+    recipients: int
+    sent: int
+    delivered: int
+    bounced: int
+    unsubscribed: int
+    opened: int
+    clicked: int
+
+
+@dataclass(frozen=True)
+class Failure(_Fields):
+    state: str
+    error: str | None
+    cause: str | None = None
+
+
+@dataclass(frozen=True)
+class FirstEvent(_Fields):
+    delivery_id: int
+    event: str
+    timestamp: int
+
+
+@dataclass(frozen=True, eq=False)
+class Counts(Mapping):
+    """Recipients of one send per state, with the opened / clicked totals.
+
+    Reads as a mapping too (`counts["pending"]`), keyed by state name, "opened", "clicked".
+    """
+
+    by_state: dict[str, int]
+    opened: int = 0
+    clicked: int = 0
+
+    def __getitem__(self, key: str) -> int:
+        if key == "opened":
+            return self.opened
+        if key == "clicked":
+            return self.clicked
+        return self.by_state[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.by_state, "opened", "clicked"])
+
+    def __len__(self) -> int:
+        return len(self.by_state) + 2
+
+    def of(self, states: Iterable[str]) -> int:
+        """How many recipients are in any of `states`."""
+        return sum(self.by_state.get(s, 0) for s in states)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+
+@dataclass
+class ForgetCounts:
+    deliveries: int = 0
+    sends: int = 0
+    events: int = 0
+    newly_suppressed: bool = False
+    delivery_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class PurgeCounts:
+    sends: list[int]
+    deliveries: int = 0
+    events: int = 0
+
+
+def _outcome(item) -> tuple[int, str, str | None, str | None]:
+    """(delivery id, state, message id, error) from a transport Outcome or such a tuple."""
+    if hasattr(item, "delivery_id"):
+        return item.delivery_id, item.state, item.message_id, item.error
+    return tuple(item)  # type: ignore[return-value]
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+# --- the ledger ------------------------------------------------------------------------------
+
+
+class Ledger:
+    """The one owner of the tracking database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.path = Path(str(engine.url.database)) if self.sqlite else Path(describe(engine))
+        self._local = threading.local()
+
+    # --- connections ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def _conn(self) -> Connection | None:
+        return getattr(self._local, "connection", None)
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        """One transaction; operations called inside it join it. Failures: DatabaseError."""
+        if self._conn is not None:
+            yield self._conn
+            return
+        try:
+            with transaction(self.engine, write=write) as connection:
+                self._local.connection = connection
+                try:
+                    yield connection
+                finally:
+                    self._local.connection = None
+        except DBAPIError as error:  # raised at commit, outside engine.transaction's own guard
+            raise explain(error, self.engine) from None
+
+    def _read(self):
+        return self.transaction(write=False)
+
+    def reading(self):
+        """A read-only transaction (one snapshot); joins an enclosing one. For store classes."""
+        return self._read()
+
+    def insert_ignore(self, table):
+        """INSERT … ON CONFLICT DO NOTHING on either back end. For store classes."""
+        return self._insert_ignore(table)
+
+    def _insert_ignore(self, table):
+        """INSERT … ON CONFLICT DO NOTHING on either back end."""
+        if self.sqlite:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        return dialect_insert(table).on_conflict_do_nothing()
+
+    # --- sends ---------------------------------------------------------------------------
+
+    def latest_send(self, message: str) -> SendRow | None:
+        with self._read() as c:
+            row = c.execute(
+                select(S).where(S.c.message == message).order_by(S.c.id.desc()).limit(1)
+            ).first()
+        return SendRow(**row._mapping) if row else None
+
+    def get_send(self, send_id: int) -> SendRow | None:
+        with self._read() as c:
+            row = c.execute(select(S).where(S.c.id == send_id)).first()
+        return SendRow(**row._mapping) if row else None
+
+    def sends(self) -> list[SendRow]:
+        with self._read() as c:
+            return [SendRow(**r._mapping) for r in c.execute(select(S).order_by(S.c.id))]
+
+    def create_send(
+        self,
+        *,
+        message: str,
+        path: str,
+        subject: str,
+        reference: str,
+        category: str,
+        content_hash: str,
+        transport: str,
+    ) -> int:
+        """Start a new send of a message; returns its id."""
+        with self.transaction() as c:
+            result = c.execute(
+                insert(S).values(
+                    message=message,
+                    path=path,
+                    subject=subject,
+                    reference=reference,
+                    category=category,
+                    content_hash=content_hash,
+                    transport=transport,
+                    created_at=utcnow(),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def note_tracking(self, send_id: int, *, opens: bool, clicks: bool) -> None:
+        """Record the tracking a run of this send asked for; on for any run stays on."""
+        greatest = func.max if self.sqlite else func.greatest
+        with self.transaction() as c:
+            c.execute(
+                update(S)
+                .where(S.c.id == send_id)
+                .values(
+                    open_tracking=greatest(func.coalesce(S.c.open_tracking, 0), int(opens)),
+                    click_tracking=greatest(func.coalesce(S.c.click_tracking, 0), int(clicks)),
+                )
+            )
+
+    def complete_if_done(self, send_id: int) -> bool:
+        """Mark the send completed once no recipient is pending or in flight."""
+        with self.transaction() as c:
+            open_ = c.execute(
+                select(func.count())
+                .select_from(D)
+                .where(D.c.send_id == send_id, D.c.state.in_(list(OPEN)))
+            ).scalar_one()
+            if open_ == 0:
+                c.execute(
+                    update(S)
+                    .where(S.c.id == send_id)
+                    .values(completed_at=func.coalesce(S.c.completed_at, utcnow()))
+                )
+            return open_ == 0
+
+    # --- queueing and claiming -----------------------------------------------------------
+
+    def add_recipients(self, send_id: int, contacts: Iterable) -> int:
+        """Queue the audience as pending; recipients already recorded are left as they are."""
+        if self.is_purged(send_id):
+            raise InputError(purged_text(send_id))
+        now = utcnow()
+        columns = (
+            "send_id",
+            "email",
+            "email_key",
+            "first_name",
+            "last_name",
+            "ward",
+            "created_at",
+            "updated_at",
+        )
+        statement = self._insert_ignore(D).values({name: bindparam(name) for name in columns})
+        added = 0
+        with self.transaction() as c:
+            # Straight to the driver's executemany with plain tuples: SQLAlchemy's per-row
+            # parameter handling costs a third more on 100,000 rows (bench/ledger_insert.py).
+            compiled = statement.compile(dialect=c.dialect)
+            positional = bool(compiled.positional)
+            assert not positional or tuple(compiled.positiontup or ()) == columns
+            for chunk in _chunks(contacts, CHUNK):
+                rows = [
+                    (
+                        send_id,
+                        p.email,
+                        p.email.lower(),
+                        p.first_name,
+                        p.last_name,
+                        p.get("ward"),
+                        now,
+                        now,
+                    )
+                    for p in chunk
+                ]
+                params = rows if positional else [dict(zip(columns, r, strict=True)) for r in rows]
+                added += max(c.exec_driver_sql(str(compiled), params).rowcount, 0)
+        return added
+
+    queue = add_recipients
+
+    def stale_to_unknown(self, send_id: int) -> list[str]:
+        """Recipients left `sending` by a run that died: their fate is unknown. Call under lock."""
+        where = and_(D.c.send_id == send_id, D.c.state == State.SENDING)
+        with self.transaction() as c:
+            emails = list(c.execute(select(D.c.email).where(where)).scalars())
+            if emails:
+                c.execute(
+                    update(D)
+                    .where(where)
+                    .values(state=State.UNKNOWN, updated_at=utcnow(), error=STALE_ERROR)
+                )
+        return emails
+
+    def unknown_to_pending(self, send_id: int, keys: set[str] | None = None) -> int:
+        """`--resend-unknown`: unknown recipients (only those in `keys`, if given) go again."""
+        with self.transaction() as c:
+            rows = c.execute(
+                select(D.c.id, D.c.email_key).where(
+                    D.c.send_id == send_id, D.c.state == State.UNKNOWN
+                )
+            ).all()
+            ids = [r.id for r in rows if keys is None or r.email_key in keys]
+            now = utcnow()
+            for chunk in _chunks(ids, IN_CHUNK):
+                c.execute(
+                    update(D)
+                    .where(D.c.id.in_(chunk), D.c.state == State.UNKNOWN)
+                    .values(state=State.PENDING, updated_at=now)
+                )
+            return len(ids)
+
+    def remove_left(self, send_id: int, keys: set[str]) -> int:
+        """Delete the pending rows of people no longer in the audience (`keys`): never sent.
+
+        A pending row records nothing that happened, only an intention; the person left the
+        list before their turn came, so the send no longer owes them a copy (issue 11). If they
+        come back, a later resume adds them again.
+        """
+        with self.transaction() as c:
+            rows = c.execute(
+                select(D.c.id, D.c.email_key).where(
+                    D.c.send_id == send_id, D.c.state == State.PENDING
+                )
+            ).all()
+            gone = [r.id for r in rows if r.email_key not in keys]
+            for chunk in _chunks(gone, IN_CHUNK):
+                # A stray event matched by address pins a row (events.delivery_id): keep it.
+                c.execute(
+                    update(D)
+                    .where(D.c.id.in_(chunk), exists().where(E.c.delivery_id == D.c.id))
+                    .values(state=State.DROPPED, error=LEFT_ERROR, cause=Cause.LEFT)
+                )
+                c.execute(delete(D).where(D.c.id.in_(chunk), D.c.state == State.PENDING))
+            return len(gone)
+
+    def recipient_states(self, send_id: int) -> dict[str, State]:
+        """email key → state, for every recipient row of a send: the ledger a resume reads."""
+        with self._read() as c:
+            return {
+                key: State(state)
+                for key, state in c.execute(
+                    select(D.c.email_key, D.c.state).where(D.c.send_id == send_id)
+                )
+            }
+
+    def is_purged(self, send_id: int) -> bool:
+        with self._read() as c:
+            return c.execute(select(P.c.send_id).where(P.c.send_id == send_id)).first() is not None
+
+    def drop_suppressed(self, send_id: int) -> int:
+        """Pending recipients who have since been suppressed are dropped, never sent."""
+        with self.transaction() as c:
+            reasons = dict(c.execute(select(X.c.email_hash, X.c.reason)).all())
+            if not reasons:
+                return 0
+            pending = c.execute(
+                select(D.c.id, D.c.email_key).where(
+                    D.c.send_id == send_id, D.c.state == State.PENDING
+                )
+            ).all()
+            grouped: dict[str, list[int]] = defaultdict(list)
+            for row in pending:
+                reason = reasons.get(email_hash(row.email_key))
+                if reason is not None:
+                    grouped[reason].append(row.id)
+            now = utcnow()
+            for reason, ids in grouped.items():
+                for chunk in _chunks(ids, IN_CHUNK):
+                    c.execute(
+                        update(D)
+                        .where(D.c.id.in_(chunk))
+                        .values(
+                            state=State.DROPPED,
+                            cause=Cause.SUPPRESSED,
+                            error=f"suppressed: {reason}",
+                            updated_at=now,
+                        )
+                    )
+            return sum(len(ids) for ids in grouped.values())
+
+    def claim(
+        self, send_id: int, limit: int, after: int = 0, record: Iterable = ()
+    ) -> list[Claimed]:
+        """Atomically move up to `limit` pending recipients (ids above `after`) to `sending`.
+
+        `record` writes the previous batch's outcomes in the same transaction, so a send
+        costs one durable commit per batch rather than two.
+        """
+        with self.transaction() as c:
+            self._record(c, record)
+            picked = (
+                select(D.c.id, D.c.email, D.c.email_key)
+                .where(D.c.send_id == send_id, D.c.state == State.PENDING, D.c.id > after)
+                .order_by(D.c.id)
+                .limit(limit)
+            )
+            if not self.sqlite:  # SQLite's BEGIN IMMEDIATE already serialises claimers
+                picked = picked.with_for_update(skip_locked=True)
+            rows = c.execute(picked).all()
+            if rows:
+                c.execute(
+                    update(D)
+                    .where(D.c.id.in_([r.id for r in rows]))
+                    .values(state=State.SENDING, updated_at=utcnow())
+                )
+        return [Claimed(r.id, r.email, r.email_key) for r in rows]
+
+    def record(self, outcomes: Iterable) -> None:
+        """Write the transport's outcomes (Outcome, or (id, state, message id, error))."""
+        with self.transaction() as c:
+            self._record(c, outcomes)
+
+    @staticmethod
+    def _record(c: Connection, outcomes: Iterable) -> None:
+        """One UPDATE per (state, message id, error): a SendGrid batch is usually one."""
+        grouped: dict[tuple, list[int]] = defaultdict(list)
+        for item in outcomes:
+            delivery_id, state, message_id, error = _outcome(item)
+            grouped[(str(state), message_id, error)].append(delivery_id)
+        if not grouped:
+            return
+        now = utcnow()
+        for (state, message_id, error), ids in grouped.items():
+            values = {"state": state, "error": error, "updated_at": now}
+            if message_id is not None:
+                values["message_id"] = message_id
+            for chunk in _chunks(ids, IN_CHUNK * 2):
+                c.execute(
+                    update(D).where(D.c.id.in_(chunk), D.c.state == State.SENDING).values(values)
+                )
+
+    # --- reading a send ------------------------------------------------------------------
+
+    def counts(self, send_id: int) -> Counts:
+        by_state = {state.value: 0 for state in State}
+        with self._read() as c:
+            purged = c.execute(select(P.c.counts).where(P.c.send_id == send_id)).scalar()
+            if purged is not None:  # its rows are gone; `bulletin purge` kept the totals
+                kept = json.loads(purged)
+                opened, clicked = kept.pop("opened", 0), kept.pop("clicked", 0)
+                return Counts({**by_state, **kept}, opened, clicked)
+            for state, number in c.execute(
+                select(D.c.state, func.count()).where(D.c.send_id == send_id).group_by(D.c.state)
+            ):
+                by_state[state] = number
+            opened, clicked = c.execute(
+                select(
+                    func.coalesce(func.sum(D.c.opened), 0), func.coalesce(func.sum(D.c.clicked), 0)
+                ).where(D.c.send_id == send_id)
+            ).one()
+        return Counts(by_state, int(opened), int(clicked))
+
+    def emails_in_state(self, send_id: int, state: State) -> list[str]:
+        with self._read() as c:
+            return list(
+                c.execute(
+                    select(D.c.email)
+                    .where(D.c.send_id == send_id, D.c.state == state)
+                    .order_by(D.c.id)
+                ).scalars()
+            )
+
+    def delivery_rows(self, send_id: int) -> Iterator[DeliveryRow]:
+        """Every recipient row of a send, in order, streamed."""
+        with self._read() as c:
+            result = c.execution_options(yield_per=2000).execute(
+                select(D).where(D.c.send_id == send_id).order_by(D.c.id)
+            )
+            for row in result:
+                yield DeliveryRow(**row._mapping)
+
+    def ward_counts(self, send_id: int) -> list[WardCount]:
+        def among(states) -> object:
+            return func.coalesce(func.sum(case((D.c.state.in_(sorted(states)), 1), else_=0)), 0)
+
+        with self._read() as c:
+            rows = c.execute(
+                select(
+                    D.c.ward,
+                    func.count().label("recipients"),
+                    among(SENT).label("sent"),
+                    among(DELIVERED).label("delivered"),
+                    among(NOT_ARRIVED).label("bounced"),
+                    among(UNSUBSCRIBED).label("unsubscribed"),
+                    func.coalesce(func.sum(D.c.opened), 0).label("opened"),
+                    func.coalesce(func.sum(D.c.clicked), 0).label("clicked"),
+                )
+                .where(D.c.send_id == send_id)
+                .group_by(D.c.ward)
+                .order_by(D.c.ward)
+            ).all()
+        return [WardCount(**r._mapping) for r in rows]
+
+    def failure_rows(self, send_id: int) -> list[Failure]:
+        with self._read() as c:
+            rows = c.execute(
+                select(D.c.state, D.c.error, D.c.cause).where(
+                    D.c.send_id == send_id, D.c.state.in_(sorted(FAILURES))
+                )
+            ).all()
+        return [Failure(r.state, r.error, r.cause) for r in rows]
+
+    def first_event_times(self, send_id: int) -> list[FirstEvent]:
+        """Per delivery of a send and event type, the earliest event timestamp."""
+        with self._read() as c:
+            rows = c.execute(
+                select(E.c.delivery_id, E.c.event, func.min(E.c.timestamp).label("timestamp"))
+                .join(D, D.c.id == E.c.delivery_id)
+                .where(D.c.send_id == send_id, E.c.timestamp.is_not(None))
+                .group_by(E.c.delivery_id, E.c.event)
+            ).all()
+        return [FirstEvent(**r._mapping) for r in rows]
+
+    # --- suppressions --------------------------------------------------------------------
+
+    def suppressed_hashes(self) -> set[str]:
+        with self._read() as c:
+            return set(c.execute(select(X.c.email_hash)).scalars())
+
+    def suppress(self, email: str, reason: str, source: str = "manual") -> bool:
+        """Add an address to the do-not-send list; False if it was already there."""
+        return self.suppress_many([(email, reason, source)]) == 1
+
+    def unsuppress(self, email: str) -> bool:
+        with self.transaction() as c:
+            return c.execute(delete(X).where(X.c.email_hash == email_hash(email))).rowcount == 1
+
+    def suppressions(self) -> list[Suppression]:
+        with self._read() as c:
+            rows = c.execute(select(X).order_by(X.c.created_at, X.c.email)).all()
+        return [Suppression(**r._mapping) for r in rows]
+
+    def suppress_many(self, rows: Iterable[tuple[str, str, str]]) -> int:
+        """(email, reason, source) onto the do-not-send list; returns how many were new."""
+        now = utcnow()
+        params = [
+            {
+                "email_hash": email_hash(e),
+                "email": e.strip(),
+                "reason": reason,
+                "source": source,
+                "created_at": now,
+            }
+            for e, reason, source in rows
+        ]
+        if not params:
+            return 0
+        with self.transaction() as c:
+            added = 0
+            statement = self._insert_ignore(X).returning(X.c.email_hash)
+            for row in params:  # an INSERT's rowcount is not kept on PostgreSQL: count RETURNING
+                added += len(c.execute(statement, row).all())
+            return added
+
+    def is_suppressed(self, email: str) -> bool:
+        with self._read() as c:
+            found = c.execute(select(X.c.email_hash).where(X.c.email_hash == email_hash(email)))
+            return found.first() is not None
+
+    def forgotten_hashes(self) -> set[str]:
+        """Hashes of people erased by `bulletin forget`."""
+        with self._read() as c:
+            return set(
+                c.execute(select(X.c.email_hash).where(X.c.source == FORGET_SOURCE)).scalars()
+            )
+
+    # --- delivery events (issue 5) -------------------------------------------------------
+    # Called inside the caller's `transaction()`: bulletin/events.py reads the current state
+    # and writes the outcome of a whole batch in one short transaction.
+
+    def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
+        with self._read() as c:
+            row = c.execute(select(D).where(D.c.id == delivery_id)).first()
+        return DeliveryRow(**row._mapping) if row else None
+
+    def _deliveries_where(self, column, values: Iterable) -> list[DeliveryRow]:
+        values = list(dict.fromkeys(v for v in values if v is not None))
+        found: list[DeliveryRow] = []
+        with self._read() as c:
+            for chunk in _chunks(values, IN_CHUNK):
+                found += [
+                    DeliveryRow(**r._mapping) for r in c.execute(select(D).where(column.in_(chunk)))
+                ]
+        return found
+
+    def deliveries_by_id(self, ids: Iterable[int]) -> list[DeliveryRow]:
+        return self._deliveries_where(D.c.id, ids)
+
+    def deliveries_by_message_id(self, message_ids: Iterable[str]) -> list[DeliveryRow]:
+        return self._deliveries_where(D.c.message_id, message_ids)
+
+    def deliveries_by_email(self, email_keys: Iterable[str]) -> list[DeliveryRow]:
+        return self._deliveries_where(D.c.email_key, email_keys)
+
+    def known_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+        values = list(dict.fromkeys(event_ids))
+        seen: set[str] = set()
+        with self._read() as c:
+            for chunk in _chunks(values, IN_CHUNK):
+                seen |= set(
+                    c.execute(select(E.c.sg_event_id).where(E.c.sg_event_id.in_(chunk))).scalars()
+                )
+        return seen
+
+    def insert_events(self, rows: Iterable[tuple]) -> None:
+        """(sg_event_id, delivery_id, event, email, timestamp, reason, payload, received_at)."""
+        names = ("sg_event_id", "delivery_id", "event", "email", "timestamp", "reason")
+        params = [dict(zip((*names, "payload", "received_at"), row, strict=True)) for row in rows]
+        if params:
+            with self.transaction() as c:
+                c.execute(self._insert_ignore(E), params)
+
+    def set_states(self, rows: Iterable[tuple[str, str | None, str, int]]) -> None:
+        """(state, error, updated_at, delivery id); the caller has decided precedence."""
+        params = [{"b_state": str(s), "b_error": e, "b_at": at, "b_id": i} for s, e, at, i in rows]
+        if params:
+            with self.transaction() as c:
+                c.execute(
+                    update(D)
+                    .where(D.c.id == bindparam("b_id"))
+                    .values(
+                        state=bindparam("b_state"),
+                        error=bindparam("b_error"),
+                        updated_at=bindparam("b_at"),
+                    ),
+                    params,
+                )
+
+    def mark_engagement(self, kind: str, rows: Iterable[tuple[str, str, int]]) -> None:
+        """Set the opened/clicked flag and widen first/last times: (first, last, delivery id)."""
+        column = {"open": "opened", "click": "clicked"}[kind]
+        first, last = D.c[f"first_{column}_at"], D.c[f"last_{column}_at"]
+        params = [{"b_first": a, "b_last": b, "b_id": i} for a, b, i in rows]
+        if not params:
+            return
+        with self.transaction() as c:
+            c.execute(
+                update(D)
+                .where(D.c.id == bindparam("b_id"))
+                .values(
+                    {
+                        column: 1,
+                        first.name: case(
+                            (
+                                or_(first.is_(None), first > bindparam("b_first")),
+                                bindparam("b_first"),
+                            ),
+                            else_=first,
+                        ),
+                        last.name: case(
+                            (
+                                or_(last.is_(None), last < bindparam("b_last")),
+                                bindparam("b_last"),
+                            ),
+                            else_=last,
+                        ),
+                    }
+                ),
+                params,
+            )
+
+    @contextmanager
+    def bulk_import(self) -> Iterator[None]:
+        """An import can always be run again (duplicates are ignored), so on SQLite it need not
+        wait for the disk on every commit; a bigger page cache and fewer checkpoints halve its
+        time (bench/events_bench.py). Applies to this ledger's connections while it lasts."""
+        if not self.sqlite:
+            yield
+            return
+        from sqlalchemy import event
+
+        pragmas = {"synchronous": 1, "cache_size": -65536, "wal_autocheckpoint": 16384}
+
+        def tune(dbapi_connection, _record, _proxy) -> None:
+            for name, value in pragmas.items():
+                dbapi_connection.execute(f"PRAGMA {name}={value}")
+
+        event.listen(self.engine, "checkout", tune)
+        try:
+            yield
+        finally:
+            event.remove(self.engine, "checkout", tune)
+            self.engine.dispose()  # new connections get the usual settings again
+
+    # --- data protection (issue 8) -------------------------------------------------------
+
+    def secure_delete(self) -> None:
+        """On SQLite, overwrite deleted content with zeros instead of leaving it in free pages."""
+        if self.sqlite:
+            from sqlalchemy import event
+
+            @event.listens_for(self.engine, "connect")
+            def _secure(dbapi_connection, _record) -> None:
+                dbapi_connection.execute("PRAGMA secure_delete = ON")
+
+            self.engine.dispose()
+
+    def clear_wal(self) -> bool:
+        """Copy SQLite's WAL into the database and empty it; False if a reader kept old pages."""
+        if not self.sqlite:
+            return True
+        try:
+            with self.engine.connect() as c:
+                busy = c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]
+        except DBAPIError:
+            return False
+        return busy == 0
+
+    def forget(self, email: str) -> ForgetCounts:
+        """Blank one person's contact-derived data everywhere; keep a hashed suppression."""
+        import re
+
+        key, digest = email_key(email), email_hash(email)
+        result = ForgetCounts()
+        with self.transaction() as c:
+            rows = c.execute(select(D.c.id, D.c.send_id).where(D.c.email_key == key)).all()
+            ids = [r.id for r in rows]
+            result.deliveries, result.sends = len(ids), len({r.send_id for r in rows})
+            result.delivery_ids = tuple(ids)
+            blank = {"email": None, "reason": None, "payload": "{}"}
+            mine = func.lower(E.c.email) == key
+            result.events = c.execute(
+                update(E).where(or_(mine, E.c.delivery_id.in_(ids)) if ids else mine).values(blank)
+            ).rowcount
+            for chunk in _chunks(ids, IN_CHUNK):
+                c.execute(
+                    update(D)
+                    .where(D.c.id.in_(chunk))
+                    .values(**PERSONAL, email_key=literal("forgotten:") + cast(D.c.id, Text))
+                )
+            result.newly_suppressed = (
+                c.execute(
+                    self._insert_ignore(X)
+                    .values(
+                        email_hash=digest,
+                        email=None,
+                        reason=FORGET_REASON,
+                        source=FORGET_SOURCE,
+                        created_at=utcnow(),
+                    )
+                    .returning(X.c.email_hash)
+                ).all()
+                != []
+            )
+            c.execute(update(X).where(X.c.email_hash == digest).values(email=None))
+            # Suppression reasons may quote the address (a bounce's SMTP text, issue 12).
+            named = re.compile(re.escape(key), re.IGNORECASE)
+            for row in c.execute(
+                select(X.c.email_hash, X.c.reason).where(
+                    or_(
+                        X.c.email_hash == digest,
+                        func.lower(X.c.reason).contains(key, autoescape=True),
+                    )
+                )
+            ).all():
+                reason = named.sub("(address removed)", row.reason)
+                if row.email_hash == digest and ":" in reason:  # "hard bounce: 550 … <address>"
+                    reason = reason.split(":", 1)[0]
+                c.execute(update(X).where(X.c.email_hash == row.email_hash).values(reason=reason))
+        return result
+
+    def purge(self, cutoff: datetime, *, dry_run: bool = False) -> PurgeCounts:
+        """Delete per-recipient rows of sends made before `cutoff`, keeping their totals."""
+        stamp = cutoff.astimezone(UTC).isoformat(timespec="seconds")
+        with self.transaction(write=not dry_run) as c:
+            purged = set(c.execute(select(P.c.send_id)).scalars())
+            old = [
+                s
+                for s in self.sends()
+                if s.id not in purged and datetime.fromisoformat(s.created_at) < cutoff
+            ]
+            result = PurgeCounts([s.id for s in old])
+            within = select(D.c.id).where(D.c.send_id.in_(result.sends))
+            orphans = and_(E.c.delivery_id.is_(None), E.c.received_at < stamp)
+            if dry_run:
+                if old:
+                    result.deliveries = c.execute(
+                        select(func.count()).select_from(D).where(D.c.send_id.in_(result.sends))
+                    ).scalar_one()
+                    result.events = c.execute(
+                        select(func.count()).select_from(E).where(E.c.delivery_id.in_(within))
+                    ).scalar_one()
+                result.events += c.execute(
+                    select(func.count()).select_from(E).where(orphans)
+                ).scalar_one()
+                return result
+            for send in old:
+                totals = dict(self.counts(send.id))
+                c.execute(
+                    insert(P).values(
+                        send_id=send.id,
+                        purged_at=utcnow(),
+                        counts=json.dumps(totals, sort_keys=True),
+                    )
+                )
+            if old:
+                result.events = c.execute(delete(E).where(E.c.delivery_id.in_(within))).rowcount
+                result.deliveries = c.execute(
+                    delete(D).where(D.c.send_id.in_(result.sends))
+                ).rowcount
+            result.events += c.execute(delete(E).where(orphans)).rowcount
+        return result
+
+    # --- `bulletin run`'s notices ---------------------------------------------------------
+
+    def notices(self) -> dict[str, str]:
+        """Notice key → when it was first given."""
+        with self._read() as c:
+            return dict(c.execute(select(N.c.key, N.c.first_given_at)).all())
+
+    def remember_notices(self, current: dict[str, str]) -> None:
+        """Keep exactly these notices (key → first given); the rest no longer apply."""
+        with self.transaction() as c:
+            known = dict(c.execute(select(N.c.key, N.c.first_given_at)).all())
+            gone = [k for k in known if k not in current]
+            for chunk in _chunks(gone, IN_CHUNK):
+                c.execute(delete(N).where(N.c.key.in_(chunk)))
+            new = [{"key": k, "first_given_at": v} for k, v in current.items() if k not in known]
+            if new:
+                c.execute(insert(N), new)
+
+
+SEND_LOCK = 0x62756C73  # "buls": the PostgreSQL session lock of `bulletin send` / `run`
+
+
+@contextmanager
+def server_send_lock(db: str) -> Iterator[bool]:
+    """Hold PostgreSQL's session lock for sending while the block runs; yields False if another
+    session holds it. The server releases it when the holder's connection ends (a dead process
+    loses it), so it needs no expiry."""
+    engine = make_engine(db)
+    try:
+        with engine.connect() as c:
+            got = bool(c.execute(select(func.pg_try_advisory_lock(SEND_LOCK))).scalar())
+            c.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    with suppress(DBAPIError):
+                        c.execute(select(func.pg_advisory_unlock(SEND_LOCK)))
+                        c.commit()
+    except DBAPIError as error:
+        raise explain(error, engine) from None
+    finally:
+        engine.dispose()
+
+
+def open_ledger(db: str | Path, *, timeout: float | None = None) -> Ledger:
+    """Open the ledger at `db` (a SQLite path or a postgresql:// URL), at the newest schema.
+
+    A SQLite file is created or upgraded on first use, as bulletin always did; a PostgreSQL
+    database is upgraded by `bulletin db upgrade` and refused until then.
+    """
+    engine = make_engine(db, timeout=timeout)
+    try:
+        _ensure_current(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return Ledger(engine)
+
+
+def _ensure_current(engine: Engine) -> None:
+    from bulletin.ledger import migrate
+
+    if engine.dialect.name == "sqlite":
+        try:
+            with engine.connect() as c:
+                version = c.exec_driver_sql("PRAGMA user_version").scalar()
+                at = None
+                if version == SCHEMA_VERSION:
+                    at = c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                c.rollback()
+        except DBAPIError as error:
+            raise explain(error, engine) from None
+        if at != migrate.HEAD:
+            migrate.upgrade(engine)
+        return
+    current = migrate.current_revision(engine)
+    if current != migrate.HEAD:
+        raise DatabaseError(
+            f"tracking database {describe(engine)} is at schema {current or 'none'}, this "
+            f"bulletin needs {migrate.HEAD}; run `bulletin db upgrade` (once, from one machine)"
+        )
