@@ -151,7 +151,7 @@ def settings():
 def tracker_for(config):
     from bulletin.tracking import Tracker
 
-    return Tracker(config.db_url, timeout=config.db_timeout)
+    return Tracker(config.db_url, timeout=config.db_timeout, secret=config.secret)
 
 
 def echo(text: str = "") -> None:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from bulletin.errors import InputError, Problem
-from bulletin.ledger.keys import UNSUBSCRIBE_SOURCE, email_hash, utcnow
+from bulletin.ledger.keys import UNSUBSCRIBE_SOURCE, utcnow
 from bulletin.ledger.states import RANK, STATE_FOR_EVENT, State, moves_up
 
 if TYPE_CHECKING:
@@ -325,7 +325,7 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
     suppress: list[tuple[str, str, str]] = []
     for event, target in zip(fresh, matched, strict=True):
         hidden = (target is not None and not target.email) or bool(
-            forgotten and event.email and email_hash(event.email) in forgotten
+            forgotten and event.email and tracker.hashes(event.email) & forgotten
         )
         rows.append(
             (

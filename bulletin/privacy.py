@@ -44,6 +44,7 @@ class Forgotten:
     contact_rows: list[Problem] = field(default_factory=list)
     wal_cleared: bool = True
     feedback: int = 0  # "Was this useful?" answers deleted (issue 18)
+    keyed: bool = True  # the hash kept is keyed with BULLETIN_SECRET
 
 
 @dataclass
@@ -110,7 +111,7 @@ def forget(settings: Settings, email: str) -> Forgotten:
     result = Forgotten(email.strip())
     with (
         send_lock(settings.db_url),
-        open_ledger(settings.db_url, timeout=settings.db_timeout) as ledger,
+        open_ledger(settings.db_url, timeout=settings.db_timeout, secret=settings.secret) as ledger,
     ):
         ledger.secure_delete()
         with ledger.transaction():  # the feedback goes with the rest of the erasure, or not at all
@@ -122,6 +123,7 @@ def forget(settings: Settings, email: str) -> Forgotten:
             counts.events,
         )
         result.newly_suppressed = counts.newly_suppressed
+        result.keyed = counts.keyed
         ids = counts.delivery_ids
         result.wal_cleared = ledger.clear_wal()
     result.outbox_files = _delete_outbox_files(
@@ -201,6 +203,11 @@ def describe_forgotten(result: Forgotten) -> list[str]:
             else "They were already suppressed; the suppression now keeps only a hash."
         )
     ]
+    if not result.keyed:
+        lines.append(
+            "Note: BULLETIN_SECRET is not set, so the hash kept is a plain SHA-256 of the "
+            "address, which anyone who guesses the address can match; set it and forget again."
+        )
     if result.feedback:
         lines.append(f"Deleted their {result.feedback} feedback answer(s) and comment(s).")
     if not result.wal_cleared:

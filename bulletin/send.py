@@ -32,7 +32,7 @@ from bulletin.errors import (
 from bulletin.feedback import feedback_url
 from bulletin.feedback import make_token as make_feedback_token
 from bulletin.files import open_private
-from bulletin.ledger.keys import email_hash, purged_text
+from bulletin.ledger.keys import purged_text
 from bulletin.ledger.states import State
 from bulletin.publish import DEV_PUBLIC_URL, record_send
 from bulletin.tracking import DatabaseError, Tracker
@@ -163,7 +163,11 @@ class Report:
 
 
 def _tracker_if_exists(settings: Settings) -> Tracker | None:
-    return Tracker(settings.db_url, timeout=settings.db_timeout) if settings.db_exists else None
+    return (
+        Tracker(settings.db_url, timeout=settings.db_timeout, secret=settings.secret)
+        if settings.db_exists
+        else None
+    )
 
 
 def plan_send(
@@ -218,7 +222,7 @@ def plan_send(
         return plan
     with tracker:
         suppressed = tracker.suppressed_hashes()
-        plan.recipients = [c for c in recipients if email_hash(c.email) not in suppressed]
+        plan.recipients = [c for c in recipients if not tracker.hashes(c.email) & suppressed]
         plan.suppressed = len(recipients) - len(plan.recipients)
         latest = _send_to_resume(tracker, checked, new_send)
         if latest is not None:
@@ -393,7 +397,10 @@ def execute(
     if plan.approval is None:  # sign-off cannot be bypassed by a caller that forgot it
         plan.approval = approval.for_send(checked, settings, message.name)
     lock = nullcontext() if locked else send_lock(settings.db_url)
-    with lock, Tracker(settings.db_url, timeout=settings.db_timeout) as tracker:
+    with (
+        lock,
+        Tracker(settings.db_url, timeout=settings.db_timeout, secret=settings.secret) as tracker,
+    ):
         latest = _send_to_resume(tracker, checked, new_send)
         if latest is not None:
             send_id = latest.id

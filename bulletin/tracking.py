@@ -33,11 +33,11 @@ __all__ = [
 ]
 
 
-def Tracker(path: str | Path, *, timeout: float | None = None) -> Ledger:
+def Tracker(path: str | Path, *, timeout: float | None = None, secret: str | None = None) -> Ledger:
     """The ledger at `path` (a SQLite file or a postgresql:// URL), at the newest schema."""
     from bulletin.ledger.store import open_ledger
 
-    return open_ledger(path, timeout=timeout)
+    return open_ledger(path, timeout=timeout, secret=secret)
 
 
 def __getattr__(name: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from contextlib import suppress
 from datetime import UTC, datetime
 
@@ -30,6 +31,22 @@ def email_key(email: str) -> str:
 def email_hash(email: str) -> str:
     """Suppressions are keyed by a hash so `forget` can drop the address and keep the block."""
     return hashlib.sha256(email_key(email).encode()).hexdigest()
+
+
+KEYED_PREFIX = "k1:"  # HMAC-SHA256 under BULLETIN_SECRET; a plain hash is 64 hex digits alone
+
+
+def keyed_hash(email: str, secret: str) -> str:
+    """What `forget` keeps when a secret is set: no one without BULLETIN_SECRET can test an
+    address against it (issue 12), unlike a plain SHA-256 of a guessable address."""
+    digest = hmac.new(secret.encode(), email_key(email).encode(), hashlib.sha256).hexdigest()
+    return KEYED_PREFIX + digest
+
+
+def email_hashes(email: str, secret: str | None = None) -> set[str]:
+    """Every digest under which a suppression of `email` may be stored: plain, and keyed."""
+    plain = email_hash(email)
+    return {plain, keyed_hash(email, secret)} if secret else {plain}
 
 
 def purged_text(send_id: int) -> str:

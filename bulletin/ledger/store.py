@@ -49,7 +49,9 @@ from bulletin.ledger.keys import (
     FORGET_REASON,
     FORGET_SOURCE,
     email_hash,
+    email_hashes,
     email_key,
+    keyed_hash,
     purged_text,
     utcnow,
 )
@@ -219,6 +221,7 @@ class ForgetCounts:
     events: int = 0
     newly_suppressed: bool = False
     delivery_ids: tuple[int, ...] = ()
+    keyed: bool = False  # the hash kept is HMAC-SHA256 under BULLETIN_SECRET
 
 
 @dataclass
@@ -247,11 +250,16 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 class Ledger:
     """The one owner of the tracking database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, secret: str | None = None) -> None:
         self.engine = engine
+        self.secret = secret or None  # BULLETIN_SECRET: keys the hashes `forget` keeps
         self.sqlite = engine.dialect.name == "sqlite"
         self.path = Path(str(engine.url.database)) if self.sqlite else Path(describe(engine))
         self._local = threading.local()
+
+    def hashes(self, email: str) -> set[str]:
+        """The digests a suppression of `email` may be stored under (plain, and keyed)."""
+        return email_hashes(email, self.secret)
 
     # --- connections ---------------------------------------------------------------------
 
@@ -504,9 +512,9 @@ class Ledger:
             ).all()
             grouped: dict[str, list[int]] = defaultdict(list)
             for row in pending:
-                reason = reasons.get(email_hash(row.email_key))
-                if reason is not None:
-                    grouped[reason].append(row.id)
+                found = [reasons[h] for h in self.hashes(row.email_key) if h in reasons]
+                if found:
+                    grouped[found[0]].append(row.id)
             now = utcnow()
             for reason, ids in grouped.items():
                 for chunk in _chunks(ids, IN_CHUNK):
@@ -667,7 +675,8 @@ class Ledger:
 
     def unsuppress(self, email: str) -> bool:
         with self.transaction() as c:
-            return c.execute(delete(X).where(X.c.email_hash == email_hash(email))).rowcount == 1
+            gone = c.execute(delete(X).where(X.c.email_hash.in_(self.hashes(email)))).rowcount
+            return gone >= 1
 
     def suppressions(self) -> list[Suppression]:
         with self._read() as c:
@@ -692,13 +701,21 @@ class Ledger:
         with self.transaction() as c:
             added = 0
             statement = self._insert_ignore(X).returning(X.c.email_hash)
+            if self.secret:  # someone forgotten is on the list already, under a keyed hash
+                keyed = [keyed_hash(row["email"], self.secret) for row in params]
+                held = set()
+                for chunk in _chunks(set(keyed), IN_CHUNK):
+                    held |= set(
+                        c.execute(select(X.c.email_hash).where(X.c.email_hash.in_(chunk))).scalars()
+                    )
+                params = [row for k, row in zip(keyed, params, strict=True) if k not in held]
             for row in params:  # an INSERT's rowcount is not kept on PostgreSQL: count RETURNING
                 added += len(c.execute(statement, row).all())
             return added
 
     def is_suppressed(self, email: str) -> bool:
         with self._read() as c:
-            found = c.execute(select(X.c.email_hash).where(X.c.email_hash == email_hash(email)))
+            found = c.execute(select(X.c.email_hash).where(X.c.email_hash.in_(self.hashes(email))))
             return found.first() is not None
 
     def forgotten_hashes(self) -> set[str]:
@@ -854,9 +871,22 @@ class Ledger:
         """Blank one person's contact-derived data everywhere; keep a hashed suppression."""
         import re
 
-        key, digest = email_key(email), email_hash(email)
-        result = ForgetCounts()
+        key, plain = email_key(email), email_hash(email)
+        # With a secret, keep only the keyed hash: a plain SHA-256 of an address can be tested
+        # by anyone who guesses it. An existing plain row of the address becomes the keyed row.
+        digest = keyed_hash(email, self.secret) if self.secret else plain
+        result = ForgetCounts(keyed=digest != plain)
         with self.transaction() as c:
+            if digest != plain:
+                held = set(
+                    c.execute(
+                        select(X.c.email_hash).where(X.c.email_hash.in_((plain, digest)))
+                    ).scalars()
+                )
+                if digest in held:
+                    c.execute(delete(X).where(X.c.email_hash == plain))
+                elif plain in held:
+                    c.execute(update(X).where(X.c.email_hash == plain).values(email_hash=digest))
             rows = c.execute(select(D.c.id, D.c.send_id).where(D.c.email_key == key)).all()
             ids = [r.id for r in rows]
             result.deliveries, result.sends = len(ids), len({r.send_id for r in rows})
@@ -990,7 +1020,9 @@ def server_send_lock(db: str) -> Iterator[bool]:
         engine.dispose()
 
 
-def open_ledger(db: str | Path, *, timeout: float | None = None) -> Ledger:
+def open_ledger(
+    db: str | Path, *, timeout: float | None = None, secret: str | None = None
+) -> Ledger:
     """Open the ledger at `db` (a SQLite path or a postgresql:// URL), at the newest schema.
 
     A SQLite file is created or upgraded on first use, as bulletin always did; a PostgreSQL
@@ -1002,7 +1034,7 @@ def open_ledger(db: str | Path, *, timeout: float | None = None) -> Ledger:
     except BaseException:
         engine.dispose()
         raise
-    return Ledger(engine)
+    return Ledger(engine, secret=secret)
 
 
 def _ensure_current(engine: Engine) -> None:

@@ -177,7 +177,7 @@ class Webhook:
         self.log = log
         self.tolerance = tolerance
         self.lock = threading.Lock()
-        self.tracker = Tracker(settings.db_url, timeout=db_timeout)
+        self.tracker = Tracker(settings.db_url, timeout=db_timeout, secret=settings.secret)
         self.closed = False
         self._templates = None
 

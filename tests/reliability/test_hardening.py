@@ -445,3 +445,97 @@ def test_12_14_relative_contact_globs_are_confined_to_the_working_folder(workdir
     (workdir / "contacts" / "link.csv").unlink()
     absolute = write_message(workdir, "absolute", "Hello", contacts=[str(other / "*.csv")])
     cli("check", absolute)  # an absolute path is a deliberate choice
+
+
+# --- 14. suppressions kept by `forget` are keyed with BULLETIN_SECRET --------------------------
+
+V2_LEDGER = Path(__file__).parent.parent / "data" / "ledger" / "bulletin-v2.db"
+HASH_SECRET = "keyed-hash-test-secret-0123456789abcdef"
+
+
+def plain_sha256(email: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(email.lower().encode()).hexdigest()
+
+
+def second_message(workdir: Path) -> str:
+    letter = workdir / "messages" / "eu-referendum.md"
+    (workdir / "messages" / "next.md").write_text(letter.read_text("utf-8"), "utf-8")
+    return "next"
+
+
+def test_12_14_forget_with_a_secret_keeps_no_plain_hash_and_still_skips_them(
+    workdir, cli, sendgrid_env, db_path, monkeypatch
+):
+    from reliability_harness import raw_bytes
+
+    from bulletin.ledger.keys import keyed_hash
+    from bulletin.ledger.store import open_ledger
+
+    monkeypatch.setenv("BULLETIN_SECRET", HASH_SECRET)
+    person = "margaret.okafor@example.org"
+    cli("send", "eu-referendum", "--yes")
+    cli("suppress", "add", person, "--reason", "asked by phone")  # a plain-hash row, address too
+    result = cli("forget", person)
+    assert "BULLETIN_SECRET" not in result.stdout
+    disk = raw_bytes(db_path)
+    assert plain_sha256(person).encode() not in disk.lower()
+    assert person.encode() not in disk.lower()
+    with open_ledger(db_path) as ledger:  # what is kept: the keyed hash only, no address
+        rows = [r for r in ledger.suppressions() if r["email"] is None]
+    assert [r["email_hash"] for r in rows] == [keyed_hash(person, HASH_SECRET)]
+    assert rows[0]["email_hash"].startswith("k1:")
+
+    sendgrid_env.reset()
+    cli("send", second_message(workdir), "--yes")
+    delivered = set(sendgrid_env.delivered_emails())
+    assert delivered and person not in delivered
+    # Added again by hand, it is already on the list: no plain hash with the address comes back.
+    assert "already suppressed" in cli("suppress", "add", person).stdout
+    assert plain_sha256(person).encode() not in raw_bytes(db_path).lower()
+
+
+def test_12_14_plain_hash_suppressions_from_before_still_suppress(
+    workdir, cli, sendgrid_env, db_path, monkeypatch
+):
+    """bulletin-v2.db forgot david.oneill@example.com under a plain SHA-256 (no secret then)."""
+    import shutil
+
+    from bulletin.ledger.store import open_ledger
+
+    monkeypatch.setenv("BULLETIN_SECRET", HASH_SECRET)
+    person = "david.oneill@example.com"
+    shutil.copyfile(V2_LEDGER, db_path)
+    with open_ledger(db_path, secret=HASH_SECRET) as ledger:
+        assert plain_sha256(person) in ledger.forgotten_hashes()
+        assert ledger.is_suppressed(person.upper())
+    cli("send", second_message(workdir), "--yes")
+    delivered = set(sendgrid_env.delivered_emails())
+    assert delivered and person not in delivered
+    # Forgetting them again (the address is given) moves the row to the keyed hash.
+    cli("forget", person)
+    with open_ledger(db_path, secret=HASH_SECRET) as ledger:
+        assert plain_sha256(person) not in ledger.suppressed_hashes()
+        assert ledger.is_suppressed(person)
+    with open_ledger(db_path) as ledger:  # opened without the secret, the keyed row is opaque
+        assert not ledger.is_suppressed(person)
+
+
+def test_12_14_forget_without_a_secret_keeps_a_plain_hash_and_says_so(
+    workdir, cli, db_path, monkeypatch
+):
+    from bulletin.ledger.store import open_ledger
+
+    monkeypatch.delenv("BULLETIN_SECRET", raising=False)
+    person = "margaret.okafor@example.org"
+    cli("send", "eu-referendum", "--yes")
+    result = cli("forget", person)
+    assert "BULLETIN_SECRET is not set" in result.stdout
+    with open_ledger(db_path) as ledger:
+        assert ledger.forgotten_hashes() == {plain_sha256(person)}
+    with open_ledger(db_path, secret=HASH_SECRET) as ledger:  # a secret set later still matches
+        assert ledger.is_suppressed(person)
+    cli("send", second_message(workdir), "--yes")
+    sent = list((workdir / "outbox").glob("2-*.eml"))
+    assert sent and not [p for p in sent if person.encode() in p.read_bytes().lower()]
