@@ -15,9 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from bulletin import approval
@@ -249,29 +247,16 @@ def _form(body: bytes) -> dict[str, str]:
 
 def routes(webhook) -> list[Route]:
     """The /approve route for the app factory (bulletin/web/webhook.py)."""
-    from bulletin.web.webhook import METHODS, _body, _closing, _html, _note, _text
+    from bulletin.web.webhook import METHODS, signed_link_page
 
     pages = ApprovalPages(webhook)
 
-    async def approve(request: Request) -> Response:
-        token = (request.query_params.get("t") or "").strip()
-        if request.method in ("GET", "HEAD"):
-            status, page, note = await run_in_threadpool(pages.review, token)
-            _note(request, note)
-            return _html(status, page)
-        if request.method != "POST":
-            return _text(405, "Method not allowed.", {"Allow": "GET, HEAD, POST"})
-        body = await _body(request, MAX_FORM, webhook.body_deadline)
-        if body is None:
-            return _closing(_text(400, "Incomplete body."))
-        if isinstance(body, Response):
-            return body
+    def decide(request: Request, token: str, body: bytes):
         form = _form(body)
         token = token or form.get("t", "").strip()
-        status, page, note = await run_in_threadpool(
-            pages.decide, token, form.get("decision", ""), form.get("comment", "")
-        )
-        _note(request, note)
-        return _html(status, page)
+        return pages.decide(token, form.get("decision", ""), form.get("comment", ""))
 
+    approve = signed_link_page(
+        webhook, MAX_FORM, lambda request, token: pages.review(token), decide
+    )
     return [Route("/approve", approve, methods=METHODS)]

@@ -19,9 +19,7 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qs
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from bulletin.errors import BulletinError
@@ -184,29 +182,16 @@ def form_fields(content_type: str, body: bytes) -> dict[str, str]:
 
 def routes(webhook) -> list[Route]:
     """The /feedback route, for the app factory in bulletin/web/webhook.py."""
-    from bulletin.web.webhook import METHODS, _body, _closing, _html, _note, _text
+    from bulletin.web.webhook import METHODS, signed_link_page
 
     pages = FeedbackPages(webhook)
 
-    async def feedback(request: Request) -> Response:
-        token = (request.query_params.get("t") or "").strip()
-        if request.method in ("GET", "HEAD"):
-            answer = request.query_params.get("a") or ""
-            status, page, note = await run_in_threadpool(pages.show, token, answer)
-            _note(request, note)
-            return _html(status, page)
-        if request.method != "POST":
-            return _text(405, "Method not allowed.", {"Allow": "GET, HEAD, POST"})
-        body = await _body(request, MAX_FORM, webhook.body_deadline)
-        if body is None:
-            return _closing(_text(400, "Incomplete body."))
-        if isinstance(body, Response):
-            return body
-        fields = form_fields(request.headers.get("content-type", ""), body)
-        status, page, note = await run_in_threadpool(
-            pages.submit, token or fields.get("t", "").strip(), fields
-        )
-        _note(request, note)
-        return _html(status, page)
+    def show(request: Request, token: str):
+        return pages.show(token, request.query_params.get("a") or "")
 
+    def submit(request: Request, token: str, body: bytes):
+        fields = form_fields(request.headers.get("content-type", ""), body)
+        return pages.submit(token or fields.get("t", "").strip(), fields)
+
+    feedback = signed_link_page(webhook, MAX_FORM, show, submit)
     return [Route("/feedback", feedback, methods=METHODS)]

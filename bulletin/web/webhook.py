@@ -356,6 +356,33 @@ async def _body(request: Request, limit: int, deadline: float) -> bytes | Respon
         return _closing(_text(408, "The request body took too long."))
 
 
+def signed_link_page(webhook, limit: int, show: Callable, submit: Callable) -> Callable:
+    """The handler of a page reached by a signed link (unsubscribe, feedback, approval).
+
+    GET and HEAD only show it: `show(request, token)`; POST acts on the form, read within `limit`
+    bytes and the request deadline: `submit(request, token, body)`. Both run in a thread and
+    return (status, page, note); opening a link never changes state.
+    """
+
+    async def handler(request: Request) -> Response:
+        token = (request.query_params.get("t") or "").strip()
+        if request.method in ("GET", "HEAD"):
+            status, page, note = await run_in_threadpool(show, request, token)
+        elif request.method != "POST":
+            return _text(405, "Method not allowed.", {"Allow": "GET, HEAD, POST"})
+        else:
+            body = await _body(request, limit, webhook.body_deadline)
+            if body is None:
+                return _closing(_text(400, "Incomplete body."))
+            if isinstance(body, Response):
+                return body
+            status, page, note = await run_in_threadpool(submit, request, token, body)
+        _note(request, note)
+        return _html(status, page)
+
+    return handler
+
+
 def create_app(webhook: Webhook) -> Starlette:
     """The Starlette app serving /events and /unsubscribe for `webhook`."""
     from bulletin.web import approval
@@ -399,24 +426,13 @@ def create_app(webhook: Webhook) -> Starlette:
             return _text(status, answer)
         return JSONResponse(answer, status)
 
-    async def unsubscribe(request: Request) -> Response:
-        token = (request.query_params.get("t") or "").strip()
-        if request.method in ("GET", "HEAD"):
-            status, page, note = await run_in_threadpool(webhook.page_for_link, token)
-            _note(request, note)
-            return _html(status, page)
-        if request.method != "POST":
-            return _text(405, "Method not allowed.", {"Allow": "GET, HEAD, POST"})
-        body = await _body(request, MAX_FORM, webhook.body_deadline)
-        if body is None:
-            return _closing(_text(400, "Incomplete body."))
-        if isinstance(body, Response):
-            return body
-        if not token:
-            token = _form_token(request.headers.get("content-type", ""), body)
-        status, page, note = await run_in_threadpool(webhook.unsubscribe, token)
-        _note(request, note)
-        return _html(status, page)
+    def unsubscribe_by_form(request: Request, token: str, body: bytes):
+        token = token or _form_token(request.headers.get("content-type", ""), body)
+        return webhook.unsubscribe(token)
+
+    unsubscribe = signed_link_page(
+        webhook, MAX_FORM, lambda request, token: webhook.page_for_link(token), unsubscribe_by_form
+    )
 
     async def not_found(request: Request) -> Response:
         return _text(404, "Not found.")
