@@ -20,6 +20,7 @@ from datetime import date, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class Slots:
         self.links: list[tuple[Part, ...]] = []  # href/src values holding slots (URL_OF)
         self._index: dict[tuple[str, str], int] = {}
         self._made: _SlotPlan | None = None
+        self._verdicts: dict[str, bool] = {}  # url_allowed of link values seen (bounded)
         self._checker = None  # (slots when made, the function `unsafe_links` calls)
 
     def token_for(self, key: str, fallback: str = "") -> str:
@@ -148,9 +150,18 @@ class Slots:
             out[index] = unsubscribe_url
         for index in plan.feedback:
             out[index] = feedback_url
+        verdicts = self._verdicts
         for index, link in plan.links:
             url = link.format(*out)
-            out[index] = url if url.startswith(_ALLOWED_PREFIXES) or url_allowed(url) else ""
+            if not url.startswith(_ALLOWED_PREFIXES):
+                allowed = verdicts.get(url)
+                if allowed is None:  # remembered: a link to "" + "&a=useful" in every dry run
+                    allowed = url_allowed(url)
+                    if len(verdicts) < _CACHE_LIMIT:
+                        verdicts[url] = allowed
+                if not allowed:
+                    url = ""
+            out[index] = url
         return out
 
     def _plan(self) -> _SlotPlan:
@@ -324,7 +335,9 @@ class CompiledEmail:
         self, contact: Contact | None, unsubscribe_url: str = "", feedback_url: str = ""
     ) -> Rendered:
         values = self.values(contact, unsubscribe_url, feedback_url)
-        escaped = [html.escape(v) for v in values]
+        escaped = values.copy()  # escaped where the HTML layout shows them
+        for index in self._html_slots:
+            escaped[index] = html.escape(values[index])
         subject = fill(self.subject, values)
         if fields.has_line_break(subject):
             where = contact.where if contact else "message"
@@ -334,6 +347,10 @@ class CompiledEmail:
     def unsafe_links(self, contact: Contact | None) -> list[str]:
         """The links this contact's values would turn into a refused scheme (for `check`)."""
         return self.slots.unsafe_links(contact)
+
+    @cached_property
+    def _html_slots(self) -> tuple[int, ...]:
+        return tuple(sorted({p for p in self.html if isinstance(p, int)}))
 
     def render_body_html(self, contact: Contact | None) -> str:
         return fill(self.body_html, [html.escape(v) for v in self.values(contact)])

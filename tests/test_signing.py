@@ -57,3 +57,11 @@ def test_signatures_agree_with_the_code_they_replace():
     assert feedback.verify_token(
         SECRET, feedback.make_token(SECRET, 7, 8, "ann@example.org"), "ann@example.org"
     )
+
+
+def test_keyed_suppression_hashes_are_unchanged():
+    from bulletin.ledger.keys import email_key, keyed_hash
+
+    for email in ("Ann@Example.org", " zoë@bücher.example ", "b@example.net"):
+        expected = hmac.new(SECRET.encode(), email_key(email).encode(), hashlib.sha256).hexdigest()
+        assert keyed_hash(email, SECRET) == "k1:" + expected
