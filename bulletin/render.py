@@ -326,10 +326,18 @@ class CompiledEmail:
         self, contact: Contact | None, unsubscribe_url: str = "", feedback_url: str = ""
     ) -> list[str]:
         values = self.slots.values(contact, unsubscribe_url, feedback_url)
-        rule = self.slots.index_of(SUBJECT_RULE)
+        rule, underline = self._subject_rule
         if rule is not None:
-            values[rule] = "=" * min(len(fill(self.subject, values)), RULE_WIDTH)
+            values[rule] = underline or "=" * min(len(fill(self.subject, values)), RULE_WIDTH)
         return values
+
+    @cached_property
+    def _subject_rule(self) -> tuple[int | None, str]:
+        """The rule's slot, and the rule itself when the subject holds no placeholder."""
+        rule = self.slots.index_of(SUBJECT_RULE)
+        if any(isinstance(p, int) for p in self.subject):
+            return rule, ""
+        return rule, "=" * min(len(fill(self.subject, [])), RULE_WIDTH)
 
     def render(
         self, contact: Contact | None, unsubscribe_url: str = "", feedback_url: str = ""
