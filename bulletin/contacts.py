@@ -366,9 +366,9 @@ def _load_row(
             )
         )
         return
-    contact = Contact(email=email, fields=values, file=shown, line=line)
+    contact = Contact(email, values, shown, line)  # positional: 100,000 times a send
     if email:
-        seen[email.lower()] = contact
+        seen[key] = contact
     result.contacts.append(contact)
 
 
