@@ -272,7 +272,7 @@ def pattern(parts: Sequence[Part]) -> str:
 
 
 # A URL starting with one of these (lower case, nothing before it) has an allowed scheme:
-# the same verdict as url_allowed, without its regular expressions (tests/test_render.py).
+# the same verdict as url_allowed, without its regular expressions (test_render_fast_paths).
 _ALLOWED_PREFIXES = tuple(f"{scheme}:" for scheme in sorted(URL_SCHEMES))
 
 
