@@ -10,6 +10,10 @@ Fixtures:
 - `ledger_db` (per test, parametrized `sqlite` / `postgresql`): what BULLETIN_DB would hold,
   a SQLite path in `tmp_path` or a fresh PostgreSQL database URL; run a test on both back ends
   by asking for it.
+- `migrated_postgres_database` (per test): like `postgres_database`, but already at the newest
+  ledger schema (as after `bulletin db upgrade`): a copy of a template database migrated once
+  per session, which is much faster than migrating every test's database.
+  (tests/backends.py builds the `backend` fixture on it.)
 
 initdb and postgres refuse to run as root; tests and CI do run as root, so then the server
 runs as the `postgres` system user (the Debian package creates it) via `runuser`. The binaries
@@ -231,6 +235,32 @@ def postgres_database(postgres_cluster: TemporaryCluster):
     url = postgres_cluster.create_database(name)
     try:
         yield url
+    finally:
+        postgres_cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_cluster: TemporaryCluster) -> str:
+    """Name of a database at the newest ledger schema that per-test databases are copied from."""
+    from bulletin.ledger.engine import make_engine
+    from bulletin.ledger.migrate import upgrade
+
+    name = f"template_{os.getpid()}"
+    engine = make_engine(postgres_cluster.create_database(name))
+    try:
+        upgrade(engine)  # `bulletin db upgrade`
+    finally:
+        engine.dispose()  # CREATE DATABASE … TEMPLATE needs it without connections
+    return name
+
+
+@pytest.fixture
+def migrated_postgres_database(postgres_cluster: TemporaryCluster, postgres_template: str):
+    """URL of a fresh database at the newest ledger schema for this test alone, then dropped."""
+    name = f"test_{os.getpid()}_{next(_numbers)}"
+    postgres_cluster.execute_autocommit(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    try:
+        yield postgres_cluster.url(name)
     finally:
         postgres_cluster.drop_database(name)
 
