@@ -9,11 +9,11 @@ import pytest
 from backends import backend  # noqa: F401  (runs a test on SQLite and PostgreSQL)
 from browser import browser, page  # noqa: F401  (fixtures for headless Chromium tests)
 from postgres import (  # noqa: F401
+    ledger_databases,
     ledger_db,
     migrated_postgres_database,
     postgres_cluster,
     postgres_database,
-    postgres_template,
     postgres_url,
 )
 from servers import SendGridStub, SmtpSink
