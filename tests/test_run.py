@@ -81,8 +81,9 @@ def log_file(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-# Every test here runs on SQLite and on PostgreSQL (tests/backends.py).
-pytestmark = pytest.mark.usefixtures("backend")
+# Tests that store anything run on SQLite and on PostgreSQL (tests/backends.py): those that
+# ask for `backend`, and these.
+both_backends = pytest.mark.usefixtures("backend")
 
 
 # --- due, not due, stale ----------------------------------------------------------------------
@@ -115,6 +116,7 @@ def test_a_due_message_is_sent_once_and_later_runs_are_quiet(workdir, cli, log_f
     assert lines[-1].endswith("1 no send_at, 1 already sent; exit 0")
 
 
+@both_backends
 def test_verbose_says_what_was_considered_and_why(workdir, cli):
     schedule(workdir, "sent-earlier", "2026-07-06T07:00")
     cli("send", "sent-earlier", "--yes")
@@ -165,6 +167,7 @@ def test_a_stale_message_is_reported_once_and_never_sent(workdir, cli, log_file,
     assert len(outbox(workdir)) == SAMPLE
 
 
+@both_backends
 def test_stale_after_option_overrides_the_setting(workdir, cli):
     schedule(workdir, "yesterday", "2026-07-05T07:30")
     cli("run", "--now", "2026-07-06T08:00", "--stale-after", "12", expect=1)
@@ -262,6 +265,7 @@ def test_a_failing_message_is_reported_and_the_good_one_still_goes(workdir, cli,
     assert len(outbox(workdir)) == 2 * SAMPLE
 
 
+@both_backends
 def test_drafts_without_send_at_are_ignored_and_broken_scheduled_ones_reported(workdir, cli):
     (workdir / "messages" / "draft.md").write_text("no front matter yet\n", encoding="utf-8")
     (workdir / "messages" / "scrawl.md").write_bytes(b"\xff\xfe not utf-8")
@@ -285,6 +289,7 @@ def test_a_message_changed_after_it_was_sent_is_not_sent_again(workdir, cli, bac
     assert len(outbox(workdir)) == SAMPLE and sends(backend) == [(1, "monday", 1)]
 
 
+@both_backends
 def test_a_message_changed_during_an_unfinished_send_is_not_resumed(workdir, cli):
     schedule(workdir, "monday", "2026-07-06T07:30")
     cli("send", "monday", "--yes", "--limit", "5")
@@ -307,6 +312,7 @@ def test_an_unfinished_send_is_resumed_even_past_the_window(workdir, cli, backen
     assert len(outbox(workdir)) == SAMPLE and sends(backend) == [(1, "monday", 1)]
 
 
+@both_backends
 def test_a_send_that_reached_nobody_goes_stale_like_a_new_one(workdir, cli, sendgrid_env):
     schedule(workdir, "monday", "2026-07-06T07:30")
     sendgrid_env.set_api_key("SG.a-different-key")  # ours is refused: nothing goes
@@ -320,6 +326,7 @@ def test_a_send_that_reached_nobody_goes_stale_like_a_new_one(workdir, cli, send
     assert sendgrid_env.delivered_emails() == {}
 
 
+@both_backends
 def test_a_transport_that_recovers_is_used_by_the_next_run(workdir, cli, sendgrid_env):
     schedule(workdir, "monday", "2026-07-06T07:30")
     schedule(workdir, "bad", "2026-07-06T07:30", body="{{ nickname }}")
@@ -335,6 +342,7 @@ def test_a_transport_that_recovers_is_used_by_the_next_run(workdir, cli, sendgri
     assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
 
 
+@both_backends
 def test_failed_recipients_exit_3_and_are_listed(workdir, cli, sendgrid_env, log_file):
     schedule(workdir, "monday", "2026-07-06T07:30")
     sendgrid_env.script(status(400))
@@ -366,6 +374,7 @@ def test_the_most_severe_outcome_sets_the_exit_code(codes, expected):
     assert result.exit_code == expected
 
 
+@both_backends
 def test_messages_from_another_folder_are_named_by_path_in_hints(workdir, cli):
     (workdir / "scheduled").mkdir()
     path = schedule(workdir, "monday", "2026-07-06T07:30")

@@ -94,8 +94,9 @@ def outbox_recipients(workdir: Path) -> list[str]:
     ]
 
 
-# Every test here runs on SQLite and on PostgreSQL (tests/backends.py).
-pytestmark = pytest.mark.usefixtures("backend")
+# Tests that store anything run on SQLite and on PostgreSQL (tests/backends.py): those that
+# ask for `backend`, and these.
+both_backends = pytest.mark.usefixtures("backend")
 
 
 # --- check first -------------------------------------------------------------------------------
@@ -147,6 +148,7 @@ def test_a_broken_message_is_refused_even_with_skip_invalid(workdir, cli, backen
 # --- summary and confirmation ------------------------------------------------------------------
 
 
+@both_backends
 def test_summary_shows_subject_sender_transport_audience_and_skips(workdir, cli):
     # A second list repeating one address, and one address on the do-not-send list.
     write_contacts(
@@ -222,6 +224,7 @@ def test_on_a_terminal_it_asks_and_no_means_nothing_is_sent(workdir):
     assert not (workdir / "outbox").exists()
 
 
+@both_backends
 def test_on_a_terminal_yes_sends(workdir):
     code, output = on_terminal(workdir, "y")
     assert code == 0, output
