@@ -6,8 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+from backends import backend  # noqa: F401  (runs a test on SQLite and PostgreSQL)
 from browser import browser, page  # noqa: F401  (fixtures for headless Chromium tests)
-from postgres import ledger_db, postgres_cluster, postgres_database, postgres_url  # noqa: F401
+from postgres import (  # noqa: F401
+    ledger_databases,
+    ledger_db,
+    migrated_postgres_database,
+    postgres_cluster,
+    postgres_database,
+    postgres_url,
+)
 from servers import SendGridStub, SmtpSink
 from typer.testing import CliRunner
 

@@ -1,7 +1,8 @@
 """Delivery events: mapping to deliveries, precedence, duplicates, suppression, `events import`.
 
 Deliveries come from real sends (to the outbox, or through the SendGrid stand-in when the
-X-Message-Id matters); events are applied to the real SQLite tracking database.
+X-Message-Id matters); events are applied to the real tracking database, SQLite and PostgreSQL
+(the `backend` fixture).
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
+from backends import Backend
+from sqlalchemy.engine import RowMapping
 
 from bulletin.errors import Problem
 from bulletin.events import apply_events, iter_json, moves_up, parse_event
@@ -22,7 +24,7 @@ T0 = 1_719_820_800  # 2024-07-01 08:00 UTC
 
 
 @pytest.fixture
-def sent(workdir, cli, monkeypatch):
+def sent(backend, workdir, cli, monkeypatch):
     """The example letter sent to the 34 sample contacts through the outbox."""
     monkeypatch.setenv("BULLETIN_SECRET", "events-test-secret-0123456789abcdef")
     cli("send", "eu-referendum", "--yes")
@@ -36,14 +38,12 @@ def send_again(workdir: Path, cli):
     return cli("send", "eu-referendum", "--yes", "--new-send")
 
 
-def deliveries(workdir: Path) -> list[sqlite3.Row]:
-    db = sqlite3.connect(workdir / "bulletin.db")
-    db.row_factory = sqlite3.Row
-    return db.execute("SELECT * FROM deliveries ORDER BY id").fetchall()
+def deliveries(db: Backend) -> list[RowMapping]:
+    return db.rows("SELECT * FROM deliveries ORDER BY id")
 
 
-def delivery(workdir: Path, delivery_id: int) -> sqlite3.Row:
-    return next(d for d in deliveries(workdir) if d["id"] == delivery_id)
+def delivery(db: Backend, delivery_id: int) -> RowMapping:
+    return next(d for d in deliveries(db) if d["id"] == delivery_id)
 
 
 def event(row, kind: str, at: int = 0, *, event_id: str | None = None, **extra) -> dict:
@@ -61,19 +61,17 @@ def event(row, kind: str, at: int = 0, *, event_id: str | None = None, **extra) 
     return body
 
 
-def apply(workdir: Path, *objects: dict):
-    with Tracker(workdir / "bulletin.db") as tracker:
+def apply(db: Backend, *objects: dict):
+    with Tracker(db.db) as tracker:
         return apply_events(tracker, [parse_event(o) for o in objects])
 
 
-def suppressions(workdir: Path) -> dict[str, tuple[str, str]]:
-    db = sqlite3.connect(workdir / "bulletin.db")
-    return {e: (r, s) for e, r, s in db.execute("SELECT email, reason, source FROM suppressions")}
+def suppressions(db: Backend) -> dict[str, tuple[str, str]]:
+    return {e: (r, s) for e, r, s in db.tuples("SELECT email, reason, source FROM suppressions")}
 
 
-def stored_events(workdir: Path) -> list[tuple]:
-    db = sqlite3.connect(workdir / "bulletin.db")
-    return db.execute("SELECT sg_event_id, delivery_id, event FROM events ORDER BY id").fetchall()
+def stored_events(db: Backend) -> list[tuple]:
+    return db.tuples("SELECT sg_event_id, delivery_id, event FROM events ORDER BY id")
 
 
 # --- precedence ---------------------------------------------------------------------------------
@@ -101,10 +99,10 @@ def test_state_precedence(current, new, moves):
     assert moves_up(current, new) is moves
 
 
-def test_events_map_by_custom_args_and_never_move_back(sent):
-    first, second = deliveries(sent)[:2]
+def test_events_map_by_custom_args_and_never_move_back(sent, backend):
+    first, second = deliveries(backend)[:2]
     tally = apply(
-        sent,
+        backend,
         event(first, "processed", 1),
         event(first, "delivered", 30),
         event(second, "processed", 1),
@@ -113,22 +111,22 @@ def test_events_map_by_custom_args_and_never_move_back(sent):
     assert (tally.applied, tally.unknown, tally.changed) == (4, 0, 2)
     # Late and out of order: none of these may undo a final outcome.
     apply(
-        sent,
+        backend,
         event(first, "processed", 2, event_id="late-processed"),
         event(first, "deferred", 3, response="451 try later"),
         event(second, "delivered", 50),
         event(second, "processed", 2, event_id="late-processed-2"),
     )
-    assert delivery(sent, first["id"])["state"] == "delivered"
-    assert delivery(sent, second["id"])["state"] == "bounced"
-    assert delivery(sent, second["id"])["error"] == "550 5.1.1 unknown user"
+    assert delivery(backend, first["id"])["state"] == "delivered"
+    assert delivery(backend, second["id"])["state"] == "bounced"
+    assert delivery(backend, second["id"])["error"] == "550 5.1.1 unknown user"
     # A bounce after delivered is an asynchronous bounce: recorded.
-    apply(sent, event(first, "bounce", 600, type="bounce", reason="550 5.2.1 mailbox disabled"))
-    assert delivery(sent, first["id"])["state"] == "bounced"
+    apply(backend, event(first, "bounce", 600, type="bounce", reason="550 5.2.1 mailbox disabled"))
+    assert delivery(backend, first["id"])["state"] == "bounced"
 
 
-def test_reversed_batch_ends_in_the_same_state_as_ordered(sent):
-    rows = deliveries(sent)[:3]
+def test_reversed_batch_ends_in_the_same_state_as_ordered(sent, backend):
+    rows = deliveries(backend)[:3]
     story = [
         ("processed", {}),
         ("deferred", {"response": "421 busy"}),
@@ -136,11 +134,13 @@ def test_reversed_batch_ends_in_the_same_state_as_ordered(sent):
         ("open", {}),
         ("click", {"url": "https://www.example.org/report"}),
     ]
-    apply(sent, *[event(rows[0], kind, n, **extra) for n, (kind, extra) in enumerate(story)])
-    apply(sent, *[event(rows[1], kind, n, **extra) for n, (kind, extra) in enumerate(story)][::-1])
+    apply(backend, *[event(rows[0], kind, n, **extra) for n, (kind, extra) in enumerate(story)])
+    apply(
+        backend, *[event(rows[1], kind, n, **extra) for n, (kind, extra) in enumerate(story)][::-1]
+    )
     for kind, extra in reversed(story):  # one post per event, newest first
-        apply(sent, event(rows[2], kind, story.index((kind, extra)), **extra))
-    got = [delivery(sent, r["id"]) for r in rows]
+        apply(backend, event(rows[2], kind, story.index((kind, extra)), **extra))
+    got = [delivery(backend, r["id"]) for r in rows]
     for row in got:
         assert (row["state"], row["opened"], row["clicked"], row["error"]) == (
             "delivered",
@@ -151,12 +151,12 @@ def test_reversed_batch_ends_in_the_same_state_as_ordered(sent):
     assert len({(r["first_opened_at"], r["first_clicked_at"]) for r in got}) == 1
 
 
-def test_open_and_click_set_flags_and_first_last_times_only(sent):
-    row = deliveries(sent)[0]
-    apply(sent, event(row, "delivered", 10))
-    apply(sent, event(row, "open", 3600), event(row, "open", 600))
-    apply(sent, event(row, "open", 1800), event(row, "click", 7200, url="https://example.org"))
-    got = delivery(sent, row["id"])
+def test_open_and_click_set_flags_and_first_last_times_only(sent, backend):
+    row = deliveries(backend)[0]
+    apply(backend, event(row, "delivered", 10))
+    apply(backend, event(row, "open", 3600), event(row, "open", 600))
+    apply(backend, event(row, "open", 1800), event(row, "click", 7200, url="https://example.org"))
+    got = delivery(backend, row["id"])
     assert got["state"] == "delivered"
     assert (got["opened"], got["clicked"]) == (1, 1)
     assert got["first_opened_at"] == "2024-07-01T08:10:00+00:00"
@@ -164,47 +164,43 @@ def test_open_and_click_set_flags_and_first_last_times_only(sent):
     assert got["first_clicked_at"] == got["last_clicked_at"] == "2024-07-01T10:00:00+00:00"
 
 
-def test_events_never_change_a_pending_delivery(sent, cli):
-    db = sqlite3.connect(sent / "bulletin.db")
-    db.execute("UPDATE deliveries SET state = 'pending' WHERE id = 1")
-    db.commit()
-    tally = apply(sent, event(delivery(sent, 1), "delivered", 5))
+def test_events_never_change_a_pending_delivery(sent, cli, backend):
+    backend.execute("UPDATE deliveries SET state = 'pending' WHERE id = 1")
+    tally = apply(backend, event(delivery(backend, 1), "delivered", 5))
     assert tally.applied == 1 and tally.changed == 0
-    assert delivery(sent, 1)["state"] == "pending"
+    assert delivery(backend, 1)["state"] == "pending"
 
 
-def test_processed_settles_an_unknown_outcome(sent):
-    db = sqlite3.connect(sent / "bulletin.db")
-    db.execute("UPDATE deliveries SET state = 'unknown' WHERE id = 2")
-    db.commit()
-    apply(sent, event(delivery(sent, 2), "processed", 5))
-    assert delivery(sent, 2)["state"] == "accepted"
+def test_processed_settles_an_unknown_outcome(sent, backend):
+    backend.execute("UPDATE deliveries SET state = 'unknown' WHERE id = 2")
+    apply(backend, event(delivery(backend, 2), "processed", 5))
+    assert delivery(backend, 2)["state"] == "accepted"
 
 
 # --- duplicates and unknown deliveries -----------------------------------------------------------
 
 
-def test_duplicates_are_ignored_within_and_across_batches(sent):
-    row = deliveries(sent)[0]
+def test_duplicates_are_ignored_within_and_across_batches(sent, backend):
+    row = deliveries(backend)[0]
     batch = [event(row, "delivered", 5), event(row, "open", 60)]
-    first = apply(sent, *batch, batch[0])
+    first = apply(backend, *batch, batch[0])
     assert (first.received, first.applied, first.duplicates) == (3, 2, 1)
-    again = apply(sent, *batch)
+    again = apply(backend, *batch)
     assert (again.applied, again.duplicates, again.changed) == (0, 2, 0)
-    assert len(stored_events(sent)) == 2
+    assert len(stored_events(backend)) == 2
 
 
-def test_an_event_without_an_id_is_deduplicated_by_its_content(sent):
-    row = deliveries(sent)[0]
+def test_an_event_without_an_id_is_deduplicated_by_its_content(sent, backend):
+    row = deliveries(backend)[0]
     body = event(row, "dropped", 5, reason="Bounced Address")
     del body["sg_event_id"]
-    assert apply(sent, body).applied == 1
-    assert apply(sent, dict(reversed(body.items()))).duplicates == 1
-    assert stored_events(sent)[0][0].startswith("sha256:")
+    assert apply(backend, body).applied == 1
+    assert apply(backend, dict(reversed(body.items()))).duplicates == 1
+    assert stored_events(backend)[0][0].startswith("sha256:")
 
 
-def test_events_for_unknown_deliveries_are_kept_and_counted(sent):
-    row = deliveries(sent)[0]
+def test_events_for_unknown_deliveries_are_kept_and_counted(sent, backend):
+    row = deliveries(backend)[0]
     stranger = {
         "email": "stranger@example.net",
         "event": "delivered",
@@ -220,16 +216,16 @@ def test_events_for_unknown_deliveries_are_kept_and_counted(sent):
         "sg_event_id": "test-copy-1",
         "bulletin_test": "1",
     }
-    tally = apply(sent, stranger, elsewhere, wrong_send, test_copy)
+    tally = apply(backend, stranger, elsewhere, wrong_send, test_copy)
     assert (tally.received, tally.applied, tally.unknown) == (4, 0, 4)
-    assert [d for _, d, _ in stored_events(sent)] == [None, None, None, None]
-    assert delivery(sent, row["id"])["state"] == "accepted"  # custom args are not guessed at
+    assert [d for _, d, _ in stored_events(backend)] == [None, None, None, None]
+    assert delivery(backend, row["id"])["state"] == "accepted"  # custom args are not guessed at
 
 
-def test_an_event_with_only_an_address_changes_nothing(sent, cli):
+def test_an_event_with_only_an_address_changes_nothing(sent, cli, backend):
     """Issue 12: without custom_args or a message id of ours it is another app's event."""
     send_again(sent, cli)
-    rows = deliveries(sent)
+    rows = deliveries(backend)
     first = rows[0]
     body = {
         "email": first["email"].upper(),
@@ -239,16 +235,18 @@ def test_an_event_with_only_an_address_changes_nothing(sent, cli):
         "timestamp": T0,
         "sg_event_id": "late-bounce-1",
     }
-    tally = apply(sent, body)
+    tally = apply(backend, body)
     assert (tally.applied, tally.unknown, tally.suppressed) == (0, 1, 0)
-    assert {delivery(sent, r["id"])["state"] for r in rows if r["email"] == first["email"]} == {
+    assert {delivery(backend, r["id"])["state"] for r in rows if r["email"] == first["email"]} == {
         "accepted"
     }
 
 
-def test_fallback_to_sg_message_id_picks_the_recipient_among_a_batch(workdir, cli, sendgrid_env):
+def test_fallback_to_sg_message_id_picks_the_recipient_among_a_batch(
+    workdir, cli, sendgrid_env, backend
+):
     cli("send", "eu-referendum", "--yes")
-    rows = deliveries(workdir)
+    rows = deliveries(backend)
     message_ids = {r["message_id"] for r in rows}
     assert len(message_ids) == 1  # one request, one X-Message-Id for all 34
     target = rows[5]
@@ -259,9 +257,9 @@ def test_fallback_to_sg_message_id_picks_the_recipient_among_a_batch(workdir, cl
         "sg_event_id": "by-message-id",
         "sg_message_id": f"{target['message_id']}.filterdrecv-5645d9c87f-abcde-1-5F5FC76C-9.0",
     }
-    tally = apply(workdir, body)
+    tally = apply(backend, body)
     assert tally.applied == 1
-    states = {r["id"]: r["state"] for r in deliveries(workdir)}
+    states = {r["id"]: r["state"] for r in deliveries(backend)}
     assert states[target["id"]] == "delivered"
     assert list(states.values()).count("delivered") == 1
 
@@ -311,20 +309,20 @@ def test_fallback_to_sg_message_id_picks_the_recipient_among_a_batch(workdir, cl
         ("deferred", {"response": "451 4.7.1 greylisted"}, "deferred", None),
     ],
 )
-def test_which_events_suppress_the_address(sent, kind, extra, state, reason):
-    row = deliveries(sent)[3]
-    tally = apply(sent, event(row, kind, 30, **extra))
-    assert delivery(sent, row["id"])["state"] == state
-    listed = suppressions(sent)
+def test_which_events_suppress_the_address(sent, kind, extra, state, reason, backend):
+    row = deliveries(backend)[3]
+    tally = apply(backend, event(row, kind, 30, **extra))
+    assert delivery(backend, row["id"])["state"] == state
+    listed = suppressions(backend)
     if reason is None:
         assert listed == {} and tally.suppressed == 0
     else:
         assert listed == {row["email"]: (reason, "sendgrid")} and tally.suppressed == 1
 
 
-def test_a_suppressed_address_is_skipped_by_the_next_send(sent, cli):
-    row = deliveries(sent)[4]
-    apply(sent, event(row, "spamreport", 90))
+def test_a_suppressed_address_is_skipped_by_the_next_send(sent, cli, backend):
+    row = deliveries(backend)[4]
+    apply(backend, event(row, "spamreport", 90))
     result = send_again(sent, cli)
     assert "1 suppressed" in result.stderr
     outbox = [p.read_text(errors="replace") for p in (sent / "outbox").glob("2-*.eml")]
@@ -375,8 +373,8 @@ def test_reading_arrays_and_json_lines(text, expected):
     assert values(text, chunk=3) == expected
 
 
-def test_import_an_array_then_json_lines_then_the_same_again(sent, cli):
-    rows = deliveries(sent)
+def test_import_an_array_then_json_lines_then_the_same_again(sent, cli, backend):
+    rows = deliveries(backend)
     array = [event(r, "delivered", 30) for r in rows[:10]]
     (sent / "events.json").write_text(json.dumps(array, indent=2))
     lines = [event(r, "open", 600) for r in rows[:10]]
@@ -390,12 +388,12 @@ def test_import_an_array_then_json_lines_then_the_same_again(sent, cli):
     assert "11 event(s): 10 applied, 0 duplicate(s) ignored, 1 for unknown deliveries" in out
     out = cli("events", "import", "events.json").stdout
     assert "10 event(s): 0 applied, 10 duplicate(s) ignored" in out
-    got = deliveries(sent)[:10]
+    got = deliveries(backend)[:10]
     assert {(r["state"], r["opened"]) for r in got} == {("delivered", 1)}
 
 
-def test_import_reports_malformed_lines_as_file_line_and_keeps_the_rest(sent, cli):
-    rows = deliveries(sent)
+def test_import_reports_malformed_lines_as_file_line_and_keeps_the_rest(sent, cli, backend):
+    rows = deliveries(backend)
     text = "\n".join(
         [
             json.dumps(event(rows[0], "delivered", 1)),
@@ -418,7 +416,7 @@ def test_import_reports_malformed_lines_as_file_line_and_keeps_the_rest(sent, cl
     assert errors[-1] == (
         "Error: 4 malformed item(s) in export.json were skipped; everything else was imported"
     )
-    assert [d["state"] for d in deliveries(sent)[:2]] == ["delivered", "delivered"]
+    assert [d["state"] for d in deliveries(backend)[:2]] == ["delivered", "delivered"]
 
 
 def test_import_of_a_missing_file_is_one_clear_line(workdir, cli):
@@ -429,10 +427,10 @@ def test_import_of_a_missing_file_is_one_clear_line(workdir, cli):
 # --- status --------------------------------------------------------------------------------------
 
 
-def test_status_shows_event_outcomes_with_rates(sent, cli):
-    rows = deliveries(sent)
+def test_status_shows_event_outcomes_with_rates(sent, cli, backend):
+    rows = deliveries(backend)
     apply(
-        sent,
+        backend,
         *[event(r, "delivered", 10) for r in rows[:30]],
         *[event(r, "open", 100) for r in rows[:12]],
         *[event(r, "click", 200) for r in rows[:3]],

@@ -250,3 +250,31 @@ def test_publications_keep_sources_publish_withdraw_and_remove(ledger):
     assert not store.publication("BR-1").withdrawn
     store.remove("BR-1")
     assert store.publication("BR-1") is None and store.withdraw("BR-1") is None
+
+
+def test_a_reused_test_database_starts_empty_and_numbers_sends_from_one(
+    ledger_databases, postgres_cluster
+):
+    """tests/postgres.py hands one database to test after test: nothing may leak between them."""
+    import psycopg
+
+    name = ledger_databases.take()
+    url = postgres_cluster.url(name)
+    with open_ledger(url) as ledger:
+        ledger.add_recipients(new_send(ledger), people(3))
+        ledger.suppress("person1@example.org", "asked by phone")
+    # A process the test left behind, in a transaction, holding a session lock.
+    holder = psycopg.connect(url)
+    holder.execute("SELECT pg_advisory_lock(7)")
+    holder.execute("SELECT * FROM deliveries FOR UPDATE")
+    ledger_databases.give_back(name)
+    assert ledger_databases.take() == name
+    try:
+        with psycopg.connect(url) as other:
+            assert other.execute("SELECT pg_try_advisory_lock(7)").fetchone() == (True,)
+        with open_ledger(url) as ledger:
+            assert ledger.sends() == [] and ledger.suppressions() == []
+            assert new_send(ledger) == 1
+    finally:
+        holder.close()
+        ledger_databases.give_back(name)

@@ -1,8 +1,9 @@
 """`bulletin run`: due / not due / stale, clock changes, overlap and a killed run (issue 6).
 
-Real components only: a `bulletin init`-ed folder, the tracking database as a SQLite file, the
-outbox transport, and the SendGrid stand-in for the overlap and kill tests, which start real
-`python -m bulletin run` processes.
+Real components only: a `bulletin init`-ed folder, the tracking database as a SQLite file and
+again on a real PostgreSQL server (the `backend` fixture), the outbox transport, and the
+SendGrid stand-in for the overlap and kill tests, which start real `python -m bulletin run`
+processes.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import csv
 import logging.handlers
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from backends import Backend
 from servers import slow, status
 
 from bulletin.config import load_settings
@@ -55,23 +56,18 @@ def verdicts(result: RunResult) -> dict[str, Verdict]:
     return {Path(c.shown).stem: c.verdict for c in result.considered}
 
 
-def sends(db: Path) -> list[tuple]:
-    if not db.exists():
-        return []
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "SELECT id, message, completed_at IS NOT NULL FROM sends ORDER BY id"
-        ).fetchall()
+def sends(db: Backend) -> list[tuple]:
+    """(id, message, finished) of every send (finished: 1/0, or True/False on PostgreSQL)."""
+    return db.tuples("SELECT id, message, completed_at IS NOT NULL FROM sends ORDER BY id")
 
 
-def states(db: Path, send_id: int = 1) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        return dict(
-            conn.execute(
-                "SELECT state, COUNT(*) FROM deliveries WHERE send_id = ? GROUP BY state",
-                (send_id,),
-            ).fetchall()
+def states(db: Backend, send_id: int = 1) -> dict[str, int]:
+    return dict(
+        db.tuples(
+            "SELECT state, COUNT(*) FROM deliveries WHERE send_id = :send_id GROUP BY state",
+            send_id=send_id,
         )
+    )
 
 
 def outbox(workdir: Path) -> list[Path]:
@@ -85,19 +81,24 @@ def log_file(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+# Tests that store anything run on SQLite and on PostgreSQL (tests/backends.py): those that
+# ask for `backend`, and these.
+both_backends = pytest.mark.usefixtures("backend")
+
+
 # --- due, not due, stale ----------------------------------------------------------------------
 
 
-def test_nothing_due_prints_nothing_but_logs_a_summary(workdir, cli, log_file, db_path):
+def test_nothing_due_prints_nothing_but_logs_a_summary(workdir, cli, log_file, backend):
     schedule(workdir, "monday", "2026-07-06T07:30")
     result = cli("run", "--now", "2026-07-06T07:29")
     assert result.stdout == "" and result.stderr == ""
-    assert sends(db_path) == [] and outbox(workdir) == []
+    assert sends(backend) == [] and outbox(workdir) == []
     log = log_file.read_text()
     assert "INFO" in log and "2 message file(s): 1 no send_at, 1 not due; exit 0" in log
 
 
-def test_a_due_message_is_sent_once_and_later_runs_are_quiet(workdir, cli, log_file, db_path):
+def test_a_due_message_is_sent_once_and_later_runs_are_quiet(workdir, cli, log_file, backend):
     schedule(workdir, "monday", "2026-07-06T07:30")
     first = cli("run", "--now", "2026-07-06T07:35")
     assert first.stdout == (
@@ -108,13 +109,14 @@ def test_a_due_message_is_sent_once_and_later_runs_are_quiet(workdir, cli, log_f
     again = cli("run", "--now", "2026-07-06T07:40")
     assert again.stdout == "" and again.stderr == ""
     assert len(outbox(workdir)) == SAMPLE
-    assert sends(db_path) == [(1, "monday", 1)]
+    assert sends(backend) == [(1, "monday", 1)]
     lines = log_file.read_text().splitlines()
     assert sum("Sent messages/monday.md (send #1)" in line for line in lines) == 1
     assert sum(" run at " in line for line in lines) == 2
     assert lines[-1].endswith("1 no send_at, 1 already sent; exit 0")
 
 
+@both_backends
 def test_verbose_says_what_was_considered_and_why(workdir, cli):
     schedule(workdir, "sent-earlier", "2026-07-06T07:00")
     cli("send", "sent-earlier", "--yes")
@@ -144,7 +146,7 @@ def test_due_and_stale_boundaries(workdir, settings, now, verdict):
     assert len(outbox(workdir)) == (SAMPLE if verdict == Verdict.SENT else 0)
 
 
-def test_a_stale_message_is_reported_once_and_never_sent(workdir, cli, log_file, db_path):
+def test_a_stale_message_is_reported_once_and_never_sent(workdir, cli, log_file, backend):
     schedule(workdir, "last-week", "2026-06-29T07:30")
     first = cli("run", "--now", "2026-07-06T08:00", expect=1)
     assert first.stdout == ""
@@ -157,7 +159,7 @@ def test_a_stale_message_is_reported_once_and_never_sent(workdir, cli, log_file,
     again = cli("run", "--now", "2026-07-06T08:05", expect=1)
     assert again.stdout == "" and again.stderr == ""
     assert "not sent: send_at" in cli("run", "--now", "2026-07-06T08:10", "-v", expect=1).stderr
-    assert sends(db_path) == [] and outbox(workdir) == []
+    assert sends(backend) == [] and outbox(workdir) == []
     assert log_file.read_text().count("not sent: send_at") == 1
     # a wider window lets it go, from the option or from .env
     (workdir / ".env").write_text("BULLETIN_STALE_AFTER_HOURS=200\n")
@@ -165,6 +167,7 @@ def test_a_stale_message_is_reported_once_and_never_sent(workdir, cli, log_file,
     assert len(outbox(workdir)) == SAMPLE
 
 
+@both_backends
 def test_stale_after_option_overrides_the_setting(workdir, cli):
     schedule(workdir, "yesterday", "2026-07-05T07:30")
     cli("run", "--now", "2026-07-06T08:00", "--stale-after", "12", expect=1)
@@ -245,7 +248,7 @@ def test_a_bad_now_is_a_usage_error(workdir, cli):
 # --- problems beside good messages ------------------------------------------------------------
 
 
-def test_a_failing_message_is_reported_and_the_good_one_still_goes(workdir, cli, db_path):
+def test_a_failing_message_is_reported_and_the_good_one_still_goes(workdir, cli, backend):
     schedule(workdir, "good", "2026-07-06T07:30")
     schedule(workdir, "bad", "2026-07-06T07:00", body="Your scheme: {{ nickname }}")
     result = cli("run", "--now", "2026-07-06T08:00", expect=1)
@@ -254,7 +257,7 @@ def test_a_failing_message_is_reported_and_the_good_one_still_goes(workdir, cli,
     assert err[0].startswith("messages/bad.md: due but not sent: 1 problem(s); fix them")
     assert err[1].startswith("  messages/bad.md:9: {{ nickname }}: no contact column 'nickname'")
     assert len(outbox(workdir)) == SAMPLE
-    assert sends(db_path) == [(1, "good", 1)]
+    assert sends(backend) == [(1, "good", 1)]
     # fixed: the next run sends it
     schedule(workdir, "bad", "2026-07-06T07:00", body='Your scheme: {{ scheme or "yours" }}')
     fixed = cli("run", "--now", "2026-07-06T08:05")
@@ -262,6 +265,7 @@ def test_a_failing_message_is_reported_and_the_good_one_still_goes(workdir, cli,
     assert len(outbox(workdir)) == 2 * SAMPLE
 
 
+@both_backends
 def test_drafts_without_send_at_are_ignored_and_broken_scheduled_ones_reported(workdir, cli):
     (workdir / "messages" / "draft.md").write_text("no front matter yet\n", encoding="utf-8")
     (workdir / "messages" / "scrawl.md").write_bytes(b"\xff\xfe not utf-8")
@@ -273,7 +277,7 @@ def test_drafts_without_send_at_are_ignored_and_broken_scheduled_ones_reported(w
     assert "send_at: 'next monday' is not an ISO date-time" in result.stderr
 
 
-def test_a_message_changed_after_it_was_sent_is_not_sent_again(workdir, cli, db_path):
+def test_a_message_changed_after_it_was_sent_is_not_sent_again(workdir, cli, backend):
     schedule(workdir, "monday", "2026-07-06T07:30")
     cli("run", "--now", "2026-07-06T07:30")
     schedule(workdir, "monday", "2026-07-06T07:30", body="Corrected after sending.")
@@ -282,10 +286,11 @@ def test_a_message_changed_after_it_was_sent_is_not_sent_again(workdir, cli, db_
     assert "messages/monday.md: changed after it was sent (send #1); not re-sent" in (result.stderr)
     assert "bulletin send monday --new-send" in result.stderr
     assert cli("run", "--now", "2026-07-06T07:40", expect=1).stderr == ""  # said once
-    assert len(outbox(workdir)) == SAMPLE and sends(db_path) == [(1, "monday", 1)]
+    assert len(outbox(workdir)) == SAMPLE and sends(backend) == [(1, "monday", 1)]
 
 
-def test_a_message_changed_during_an_unfinished_send_is_not_resumed(workdir, cli, db_path):
+@both_backends
+def test_a_message_changed_during_an_unfinished_send_is_not_resumed(workdir, cli):
     schedule(workdir, "monday", "2026-07-06T07:30")
     cli("send", "monday", "--yes", "--limit", "5")
     schedule(workdir, "monday", "2026-07-06T07:30", body="Edited half way.")
@@ -297,16 +302,17 @@ def test_a_message_changed_during_an_unfinished_send_is_not_resumed(workdir, cli
 # --- unfinished sends -------------------------------------------------------------------------
 
 
-def test_an_unfinished_send_is_resumed_even_past_the_window(workdir, cli, db_path):
+def test_an_unfinished_send_is_resumed_even_past_the_window(workdir, cli, backend):
     schedule(workdir, "monday", "2026-07-06T07:30")
     cli("send", "monday", "--yes", "--limit", "10")
     result = cli("run", "--now", "2026-07-09T07:30")  # three days later: some already have it
     assert result.stdout.startswith(
         f"Resumed messages/monday.md (send #1): {SAMPLE - 10} written to the outbox"
     )
-    assert len(outbox(workdir)) == SAMPLE and sends(db_path) == [(1, "monday", 1)]
+    assert len(outbox(workdir)) == SAMPLE and sends(backend) == [(1, "monday", 1)]
 
 
+@both_backends
 def test_a_send_that_reached_nobody_goes_stale_like_a_new_one(workdir, cli, sendgrid_env):
     schedule(workdir, "monday", "2026-07-06T07:30")
     sendgrid_env.set_api_key("SG.a-different-key")  # ours is refused: nothing goes
@@ -320,6 +326,7 @@ def test_a_send_that_reached_nobody_goes_stale_like_a_new_one(workdir, cli, send
     assert sendgrid_env.delivered_emails() == {}
 
 
+@both_backends
 def test_a_transport_that_recovers_is_used_by_the_next_run(workdir, cli, sendgrid_env):
     schedule(workdir, "monday", "2026-07-06T07:30")
     schedule(workdir, "bad", "2026-07-06T07:30", body="{{ nickname }}")
@@ -335,6 +342,7 @@ def test_a_transport_that_recovers_is_used_by_the_next_run(workdir, cli, sendgri
     assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
 
 
+@both_backends
 def test_failed_recipients_exit_3_and_are_listed(workdir, cli, sendgrid_env, log_file):
     schedule(workdir, "monday", "2026-07-06T07:30")
     sendgrid_env.script(status(400))
@@ -366,6 +374,7 @@ def test_the_most_severe_outcome_sets_the_exit_code(codes, expected):
     assert result.exit_code == expected
 
 
+@both_backends
 def test_messages_from_another_folder_are_named_by_path_in_hints(workdir, cli):
     (workdir / "scheduled").mkdir()
     path = schedule(workdir, "monday", "2026-07-06T07:30")
@@ -424,7 +433,7 @@ def schedule_many(workdir: Path) -> None:
     schedule(workdir, "monday", "2026-07-06T07:30", front="contacts: [lists/many.csv]\n")
 
 
-def test_a_second_run_during_a_slow_send_exits_quietly(workdir, sendgrid_env, db_path, monkeypatch):
+def test_a_second_run_during_a_slow_send_exits_quietly(workdir, sendgrid_env, monkeypatch, backend):
     monkeypatch.setenv("BULLETIN_TIMEOUT", "30")  # slow, not lost: the answer comes in 4 s
     schedule(workdir, "monday", "2026-07-06T07:30")
     sendgrid_env.script(slow(4))
@@ -437,7 +446,9 @@ def test_a_second_run_during_a_slow_send_exits_quietly(workdir, sendgrid_env, db
         assert (quiet.returncode, out, err) == (0, "", "")
         out, err = told.communicate(timeout=20)
         assert told.returncode == 0 and err == ""
-        assert out.startswith("another bulletin send is running (pid ")
+        assert out.startswith("another bulletin send is running ")
+        if backend.sqlite:  # the lock file names its holder; a PostgreSQL lock has no pid
+            assert out.startswith("another bulletin send is running (pid ")
         assert out.endswith("; this run did nothing\n")
         assert first.poll() is None  # both came and went during the first run's request
     finally:
@@ -446,11 +457,11 @@ def test_a_second_run_during_a_slow_send_exits_quietly(workdir, sendgrid_env, db
     assert out.startswith("Sent messages/monday.md (send #1): 34 accepted")
     delivered = sendgrid_env.delivered_emails()
     assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
-    assert sends(db_path) == [(1, "monday", 1)]
+    assert sends(backend) == [(1, "monday", 1)]
 
 
 def test_a_killed_run_is_resumed_by_the_next_without_duplicates(
-    workdir, cli, sendgrid_env, monkeypatch
+    workdir, cli, sendgrid_env, monkeypatch, backend
 ):
     monkeypatch.setenv("BULLETIN_TIMEOUT", "120")  # the run is killed while it waits
     schedule_many(workdir)
@@ -459,7 +470,7 @@ def test_a_killed_run_is_resumed_by_the_next_without_duplicates(
     assert sendgrid_env.wait_accepted(1, timeout=20), doomed.communicate(timeout=5)
     doomed.send_signal(signal.SIGKILL)  # mid-request: the first 1,000 went, no answer came
     doomed.wait(timeout=10)
-    assert states(workdir / "bulletin.db") == {"sending": 1000, "pending": 5}
+    assert states(backend) == {"sending": 1000, "pending": 5}
 
     result = cli("run", "--now", "2026-07-06T07:35", expect=3)  # the lock died with its holder
     assert result.stdout.startswith(
@@ -467,7 +478,7 @@ def test_a_killed_run_is_resumed_by_the_next_without_duplicates(
     )
     assert "an earlier run stopped mid-request; not re-sent" in result.stderr
     assert "bulletin send monday --resend-unknown" in result.stderr
-    assert states(workdir / "bulletin.db") == {"unknown": 1000, "accepted": 5}
+    assert states(backend) == {"unknown": 1000, "accepted": 5}
     delivered = sendgrid_env.delivered_emails()
     assert len(delivered) == 1005 and set(delivered.values()) == {1}
     after = cli("run", "--now", "2026-07-06T07:40")
@@ -476,7 +487,7 @@ def test_a_killed_run_is_resumed_by_the_next_without_duplicates(
 
 
 def test_a_stopped_run_finishes_its_request_and_the_next_run_carries_on(
-    workdir, cli, sendgrid_env, monkeypatch
+    workdir, cli, sendgrid_env, monkeypatch, backend
 ):
     monkeypatch.setenv("BULLETIN_TIMEOUT", "30")
     schedule_many(workdir)
@@ -491,7 +502,7 @@ def test_a_stopped_run_finishes_its_request_and_the_next_run_carries_on(
         "Sent messages/monday.md (send #1): 1000 accepted, 0 failed, 0 unknown, 5 still "
         "pending; interrupted — the next run carries on"
     )
-    assert states(workdir / "bulletin.db") == {"accepted": 1000, "pending": 5}
+    assert states(backend) == {"accepted": 1000, "pending": 5}
     result = cli("run", "--now", "2026-07-06T07:35")
     assert result.stdout.startswith("Resumed messages/monday.md (send #1): 5 accepted")
     delivered = sendgrid_env.delivered_emails()

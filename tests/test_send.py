@@ -1,7 +1,8 @@
 """`bulletin send`: check first, summary, confirmation, dry run, test copy, limit, resume.
 
 Everything runs against real components: a `bulletin init`-ed folder, the tracking database as
-a real SQLite file and, where a network transport matters, the SendGrid stand-in.
+a real SQLite file and again on a real PostgreSQL server (the `backend` fixture) and, where a
+network transport matters, the SendGrid stand-in.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import csv
 import os
 import select
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +17,8 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from backends import Backend, as_backend
+from sqlalchemy.engine import RowMapping
 
 SAMPLE = 34  # email recipients in the packaged contacts/coordinators.csv
 FIRST = "margaret.okafor@example.org"  # its first row
@@ -68,17 +70,16 @@ def street_message(workdir: Path, rows: list[dict[str, str]], text: str = STREET
     return "street"
 
 
-def deliveries(db: Path, send_id: int | None = None) -> dict[str, sqlite3.Row]:
-    """email (lower case) → its delivery row, read straight from the SQLite file."""
-    with sqlite3.connect(db) as connection:
-        connection.row_factory = sqlite3.Row
-        if send_id is None:
-            send_id = connection.execute("SELECT MAX(id) FROM sends").fetchone()[0]
-        rows = connection.execute("SELECT * FROM deliveries WHERE send_id = ?", (send_id,))
-        return {row["email_key"]: row for row in rows}
+def deliveries(db: Backend | Path, send_id: int | None = None) -> dict[str, RowMapping]:
+    """email (lower case) → its delivery row, read straight from the database."""
+    db = as_backend(db)
+    if send_id is None:
+        send_id = db.scalar("SELECT MAX(id) FROM sends")
+    rows = db.rows("SELECT * FROM deliveries WHERE send_id = :send_id", send_id=send_id)
+    return {row["email_key"]: row for row in rows}
 
 
-def states(db: Path, send_id: int | None = None) -> dict[str, int]:
+def states(db: Backend | Path, send_id: int | None = None) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in deliveries(db, send_id).values():
         counts[row["state"]] = counts.get(row["state"], 0) + 1
@@ -91,6 +92,11 @@ def outbox_recipients(workdir: Path) -> list[str]:
         message_from_bytes(path.read_bytes(), policy=policy.default)["To"].addresses[0].addr_spec
         for path in sorted((workdir / "outbox").glob("*.eml"))
     ]
+
+
+# Tests that store anything run on SQLite and on PostgreSQL (tests/backends.py): those that
+# ask for `backend`, and these.
+both_backends = pytest.mark.usefixtures("backend")
 
 
 # --- check first -------------------------------------------------------------------------------
@@ -107,28 +113,28 @@ def add_invalid_row(workdir: Path) -> int:
     return text.rstrip("\n").count("\n") + 1
 
 
-def test_an_invalid_contact_row_stops_the_send_before_anything_is_written(workdir, cli):
+def test_an_invalid_contact_row_stops_the_send_before_anything_is_written(workdir, cli, backend):
     line = add_invalid_row(workdir)
     result = cli("send", "eu-referendum", "--yes", expect=1)
     assert f"contacts/coordinators.csv:{line}: 'not-an-address'" in result.stderr
     assert "nothing was sent" in result.stderr
     assert "--skip-invalid" in result.stderr
-    assert not (workdir / "bulletin.db").exists()
+    assert not backend.written()
     assert not (workdir / "outbox").exists()
 
 
-def test_skip_invalid_sends_the_valid_rows_and_reports_the_others(workdir, cli):
+def test_skip_invalid_sends_the_valid_rows_and_reports_the_others(workdir, cli, backend):
     line = add_invalid_row(workdir)
     result = cli("send", "eu-referendum", "--yes", "--skip-invalid")
     assert f"skipped: contacts/coordinators.csv:{line}:" in result.stderr
     assert "1 invalid row(s)" in result.stderr
     assert f"{SAMPLE} written to the outbox" in result.stdout
-    rows = deliveries(workdir / "bulletin.db")
+    rows = deliveries(backend)
     assert len(rows) == SAMPLE and "not-an-address" not in rows
     assert len(outbox_recipients(workdir)) == SAMPLE
 
 
-def test_a_broken_message_is_refused_even_with_skip_invalid(workdir, cli):
+def test_a_broken_message_is_refused_even_with_skip_invalid(workdir, cli, backend):
     path = workdir / "messages" / "eu-referendum.md"
     path.write_text(
         path.read_text(encoding="utf-8").replace("{{ first_name", "{{ nickname", 1),
@@ -136,12 +142,13 @@ def test_a_broken_message_is_refused_even_with_skip_invalid(workdir, cli):
     )
     result = cli("send", "eu-referendum", "--yes", "--skip-invalid", expect=1)
     assert "nickname" in result.stderr
-    assert not (workdir / "bulletin.db").exists()
+    assert not backend.written()
 
 
 # --- summary and confirmation ------------------------------------------------------------------
 
 
+@both_backends
 def test_summary_shows_subject_sender_transport_audience_and_skips(workdir, cli):
     # A second list repeating one address, and one address on the do-not-send list.
     write_contacts(
@@ -165,10 +172,10 @@ def test_summary_names_the_sendgrid_transport(workdir, cli, sendgrid_env):
     assert sendgrid_env.requests == 0
 
 
-def test_without_yes_and_without_a_terminal_it_refuses_rather_than_hangs(workdir, cli):
+def test_without_yes_and_without_a_terminal_it_refuses_rather_than_hangs(workdir, cli, backend):
     result = cli("send", "eu-referendum", expect=1)
     assert "pass --yes" in result.stderr
-    assert not (workdir / "bulletin.db").exists()
+    assert not backend.written()
     assert not (workdir / "outbox").exists()
 
 
@@ -217,6 +224,7 @@ def test_on_a_terminal_it_asks_and_no_means_nothing_is_sent(workdir):
     assert not (workdir / "outbox").exists()
 
 
+@both_backends
 def test_on_a_terminal_yes_sends(workdir):
     code, output = on_terminal(workdir, "y")
     assert code == 0, output
@@ -228,23 +236,23 @@ def test_on_a_terminal_yes_sends(workdir):
 
 
 def test_dry_run_renders_everything_and_touches_neither_transport_nor_database(
-    workdir, cli, sendgrid_env
+    workdir, cli, sendgrid_env, backend
 ):
     result = cli("send", "eu-referendum", "--dry-run")
     assert f"Dry run: rendered {SAMPLE} message(s); nothing was sent" in result.stdout
     assert sendgrid_env.requests == 0
-    assert not (workdir / "bulletin.db").exists()
+    assert not backend.written()
     assert not (workdir / "bulletin.db.lock").exists()
 
 
-def test_dry_run_with_the_outbox_writes_no_files(workdir, cli):
+def test_dry_run_with_the_outbox_writes_no_files(workdir, cli, backend):
     cli("send", "eu-referendum", "--dry-run")
     assert not (workdir / "outbox").exists()
-    assert not (workdir / "bulletin.db").exists()
+    assert not backend.written()
 
 
 def test_test_copy_goes_to_one_staff_address_personalised_as_the_first_contact(
-    workdir, cli, sendgrid_env
+    workdir, cli, sendgrid_env, backend
 ):
     result = cli("send", "eu-referendum", "--test", "duty.officer@example.net")
     assert "not tracked" in result.stdout
@@ -254,17 +262,17 @@ def test_test_copy_goes_to_one_staff_address_personalised_as_the_first_contact(
     (personalization,) = request["body"]["personalizations"]
     assert personalization["subject"].startswith("[TEST] Key messages")
     assert "Margaret" in personalization["substitutions"].values()  # the first contact's name
-    assert not (workdir / "bulletin.db").exists()
+    assert not backend.written()
 
 
-def test_test_copy_through_the_outbox(workdir, cli):
+def test_test_copy_through_the_outbox(workdir, cli, backend):
     cli("send", "eu-referendum", "--test", "duty.officer@example.net")
     (path,) = (workdir / "outbox").glob("*.eml")
     mail = message_from_bytes(path.read_bytes(), policy=policy.default)
     assert mail["To"].addresses[0].addr_spec == "duty.officer@example.net"
     assert mail["Subject"] == "[TEST] Key messages from the Borough Commander: we stand together"
     assert "Dear Margaret," in mail.get_body(("plain",)).get_content()
-    assert not (workdir / "bulletin.db").exists()
+    assert not backend.written()
 
 
 def test_test_copy_and_dry_run_together_are_a_usage_error(workdir, cli, sendgrid_env):
@@ -284,15 +292,14 @@ def test_test_copy_rejects_a_bad_address(workdir, cli):
 # --- limit, resume, changed messages -----------------------------------------------------------
 
 
-def test_limit_sends_the_next_n_and_a_rerun_continues(workdir, cli):
-    db = workdir / "bulletin.db"
+def test_limit_sends_the_next_n_and_a_rerun_continues(workdir, cli, backend):
     result = cli("send", "eu-referendum", "--yes", "--limit", "10")
     assert "10 written to the outbox" in result.stdout
     assert f"{SAMPLE - 10} still pending" in result.stdout
     assert "again to continue" in result.stdout
-    assert states(db) == {"accepted": 10, "pending": SAMPLE - 10}
+    assert states(backend) == {"accepted": 10, "pending": SAMPLE - 10}
     cli("send", "eu-referendum", "--yes", "--limit", "10")
-    assert states(db) == {"accepted": 20, "pending": SAMPLE - 20}
+    assert states(backend) == {"accepted": 20, "pending": SAMPLE - 20}
     result = cli("send", "eu-referendum", "--yes")
     assert f"{SAMPLE - 20} written to the outbox" in result.stdout
     sent = outbox_recipients(workdir)
@@ -302,7 +309,9 @@ def test_limit_sends_the_next_n_and_a_rerun_continues(workdir, cli):
     assert len(outbox_recipients(workdir)) == SAMPLE
 
 
-def test_resume_after_a_partial_send_never_resends_accepted_recipients(workdir, cli, sendgrid_env):
+def test_resume_after_a_partial_send_never_resends_accepted_recipients(
+    workdir, cli, sendgrid_env, backend
+):
     cli("send", "eu-referendum", "--yes", "--limit", "7")
     first = set(sendgrid_env.delivered_emails())
     assert len(first) == 7
@@ -310,11 +319,10 @@ def test_resume_after_a_partial_send_never_resends_accepted_recipients(workdir, 
     assert "Resuming:  send #1 — 7 already done, 27 to go; 0 joined since" in result.stderr
     delivered = sendgrid_env.delivered_emails()
     assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
-    assert states(workdir / "bulletin.db") == {"accepted": SAMPLE}
+    assert states(backend) == {"accepted": SAMPLE}
 
 
-def test_a_changed_message_after_a_partial_send_is_refused_unless_new_send(workdir, cli):
-    db = workdir / "bulletin.db"
+def test_a_changed_message_after_a_partial_send_is_refused_unless_new_send(workdir, cli, backend):
     cli("send", "eu-referendum", "--yes", "--limit", "5")
     path = workdir / "messages" / "eu-referendum.md"
     path.write_text(path.read_text(encoding="utf-8") + "\nP.S. One more thing.\n", "utf-8")
@@ -322,16 +330,15 @@ def test_a_changed_message_after_a_partial_send_is_refused_unless_new_send(workd
     result = cli("send", "eu-referendum", "--yes", expect=1)
     assert "has changed since send #1" in result.stderr and "--new-send" in result.stderr
     assert len(outbox_recipients(workdir)) == 5
-    assert states(db, 1) == {"accepted": 5, "pending": SAMPLE - 5}
+    assert states(backend, 1) == {"accepted": 5, "pending": SAMPLE - 5}
 
     result = cli("send", "eu-referendum", "--yes", "--new-send")
     assert f"Send #2: {SAMPLE} written to the outbox" in result.stdout
-    assert states(db, 2) == {"accepted": SAMPLE}
-    assert states(db, 1) == {"accepted": 5, "pending": SAMPLE - 5}  # the old send is untouched
+    assert states(backend, 2) == {"accepted": SAMPLE}
+    assert states(backend, 1) == {"accepted": 5, "pending": SAMPLE - 5}  # the old send is untouched
 
 
-def test_repeating_a_new_send_command_resumes_it_rather_than_sending_twice(workdir, cli):
-    db = workdir / "bulletin.db"
+def test_repeating_a_new_send_command_resumes_it_rather_than_sending_twice(workdir, cli, backend):
     cli("send", "eu-referendum", "--yes", "--limit", "5")
     path = workdir / "messages" / "eu-referendum.md"
     path.write_text(path.read_text(encoding="utf-8") + "\nP.S. One more thing.\n", "utf-8")
@@ -340,14 +347,13 @@ def test_repeating_a_new_send_command_resumes_it_rather_than_sending_twice(workd
     result = cli("send", "eu-referendum", "--yes", "--new-send")
     assert "Resuming:  send #2 — 5 already done" in result.stderr
     assert f"Send #2: {SAMPLE - 5} written to the outbox" in result.stdout
-    with sqlite3.connect(db) as connection:
-        assert connection.execute("SELECT COUNT(*) FROM sends").fetchone()[0] == 2
+    assert backend.scalar("SELECT COUNT(*) FROM sends") == 2
     second = list((workdir / "outbox").glob("2-*.eml"))
     assert len(second) == SAMPLE
-    assert states(db, 2) == {"accepted": SAMPLE}
+    assert states(backend, 2) == {"accepted": SAMPLE}
 
 
-def test_a_contact_removed_from_the_list_mid_send_is_not_sent(workdir, cli):
+def test_a_contact_removed_from_the_list_mid_send_is_not_sent(workdir, cli, backend):
     name = street_message(workdir, people(6))
     cli("send", name, "--yes", "--limit", "2")
     street_message(workdir, people(6)[:5])  # person00006 leaves the list before the re-run
@@ -355,14 +361,14 @@ def test_a_contact_removed_from_the_list_mid_send_is_not_sent(workdir, cli):
     assert "3 to go; 0 joined since, 0 unknown, 0 suppressed, 1 left the list" in result.stderr
     assert "3 written to the outbox" in result.stdout and "1 left the list" in result.stdout
     # The send no longer owes them a copy: their pending row goes (issue 11).
-    assert "person00006@example.org" not in deliveries(workdir / "bulletin.db")
+    assert "person00006@example.org" not in deliveries(backend)
     assert "person00006@example.org" not in outbox_recipients(workdir)
 
 
 # --- the outbox transport ----------------------------------------------------------------------
 
 
-def test_outbox_writes_private_eml_files_and_says_nothing_was_emailed(workdir, cli):
+def test_outbox_writes_private_eml_files_and_says_nothing_was_emailed(workdir, cli, backend):
     result = cli("send", "eu-referendum", "--yes")
     assert "Nothing was emailed" in result.stdout
     folder = workdir / "outbox"
@@ -371,17 +377,19 @@ def test_outbox_writes_private_eml_files_and_says_nothing_was_emailed(workdir, c
     assert len(files) == SAMPLE
     assert {path.stat().st_mode & 0o777 for path in files} == {0o600}
     assert not list(folder.glob("*.tmp"))
-    rows = deliveries(workdir / "bulletin.db")
+    rows = deliveries(backend)
     mail = message_from_bytes(files[0].read_bytes(), policy=policy.default)
     address = mail["To"].addresses[0].addr_spec.lower()
     assert rows[address]["message_id"] == mail["Message-ID"]
 
 
 @pytest.mark.parametrize("option", ["--transport", "--transport=smtp"])
-def test_an_unconfigured_transport_is_a_configuration_error(workdir, cli, option, monkeypatch):
+def test_an_unconfigured_transport_is_a_configuration_error(
+    workdir, cli, option, monkeypatch, backend
+):
     monkeypatch.setenv("SMTP_HOST", "")
     args = ["send", "eu-referendum", "--yes"]
     args += [option, "sendgrid"] if option == "--transport" else [option]
     result = cli(*args, expect=1)
     assert ("SENDGRID_API_KEY" if option == "--transport" else "SMTP_HOST") in result.stderr
-    assert not (workdir / "bulletin.db").exists()
+    assert not backend.written()

@@ -1,7 +1,8 @@
 """The SendGrid transport: the real `sendgrid` client against the loopback v3 stand-in.
 
 The stand-in validates every request like the real API and can misbehave on cue
-(tests/servers.py): rate limits, 5xx, a refused key, a 400, a slow or dropped answer.
+(tests/servers.py): rate limits, 5xx, a refused key, a 400, a slow or dropped answer. Tests
+that read the tracking database run on SQLite and PostgreSQL (the `backend` fixture).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _key_value(personalization: dict, email: str) -> None:
 
 
 def test_a_large_send_is_split_into_requests_of_at_most_1000_personalizations(
-    workdir, cli, sendgrid_env
+    workdir, cli, sendgrid_env, backend
 ):
     rows = people(2500)
     rows[1500]["first_name"] = NAME
@@ -59,7 +60,7 @@ def test_a_large_send_is_split_into_requests_of_at_most_1000_personalizations(
     delivered = sendgrid_env.delivered_emails()
     assert len(delivered) == 2500 and set(delivered.values()) == {1}
 
-    rows_by_email = deliveries(workdir / "bulletin.db")
+    rows_by_email = deliveries(backend)
     for request in sendgrid_env.accepted:
         body = request["body"]
         assert body["categories"] == ["street-safety"]
@@ -113,7 +114,7 @@ def test_the_text_part_is_the_same_unwrapped_text_as_smtp_sends(workdir, cli, se
     assert opening.endswith("circulate them to your contacts.")
 
 
-def test_oversized_personal_fields_fail_that_recipient_only(workdir, cli, sendgrid_env):
+def test_oversized_personal_fields_fail_that_recipient_only(workdir, cli, sendgrid_env, backend):
     rows = people(3)
     rows[1]["first_name"] = "x" * 6000  # used in subject and body: over 10,000 bytes
     name = street_message(workdir, rows)
@@ -123,7 +124,7 @@ def test_oversized_personal_fields_fail_that_recipient_only(workdir, cli, sendgr
         "person00001@example.org",
         "person00003@example.org",
     }
-    assert states(workdir / "bulletin.db") == {"accepted": 2, "failed": 1}
+    assert states(backend) == {"accepted": 2, "failed": 1}
 
 
 # --- retried failures --------------------------------------------------------------------------
@@ -199,13 +200,13 @@ def test_a_429_x_ratelimit_reset_is_honoured_without_retry_after(workdir, monkey
         assert stub.requests == 2 and len(stub.accepted) == 1
 
 
-def test_persistent_503_stops_the_send_and_a_rerun_completes(workdir, cli, sendgrid_env):
+def test_persistent_503_stops_the_send_and_a_rerun_completes(workdir, cli, sendgrid_env, backend):
     sendgrid_env.script(*[status(503)] * 6)  # BULLETIN_RETRIES=5: one try and five retries
     result = cli("send", "eu-referendum", "--yes", expect=4)
     assert "SendGrid answered 503 6 times" in result.stderr
     assert "the same command resumes" in result.stderr
     assert sendgrid_env.requests == 6 and not sendgrid_env.accepted
-    db = workdir / "bulletin.db"
+    db = backend
     assert states(db) == {"pending": SAMPLE}
 
     result = cli("send", "eu-referendum", "--yes")
@@ -218,7 +219,9 @@ def test_persistent_503_stops_the_send_and_a_rerun_completes(workdir, cli, sendg
 
 
 @pytest.mark.parametrize("code", [401, 403])
-def test_a_refused_api_key_stops_at_once_and_never_prints_the_key(workdir, cli, sendgrid_env, code):
+def test_a_refused_api_key_stops_at_once_and_never_prints_the_key(
+    workdir, cli, sendgrid_env, code, backend
+):
     if code == 401:
         sendgrid_env.set_api_key("SG.some-other-key")
     else:
@@ -231,11 +234,11 @@ def test_a_refused_api_key_stops_at_once_and_never_prints_the_key(workdir, cli, 
     assert key not in result.stdout + result.stderr
     assert key[3:] not in result.stdout + result.stderr
     assert sendgrid_env.requests == 1  # not retried
-    assert states(workdir / "bulletin.db") == {"pending": SAMPLE}  # nobody marked failed
+    assert states(backend) == {"pending": SAMPLE}  # nobody marked failed
 
 
 def test_a_400_fails_that_batch_with_sendgrids_text_and_sends_the_others(
-    workdir, cli, sendgrid_env
+    workdir, cli, sendgrid_env, backend
 ):
     name = street_message(workdir, people(2100))
     error = {"errors": [{"field": "personalizations.0.to", "message": "Invalid recipient"}]}
@@ -246,7 +249,7 @@ def test_a_400_fails_that_batch_with_sendgrids_text_and_sends_the_others(
     )
     assert "Send #1: 1100 accepted, 1000 failed" in result.stdout
     assert "bulletin status 1" in result.stderr
-    rows = deliveries(workdir / "bulletin.db")
+    rows = deliveries(backend)
     failed = {email for email, row in rows.items() if row["state"] == "failed"}
     assert failed == {f"person{n:05d}@example.org" for n in range(1001, 2001)}
     assert rows["person01001@example.org"]["error"].endswith("Invalid recipient")
@@ -266,7 +269,7 @@ def test_a_400_fails_that_batch_with_sendgrids_text_and_sends_the_others(
     ids=["timeout", "dropped", "reset"],
 )
 def test_no_answer_makes_the_batch_unknown_and_it_is_resent_only_on_request(
-    workdir, cli, sendgrid_env, monkeypatch, fault
+    workdir, cli, sendgrid_env, monkeypatch, fault, backend
 ):
     monkeypatch.setenv("BULLETIN_TIMEOUT", "0.5")
     sendgrid_env.script(fault)
@@ -274,7 +277,7 @@ def test_no_answer_makes_the_batch_unknown_and_it_is_resent_only_on_request(
     assert "no answer from the transport; not re-sent automatically" in result.stderr
     assert sendgrid_env.requests == 1  # not retried: the stand-in did accept it
     assert len(sendgrid_env.accepted) == 1
-    db = workdir / "bulletin.db"
+    db = backend
     assert states(db) == {"unknown": SAMPLE}
 
     result = cli("send", "eu-referendum", "--yes", expect=3)  # still unknown: exit 3 (issue 11)
@@ -286,30 +289,32 @@ def test_no_answer_makes_the_batch_unknown_and_it_is_resent_only_on_request(
     assert states(db) == {"accepted": SAMPLE}
 
 
-def test_a_202_with_a_garbled_body_is_still_accepted(workdir, cli, sendgrid_env):
+def test_a_202_with_a_garbled_body_is_still_accepted(workdir, cli, sendgrid_env, backend):
     sendgrid_env.script(garbage(202))
     cli("send", "eu-referendum", "--yes")
-    rows = deliveries(workdir / "bulletin.db")
+    rows = deliveries(backend)
     assert {r["state"] for r in rows.values()} == {"accepted"}
     assert {r["message_id"] for r in rows.values()} == {None}  # no X-Message-Id came back
 
 
-def test_a_connection_closed_before_reading_is_never_counted_as_sent(workdir, cli, sendgrid_env):
+def test_a_connection_closed_before_reading_is_never_counted_as_sent(
+    workdir, cli, sendgrid_env, backend
+):
     sendgrid_env.script(drop_before_read())
     cli("send", "eu-referendum", "--yes", expect=3)
-    counts = states(workdir / "bulletin.db")
+    counts = states(backend)
     assert counts.get("accepted", 0) == 0 and not sendgrid_env.accepted
 
 
 def test_sendgrid_unreachable_stops_with_a_clear_line_and_marks_nobody_sent(
-    workdir, cli, sendgrid_env
+    workdir, cli, sendgrid_env, backend
 ):
     sendgrid_env.stop()
     result = cli("send", "eu-referendum", "--yes", expect=4)
     assert f"cannot reach SendGrid at {sendgrid_env.url}" in result.stderr
     assert "BULLETIN_SENDGRID_URL" in result.stderr
     assert "Traceback" not in result.stderr
-    assert states(workdir / "bulletin.db") == {"pending": SAMPLE}
+    assert states(backend) == {"pending": SAMPLE}
 
 
 # --- substitution keys no contact can name (issue 19) -----------------------------------------

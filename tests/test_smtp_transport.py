@@ -1,4 +1,7 @@
-"""The SMTP transport against a real aiosmtpd server on 127.0.0.1 (tests/servers.py SmtpSink)."""
+"""The SMTP transport against a real aiosmtpd server on 127.0.0.1 (tests/servers.py SmtpSink).
+
+Tests that read the tracking database run on SQLite and PostgreSQL (the `backend` fixture).
+"""
 
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def test_one_connection_carries_every_message(workdir, cli, smtp_auth):
 
 
 def test_parallel_connections_each_carry_many_messages_and_nobody_gets_two(
-    workdir, cli, smtp_auth, monkeypatch
+    workdir, cli, smtp_auth, monkeypatch, backend
 ):
     monkeypatch.setenv("SMTP_CONNECTIONS", "3")
     name = street_message(workdir, people(120))
@@ -56,12 +59,12 @@ def test_parallel_connections_each_carry_many_messages_and_nobody_gets_two(
     assert connections(smtp_auth) == 3
     delivered = smtp_auth.delivered_emails()
     assert len(delivered) == 120 and set(delivered.values()) == {1}
-    assert states(workdir / "bulletin.db") == {"accepted": 120}
+    assert states(backend) == {"accepted": 120}
 
 
-def test_each_message_is_a_full_personal_mime_message(workdir, cli, smtp_env):
+def test_each_message_is_a_full_personal_mime_message(workdir, cli, smtp_env, backend):
     cli("send", "eu-referendum", "--yes")
-    rows = deliveries(workdir / "bulletin.db")
+    rows = deliveries(backend)
     assert len(smtp_env.messages) == SAMPLE
     for (sender, recipients, _raw), mail in zip(smtp_env.messages, smtp_env.parsed(), strict=True):
         (address,) = recipients
@@ -84,48 +87,48 @@ def test_login_with_good_credentials(workdir, cli, smtp_auth):
     assert len(smtp_auth.delivered_emails()) == SAMPLE
 
 
-def test_bad_credentials_stop_the_send_naming_the_settings(workdir, cli, smtp_auth, monkeypatch):
+def test_bad_credentials_stop_the_send_naming_the_settings(
+    workdir, cli, smtp_auth, monkeypatch, backend
+):
     monkeypatch.setenv("SMTP_PASSWORD", "wrong-password-canary-0d4e")
     result = cli("send", "eu-referendum", "--yes", expect=4)
     assert "SMTP_USERNAME / SMTP_PASSWORD" in result.stderr
     assert "wrong-password-canary-0d4e" not in result.stdout + result.stderr
     assert not smtp_auth.messages
-    assert states(workdir / "bulletin.db") == {"pending": SAMPLE}
+    assert states(backend) == {"pending": SAMPLE}
 
 
-def test_an_unreachable_server_is_exit_4(workdir, cli, smtp_env):
+def test_an_unreachable_server_is_exit_4(workdir, cli, smtp_env, backend):
     smtp_env.stop()
     result = cli("send", "eu-referendum", "--yes", expect=4)
     assert f"cannot connect to the SMTP server {smtp_env.host}:{smtp_env.port}" in result.stderr
-    assert not (workdir / "bulletin.db").exists() or states(workdir / "bulletin.db") == {
-        "pending": SAMPLE
-    }
+    assert not backend.written() or states(backend) == {"pending": SAMPLE}
 
 
-def test_a_550_recipient_fails_alone_and_the_send_exits_3(workdir, cli, smtp_env):
+def test_a_550_recipient_fails_alone_and_the_send_exits_3(workdir, cli, smtp_env, backend):
     smtp_env.fail_recipient("priya.raman@example.net", 550, "5.1.1 No such user")
     result = cli("send", "eu-referendum", "--yes", expect=3)
     assert "failed: priya.raman@example.net: 550 5.1.1 No such user" in result.stderr
-    rows = deliveries(workdir / "bulletin.db")
+    rows = deliveries(backend)
     assert rows["priya.raman@example.net"]["state"] == "failed"
-    assert states(workdir / "bulletin.db") == {"accepted": SAMPLE - 1, "failed": 1}
+    assert states(backend) == {"accepted": SAMPLE - 1, "failed": 1}
     assert len(smtp_env.delivered_emails()) == SAMPLE - 1
 
 
-def test_a_550_at_data_fails_that_message_only(workdir, cli, smtp_env):
+def test_a_550_at_data_fails_that_message_only(workdir, cli, smtp_env, backend):
     smtp_env.script(data_reply(250), data_reply(550))
     cli("send", "eu-referendum", "--yes", expect=3)
-    assert states(workdir / "bulletin.db") == {"accepted": SAMPLE - 1, "failed": 1}
+    assert states(backend) == {"accepted": SAMPLE - 1, "failed": 1}
     assert len(smtp_env.delivered_emails()) == SAMPLE - 1
 
 
-def test_a_451_is_retried_then_accepted(workdir, cli, smtp_env):
+def test_a_451_is_retried_then_accepted(workdir, cli, smtp_env, backend):
     smtp_env.script(data_reply(250), data_reply(451), data_reply(451))
     smtp_env.fail_recipient("david.oneill@example.com", 451, "4.2.1 Mailbox busy", times=2)
     cli("send", "eu-referendum", "--yes")
     delivered = smtp_env.delivered_emails()
     assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
-    assert states(workdir / "bulletin.db") == {"accepted": SAMPLE}
+    assert states(backend) == {"accepted": SAMPLE}
 
 
 def test_a_421_closes_the_connection_and_the_transport_reconnects(workdir, cli, smtp_auth):
@@ -136,20 +139,22 @@ def test_a_421_closes_the_connection_and_the_transport_reconnects(workdir, cli, 
     assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
 
 
-def test_a_connection_dropped_mid_data_is_retried_without_a_duplicate(workdir, cli, smtp_auth):
+def test_a_connection_dropped_mid_data_is_retried_without_a_duplicate(
+    workdir, cli, smtp_auth, backend
+):
     smtp_auth.script(data_reply(250), drop_mid_data(), drop_mid_data())
     cli("send", "eu-referendum", "--yes")
     assert connections(smtp_auth) == 3
     delivered = smtp_auth.delivered_emails()
     assert len(delivered) == SAMPLE and set(delivered.values()) == {1}
-    assert states(workdir / "bulletin.db") == {"accepted": SAMPLE}
+    assert states(backend) == {"accepted": SAMPLE}
 
 
-def test_persistent_temporary_failures_leave_the_recipient_pending(workdir, cli, smtp_env):
+def test_persistent_temporary_failures_leave_the_recipient_pending(workdir, cli, smtp_env, backend):
     smtp_env.fail_recipient("priya.raman@example.net", 451, "4.2.1 Mailbox busy")
     result = cli("send", "eu-referendum", "--yes")
     assert "1 still pending" in result.stdout
-    row = deliveries(workdir / "bulletin.db")["priya.raman@example.net"]
+    row = deliveries(backend)["priya.raman@example.net"]
     assert row["state"] == "pending" and "451" in row["error"]
 
     smtp_env.reset()
@@ -173,12 +178,14 @@ class _FirstLoginOnly:
     __hash__ = None  # type: ignore[assignment]
 
 
-def test_a_failed_reconnect_mid_batch_keeps_what_was_already_accepted(workdir, cli, smtp_auth):
+def test_a_failed_reconnect_mid_batch_keeps_what_was_already_accepted(
+    workdir, cli, smtp_auth, backend
+):
     smtp_auth.auth = _FirstLoginOnly((USER, PASSWORD))
     smtp_auth.script(*[data_reply(250)] * 9, data_reply(421))  # the 10th message: reconnect
     result = cli("send", "eu-referendum", "--yes", expect=4)
     assert "SMTP_USERNAME / SMTP_PASSWORD" in result.stderr
-    db = workdir / "bulletin.db"
+    db = backend
     assert states(db) == {"accepted": 9, "pending": SAMPLE - 9}
     first = set(smtp_auth.delivered_emails())
 
@@ -189,7 +196,7 @@ def test_a_failed_reconnect_mid_batch_keeps_what_was_already_accepted(workdir, c
     assert first < set(delivered)
 
 
-def test_an_interrupt_abandons_the_rest_of_the_batch(workdir, smtp_env):
+def test_an_interrupt_abandons_the_rest_of_the_batch(workdir, smtp_env, backend):
     """Ctrl-C (the waiter's stop event, as the signal handler sets it) mid-batch."""
     from bulletin.check import check_message
     from bulletin.config import load_settings
@@ -216,4 +223,4 @@ def test_an_interrupt_abandons_the_rest_of_the_batch(workdir, smtp_env):
     assert report.interrupted
     sent = len(smtp_env.messages)
     assert 3 <= sent < 50  # the first batch of 50 was not finished
-    assert states(workdir / "bulletin.db") == {"accepted": sent, "pending": 120 - sent}
+    assert states(backend) == {"accepted": sent, "pending": 120 - sent}

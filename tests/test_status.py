@@ -1,4 +1,7 @@
-"""`bulletin status`: the sends table, one send's counts, --json and --csv."""
+"""`bulletin status`: the sends table, one send's counts, --json and --csv.
+
+On SQLite and on PostgreSQL (the `backend` fixture), but for the SQLite file's own mode and WAL.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import csv
 import json
 import sqlite3
 
+import pytest
 from test_send import SAMPLE, people, street_message
 
 from bulletin.contacts import Contact
@@ -13,13 +17,20 @@ from bulletin.tracking import State, Tracker
 
 CSV_START = "send_id,email,first_name,last_name,ward,state,message_id,updated_at,error"
 
-
-def test_status_before_any_send_says_so(workdir, cli):
-    result = cli("status", expect=1)
-    assert "nothing has been sent yet" in result.stderr
-    assert not (workdir / "bulletin.db").exists()
+both_backends = pytest.mark.usefixtures("backend")
 
 
+@both_backends
+def test_status_before_any_send_says_so(workdir, cli, backend):
+    if backend.sqlite:  # no file yet
+        result = cli("status", expect=1)
+        assert "nothing has been sent yet" in result.stderr
+    else:  # a database made by `bulletin db upgrade`, empty (as SQLite's after `suppress add`)
+        assert cli("status").stdout == "No sends yet.\n"
+    assert not backend.written()
+
+
+@both_backends
 def test_the_table_lists_every_send_with_its_counts(workdir, cli):
     cli("send", "eu-referendum", "--yes", "--limit", "4")
     name = street_message(workdir, people(3))
@@ -36,6 +47,7 @@ def test_the_table_lists_every_send_with_its_counts(workdir, cli):
     assert "Street safety update for" in second
 
 
+@both_backends
 def test_one_send_by_number_or_by_message_name(workdir, cli):
     cli("send", "eu-referendum", "--yes", "--limit", "4")
     by_number = cli("status", "1").stdout
@@ -51,6 +63,7 @@ def test_one_send_by_number_or_by_message_name(workdir, cli):
     assert counts["recipients"] == SAMPLE
 
 
+@both_backends
 def test_an_unknown_send_is_an_input_error(workdir, cli):
     cli("send", "eu-referendum", "--yes", "--limit", "1")
     result = cli("status", "7", expect=1)
@@ -59,6 +72,7 @@ def test_an_unknown_send_is_an_input_error(workdir, cli):
     assert "no send 'no-such-message'" in result.stderr
 
 
+@both_backends
 def test_json_has_the_documented_shape(workdir, cli):
     cli("send", "eu-referendum", "--yes", "--limit", "4")
     name = street_message(workdir, people(3))
@@ -83,6 +97,7 @@ def test_json_has_the_documented_shape(workdir, cli):
     assert one["sends"][0]["id"] == 2 and one["sends"][0]["counts"]["accepted"] == 3
 
 
+@both_backends
 def test_csv_has_one_row_per_recipient(workdir, cli):
     cli("send", "eu-referendum", "--yes", "--limit", "4")
     path = workdir / "deliveries.csv"
@@ -99,7 +114,8 @@ def test_csv_has_one_row_per_recipient(workdir, cli):
     assert margaret["message_id"].startswith("<")
 
 
-def test_csv_neutralises_spreadsheet_formulas(workdir, cli):
+@both_backends
+def test_csv_neutralises_spreadsheet_formulas(workdir, cli, backend):
     rows = people(2)
     rows[0].update(first_name='=HYPERLINK("http://example.com")', last_name="+44 20")
     rows[1].update(first_name="@SUM(A1)", last_name="-1", ward="=1+1")
@@ -107,7 +123,7 @@ def test_csv_neutralises_spreadsheet_formulas(workdir, cli):
     cli("send", name, "--yes")
     # Tab and CR cannot come through a contact list (cells are trimmed, CR is refused in
     # names), but an error text can start with anything.
-    with Tracker(workdir / "bulletin.db") as tracker:
+    with Tracker(backend.db) as tracker:
         send_id = tracker.create_send(
             message="other",
             path="messages/other.md",
@@ -146,6 +162,7 @@ def test_csv_neutralises_spreadsheet_formulas(workdir, cli):
                 assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), (column, value)
 
 
+@both_backends
 def test_csv_to_an_unwritable_path_is_one_clear_line(workdir, cli):
     cli("send", "eu-referendum", "--yes", "--limit", "1")
     result = cli("status", "--csv", "no/such/folder/out.csv", expect=1)
@@ -153,6 +170,7 @@ def test_csv_to_an_unwritable_path_is_one_clear_line(workdir, cli):
     assert "Traceback" not in result.stderr
 
 
+@both_backends
 def test_csv_of_one_send(workdir, cli):
     cli("send", "eu-referendum", "--yes")
     name = street_message(workdir, people(3))
@@ -165,6 +183,7 @@ def test_csv_of_one_send(workdir, cli):
 
 
 def test_status_reads_a_private_wal_database(workdir, cli):
+    """SQLite only: the file's mode and journal."""
     cli("send", "eu-referendum", "--yes")
     db = workdir / "bulletin.db"
     assert db.stat().st_mode & 0o777 == 0o600

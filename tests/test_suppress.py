@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+import pytest
 from test_send import SAMPLE, deliveries, outbox_recipients, people, states, street_message
+
+# Every test here runs on SQLite and on PostgreSQL (tests/backends.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def test_add_list_remove(workdir, cli):
@@ -36,7 +40,7 @@ def test_list_on_a_fresh_folder(workdir, cli):
     assert result.stdout == "0 suppressed address(es)\n"
 
 
-def test_suppressed_addresses_are_skipped_and_counted(workdir, cli):
+def test_suppressed_addresses_are_skipped_and_counted(workdir, cli, backend):
     cli("suppress", "add", "priya.raman@example.net", "margaret.okafor@example.org")
     result = cli("send", "eu-referendum", "--yes")
     assert "Skipped:   2 suppressed" in result.stderr
@@ -44,7 +48,7 @@ def test_suppressed_addresses_are_skipped_and_counted(workdir, cli):
     sent = {a.lower() for a in outbox_recipients(workdir)}
     assert len(sent) == SAMPLE - 2
     assert not {"priya.raman@example.net", "margaret.okafor@example.org"} & sent
-    assert "priya.raman@example.net" not in deliveries(workdir / "bulletin.db")
+    assert "priya.raman@example.net" not in deliveries(backend)
 
 
 def test_suppressed_through_the_sendgrid_transport(workdir, cli, sendgrid_env):
@@ -54,18 +58,18 @@ def test_suppressed_through_the_sendgrid_transport(workdir, cli, sendgrid_env):
     assert len(delivered) == SAMPLE - 1 and "priya.raman@example.net" not in delivered
 
 
-def test_a_pending_recipient_suppressed_between_runs_is_dropped(workdir, cli):
+def test_a_pending_recipient_suppressed_between_runs_is_dropped(workdir, cli, backend):
     name = street_message(workdir, people(6))
     cli("send", name, "--yes", "--limit", "2")
     cli("suppress", "add", "person00002@example.org")  # already sent: stays accepted
     cli("suppress", "add", "person00005@example.org", "--reason", "moved away")
     result = cli("send", name, "--yes")
     assert "1 dropped (suppressed)" in result.stdout
-    rows = deliveries(workdir / "bulletin.db")
+    rows = deliveries(backend)
     assert rows["person00005@example.org"]["state"] == "dropped"
     assert rows["person00005@example.org"]["error"] == "suppressed: moved away"
     assert rows["person00002@example.org"]["state"] == "accepted"
-    assert states(workdir / "bulletin.db") == {"accepted": 5, "dropped": 1}
+    assert states(backend) == {"accepted": 5, "dropped": 1}
     sent = outbox_recipients(workdir)
     assert "person00005@example.org" not in sent and len(sent) == len(set(sent)) == 5
 

@@ -1,10 +1,14 @@
-"""The tracking database (bulletin/tracking.py) and the send lock, on real SQLite files."""
+"""The tracking database (bulletin/tracking.py) and the send lock.
+
+The ledger's operations run on a real SQLite file and on a real PostgreSQL server (the `backend`
+fixture); what only a SQLite file has (its mode 0600, WAL, PRAGMA user_version, a corrupt or
+locked file, the lock file beside it) is tested on SQLite alone.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -45,8 +49,8 @@ def new_send(tracker: Tracker, message: str = "street") -> int:
 
 
 @pytest.fixture
-def tracker(db_path: Path):
-    with Tracker(db_path) as tracker:
+def tracker(backend):
+    with Tracker(backend.db) as tracker:
         yield tracker
 
 
@@ -63,10 +67,10 @@ def test_a_new_database_is_private_wal_and_at_the_latest_schema(db_path):
     assert SCHEMA_VERSION == len(MIGRATIONS) >= 1
 
 
-def test_reopening_keeps_the_data_and_does_not_migrate_again(db_path):
-    with Tracker(db_path) as tracker:
+def test_reopening_keeps_the_data_and_does_not_migrate_again(backend):
+    with Tracker(backend.db) as tracker:
         tracker.add_recipients(new_send(tracker), contacts(2))
-    with Tracker(db_path) as tracker:
+    with Tracker(backend.db) as tracker:
         assert [s.message for s in tracker.sends()] == ["street"]
         assert tracker.counts(1)["pending"] == 2
 
@@ -116,15 +120,15 @@ def test_counts_cover_every_state_and_the_engagement_flags(tracker):
     assert counts["pending"] == 2 and sum(counts[s.value] for s in State) == 2
 
 
-def test_claims_from_two_connections_never_overlap(db_path):
-    with Tracker(db_path) as tracker:
+def test_claims_from_two_connections_never_overlap(backend):
+    with Tracker(backend.db) as tracker:
         send_id = new_send(tracker)
         tracker.add_recipients(send_id, contacts(400))
     claimed: list[list[int]] = [[], []]
     start = threading.Barrier(2)
 
     def worker(index: int) -> None:
-        with Tracker(db_path) as own:
+        with Tracker(backend.db) as own:
             start.wait()
             while batch := own.claim(send_id, 7):
                 claimed[index] += [c.id for c in batch]

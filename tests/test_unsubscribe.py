@@ -1,19 +1,20 @@
 """One-click unsubscribe (RFC 8058): the headers and links every email carries, the GET page
 that changes nothing, the POST that suppresses at once, and tokens that cannot be forged.
 
-Tokens come from real sends (the outbox's .eml files, the SMTP sink); the server is real.
+Tokens come from real sends (the outbox's .eml files, the SMTP sink); the server is real; the
+tracking database is SQLite and, again, PostgreSQL (the `backend` fixture).
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from email import message_from_bytes, policy
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from backends import Backend, as_backend
 
 from bulletin.config import load_settings
 from bulletin.unsubscribe import make_token, verify_token
@@ -30,7 +31,7 @@ def env(monkeypatch):
 
 
 @pytest.fixture
-def outbox(workdir, cli, env) -> dict[str, str]:
+def outbox(backend, workdir, cli, env) -> dict[str, str]:
     """The letter sent to the outbox; address → its List-Unsubscribe URL."""
     cli("send", "eu-referendum", "--yes")
     links = {}
@@ -41,13 +42,13 @@ def outbox(workdir, cli, env) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, db: Backend) -> None:
         self.log: list[str] = []
         self.server = make_server(
             load_settings(workdir), "127.0.0.1", 0, insecure=True, log=self.log.append
         )
         self.url = self.server.url
-        self.db = workdir / "bulletin.db"
+        self.db = db
         self.server.start()
 
     def stop(self) -> None:
@@ -58,25 +59,21 @@ class Server:
         """The public link, aimed at this server instead of the reverse proxy."""
         return self.url + link.removeprefix(PUBLIC)
 
-    def rows(self, sql: str, params=()) -> list[tuple]:
-        db = sqlite3.connect(self.db)
-        try:
-            return db.execute(sql, params).fetchall()
-        finally:
-            db.close()
+    def rows(self, sql: str, **params) -> list[tuple]:
+        return self.db.tuples(sql, **params)
 
     def suppressed(self) -> list[tuple]:
         return self.rows("SELECT email, reason, source FROM suppressions")
 
     def state(self, email: str) -> str:
-        return self.rows("SELECT state FROM deliveries WHERE email = ? ORDER BY id DESC", (email,))[
-            0
-        ][0]
+        return self.rows(
+            "SELECT state FROM deliveries WHERE email = :email ORDER BY id DESC", email=email
+        )[0][0]
 
 
 @pytest.fixture
-def server(outbox, workdir):
-    running = Server(workdir)
+def server(outbox, workdir, backend):
+    running = Server(workdir, backend)
     yield running
     running.stop()
 
@@ -265,7 +262,7 @@ def test_without_a_token_post_is_400(server):
 def test_everything_shown_is_escaped(workdir, cli, env, monkeypatch):
     monkeypatch.setenv("BULLETIN_ORGANISATION", "<script>alert('x')</script> & Co")
     cli("send", "eu-referendum", "--yes")
-    running = Server(workdir)
+    running = Server(workdir, as_backend(workdir / "bulletin.db"))
     try:
         page = requests.get(
             f"{running.url}/unsubscribe", params={"t": make_token(SECRET, 1, 1, FIRST)}, timeout=10
@@ -278,7 +275,7 @@ def test_everything_shown_is_escaped(workdir, cli, env, monkeypatch):
 
 def test_without_a_secret_unsubscribe_is_unavailable_not_a_bad_link(workdir, cli, monkeypatch):
     cli("send", "eu-referendum", "--yes")  # the outbox works without a secret
-    running = Server(workdir)
+    running = Server(workdir, as_backend(workdir / "bulletin.db"))
     try:
         response = requests.get(f"{running.url}/unsubscribe", params={"t": "1.1.x"}, timeout=10)
     finally:

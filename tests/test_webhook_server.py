@@ -1,7 +1,8 @@
 """`bulletin events serve`: a real server on 127.0.0.1, driven with `requests`.
 
 Posts are signed the way SendGrid signs them (ECDSA P-256 / SHA-256 over the timestamp header
-followed by the raw body) with a key pair generated for the test.
+followed by the raw body) with a key pair generated for the test. Tests that record events run
+on SQLite and on PostgreSQL (the `backend` fixture).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 import signal
 import socket
-import sqlite3
+import sqlite3  # only to lock a SQLite file from outside
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from backends import Backend, as_backend
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from servers import free_port, slow
@@ -60,7 +62,7 @@ def signed(private, body: bytes, timestamp: int | None = None) -> dict[str, str]
 class Served:
     server: WebServer
     private: ec.EllipticCurvePrivateKey
-    workdir: Path
+    db: Backend
     log: list[str] = field(default_factory=list)
 
     @property
@@ -77,19 +79,15 @@ class Served:
             **kwargs,
         )
 
-    def rows(self, sql: str, params=()) -> list[tuple]:
-        db = sqlite3.connect(self.workdir / "bulletin.db")
-        try:
-            return db.execute(sql, params).fetchall()
-        finally:
-            db.close()
+    def rows(self, sql: str, **params) -> list[tuple]:
+        return self.db.tuples(sql, **params)
 
 
-def start(workdir: Path, private, **options) -> Served:
+def start(workdir: Path, private, db: Backend, **options) -> Served:
     log: list[str] = []
     server = make_server(load_settings(workdir), "127.0.0.1", 0, log=log.append, **options)
     server.start()
-    return Served(server, private, workdir, log)
+    return Served(server, private, db, log)
 
 
 @pytest.fixture
@@ -102,10 +100,10 @@ def keys(monkeypatch):
 
 
 @pytest.fixture
-def served(workdir, cli, keys):
+def served(backend, workdir, cli, keys):
     """The example letter sent to the outbox (34 deliveries), and a signed webhook server."""
     cli("send", "eu-referendum", "--yes")
-    running = start(workdir, keys)
+    running = start(workdir, keys, backend)
     yield running
     running.server.shutdown()
     running.server.server_close()
@@ -113,7 +111,7 @@ def served(workdir, cli, keys):
 
 def event(served: Served, delivery_id: int, kind: str, at: int = 0, **extra) -> dict:
     ((email, send_id),) = served.rows(
-        "SELECT email, send_id FROM deliveries WHERE id = ?", (delivery_id,)
+        "SELECT email, send_id FROM deliveries WHERE id = :id", id=delivery_id
     )
     return {
         "email": email,
@@ -334,8 +332,9 @@ def test_keep_alive_connection_serves_several_posts(served):
 
 
 def test_a_locked_database_is_503_then_the_retry_succeeds(workdir, cli, keys):
+    """SQLite only: a whole-file lock taken from outside (PostgreSQL locks rows, not files)."""
     cli("send", "eu-referendum", "--yes")
-    running = start(workdir, keys, db_timeout=0.2)
+    running = start(workdir, keys, as_backend(workdir / "bulletin.db"), db_timeout=0.2)
     try:
         batch = [event(running, 1, "delivered", 5)]
         blocker = sqlite3.connect(workdir / "bulletin.db", isolation_level=None)
@@ -352,7 +351,9 @@ def test_a_locked_database_is_503_then_the_retry_succeeds(workdir, cli, keys):
         running.server.server_close()
 
 
-def test_posts_are_recorded_while_a_send_runs_in_another_process(workdir, cli, keys, sendgrid_env):
+def test_posts_are_recorded_while_a_send_runs_in_another_process(
+    backend, workdir, cli, keys, sendgrid_env
+):
     cli("send", "eu-referendum", "--yes")
     contacts = workdir / "lists" / "people.csv"
     contacts.parent.mkdir()
@@ -366,7 +367,7 @@ def test_posts_are_recorded_while_a_send_runs_in_another_process(workdir, cli, k
         "Dear {{ first_name }}, please report hate crime.\n"
     )
     sendgrid_env.script(slow(0.4), slow(0.4), slow(0.4))
-    running = start(workdir, keys)
+    running = start(workdir, keys, backend)
     try:
         sending = subprocess.Popen(
             [sys.executable, "-m", "bulletin", "send", "street", "--yes"],
