@@ -190,6 +190,51 @@ def parse_event(obj: Any, payload: str | None = None) -> Event:
     )
 
 
+class NotAnArray(ValueError):
+    """The body is JSON, but not an array."""
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def array_items(body: bytes) -> list[tuple[Any, str]]:
+    """(value, its text) of each element of a posted JSON array, read as `json.loads` would.
+
+    The text of each element is kept as sent, so it is stored as the event's payload without
+    encoding it again, and a string can only hold a lone surrogate where the text has a
+    `\\uD8xx` escape: `parse_event` walks an event for one only then (a post's events took
+    twice as long to parse with the walk and the re-encoding; bench/webhook_apply.py).
+    ValueError if the body is not JSON (RecursionError if nested too deeply), `NotAnArray` if
+    it is JSON but not an array.
+    """
+    text = body.decode(json.detect_encoding(body), "surrogatepass")
+    space = _JSON_SPACE.match
+    pos = space(text, 0).end()
+    if not text.startswith("[", pos):
+        value = json.loads(text)  # ValueError if it is not JSON at all
+        raise NotAnArray(f"expected a JSON array, found {type(value).__name__}")
+    items: list[tuple[Any, str]] = []
+    pos = space(text, pos + 1).end()
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            value, end = _DECODER.raw_decode(text, pos)
+            items.append((value, text[pos:end]))
+            pos = end if text.startswith(",", end) else space(text, end).end()  # "," is usual
+            if text.startswith(",", pos):
+                pos = space(text, pos + 1).end()
+            elif text.startswith("]", pos):
+                pos += 1
+                break
+            else:
+                raise ValueError(f"expected ',' or ']' at character {pos}")
+    if space(text, pos).end() != len(text):
+        raise ValueError(f"extra data at character {pos}")
+    return items
+
+
 @dataclass
 class Tally:
     """What a batch (or a whole import) did."""
@@ -246,7 +291,7 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
             found = targets[row.id] = _Target(row.id, row.email, row.state)
         return found
 
-    by_id = {r["id"]: r for r in tracker.deliveries_by_id(e.delivery_id for e in events)}
+    by_id = {r.id: r for r in tracker.event_targets("id", (e.delivery_id for e in events))}
     matched: list[_Target | None] = [None] * len(events)
     fallback: list[int] = []
     for index, event in enumerate(events):
@@ -267,14 +312,14 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
     # By address (an index lookup, a few rows each), using sg_message_id to pick the send.
     with_address = [i for i in fallback if events[i].email]
     candidates: dict[str, list] = {}
-    for row in tracker.deliveries_by_email(events[i].email.lower() for i in with_address):
+    for row in tracker.event_targets("email_key", (events[i].email.lower() for i in with_address)):
         candidates.setdefault(row.email_key, []).append(row)
     for index in with_address:
         event = events[index]
         rows = candidates.get(event.email.lower(), [])
         row = None
         if event.message_id:
-            row = next((r for r in rows if r["message_id"] == event.message_id), None)
+            row = next((r for r in rows if r.message_id == event.message_id), None)
         # No address-only fallback (issue 12): an event without bulletin's custom_args and
         # with no sg_message_id of ours is another app's or another list's on the same
         # SendGrid account, and must not change bulletin's deliveries or suppressions.
@@ -284,7 +329,7 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
     bare = [i for i in fallback if not events[i].email and events[i].message_id]
     if bare:
         only: dict[str, Any] = {}
-        for row in tracker.deliveries_by_message_id(events[i].message_id for i in bare):
+        for row in tracker.event_targets("message_id", (events[i].message_id for i in bare)):
             only[row.message_id] = None if row.message_id in only else row
         for index in bare:
             row = only.get(events[index].message_id)

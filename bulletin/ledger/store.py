@@ -16,18 +16,23 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import partial
 from itertools import islice
+from operator import itemgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -36,6 +41,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -242,6 +248,110 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+class EventTarget(NamedTuple):
+    """What applying an event needs of the delivery it may name."""
+
+    id: int
+    send_id: int
+    email: str
+    email_key: str
+    state: str
+    message_id: str | None
+
+
+def _array(name: str):
+    """A PostgreSQL array parameter for `= ANY(…)`: ids are bigint, the rest text."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return bindparam(name, type_=ARRAY(BigInteger() if name == "id" else Text()))
+
+
+_compiled: dict[tuple[str, str], tuple[str, Callable | None]] = {}
+
+
+def _executemany(c: Connection, key: str, build: Callable, rows: list[tuple], names: Sequence[str]):
+    """Run the statement `build()` makes once per row (tuples in `names` order), by the
+    driver's executemany.
+
+    The statement is built and compiled once per process and dialect (cached under `key`);
+    SQLite's positional parameters are put in its order, repeated names included.
+    """
+    cached = _compiled.get((key, c.dialect.name))
+    if cached is None:
+        compiled = build().compile(dialect=c.dialect)
+        if not compiled.positional:
+            raise ValueError("only positional (SQLite) statements run this way")
+        order = list(compiled.positiontup or ())
+        index = [names.index(n) for n in order]
+        pick = None if order == list(names) else itemgetter(*index)
+        if pick is not None and len(index) == 1:  # itemgetter of one index gives no tuple
+            pick = partial(_one, index[0])
+        cached = _compiled[(key, c.dialect.name)] = (str(compiled), pick)
+    sql, pick = cached
+    return c.exec_driver_sql(sql, rows if pick is None else list(map(pick, rows)))
+
+
+def _one(index: int, row: tuple) -> tuple:
+    return (row[index],)
+
+
+def _columns(rows: list[tuple], width: int) -> tuple[list, ...]:
+    """Rows as `width` column lists: PostgreSQL takes each as one array for `unnest`."""
+    return tuple(map(list, zip(*rows, strict=True))) if rows else ([],) * width
+
+
+def _set_states_statement():
+    return (
+        update(D)
+        .where(D.c.id == bindparam("b_id"))
+        .values(
+            state=bindparam("b_state"), error=bindparam("b_error"), updated_at=bindparam("b_at")
+        )
+    )
+
+
+def _mark_engagement_statement(column: str):
+    """Set `column` (opened / clicked); widen its first/last times to (b_first, b_last)."""
+    first, last = D.c[f"first_{column}_at"], D.c[f"last_{column}_at"]
+    earlier = or_(first.is_(None), first > bindparam("b_first"))
+    later = or_(last.is_(None), last < bindparam("b_last"))
+    return (
+        update(D)
+        .where(D.c.id == bindparam("b_id"))
+        .values(
+            {
+                column: literal_column("1"),
+                first.name: case((earlier, bindparam("b_first")), else_=first),
+                last.name: case((later, bindparam("b_last")), else_=last),
+            }
+        )
+    )
+
+
+# A whole event batch in one statement each on PostgreSQL: arrays in, `unnest` to rows.
+PG_INSERT_EVENTS = """
+INSERT INTO events (sg_event_id, delivery_id, event, email, "timestamp", reason, payload,
+                    received_at)
+SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::bigint[], %b::text[],
+                     %b::text[], %b::text[])
+ON CONFLICT (sg_event_id) DO NOTHING
+"""
+PG_SET_STATES = """
+UPDATE deliveries AS d SET state = v.state, error = v.error, updated_at = v.at
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[]) AS v(state, error, at, id)
+WHERE d.id = v.id
+"""
+PG_MARK_ENGAGEMENT = """
+UPDATE deliveries AS d SET {column} = 1,
+    first_{column}_at = CASE WHEN d.first_{column}_at IS NULL OR d.first_{column}_at > v.lo
+                             THEN v.lo ELSE d.first_{column}_at END,
+    last_{column}_at = CASE WHEN d.last_{column}_at IS NULL OR d.last_{column}_at < v.hi
+                            THEN v.hi ELSE d.last_{column}_at END
+FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS v(lo, hi, id)
+WHERE d.id = v.id
+"""
 
 
 # --- the ledger ------------------------------------------------------------------------------
@@ -753,10 +863,37 @@ class Ledger:
     def deliveries_by_email(self, email_keys: Iterable[str]) -> list[DeliveryRow]:
         return self._deliveries_where(D.c.email_key, email_keys)
 
+    # The event path (issue 14): a batch of 1,000 (a post) or 5,000 (an import) costs a handful
+    # of statements. PostgreSQL gets each list as one array parameter (`= ANY`, `unnest`): one
+    # round trip however long the batch; SQLite gets plain tuples straight to the driver's
+    # executemany, without SQLAlchemy's per-row parameter handling (bench/webhook_apply.py).
+
+    def event_targets(self, by: str, values: Iterable) -> list[EventTarget]:
+        """The deliveries an event batch may name, `by` "id", "email_key" or "message_id"."""
+        values = list(dict.fromkeys(v for v in values if v is not None))
+        if not values:
+            return []
+        column = D.c[by]
+        wanted = (D.c.id, D.c.send_id, D.c.email, D.c.email_key, D.c.state, D.c.message_id)
+        found: list[EventTarget] = []
+        with self._read() as c:
+            if self.sqlite:
+                for chunk in _chunks(values, IN_CHUNK):
+                    found += map(
+                        EventTarget._make, c.execute(select(*wanted).where(column.in_(chunk)))
+                    )
+            else:
+                query = select(*wanted).where(column == any_(_array(by)))
+                found = list(map(EventTarget._make, c.execute(query, {by: values})))
+        return found
+
     def known_event_ids(self, event_ids: Iterable[str]) -> set[str]:
         values = list(dict.fromkeys(event_ids))
         seen: set[str] = set()
         with self._read() as c:
+            if not self.sqlite and values:
+                query = select(E.c.sg_event_id).where(E.c.sg_event_id == any_(_array("ids")))
+                return set(c.execute(query, {"ids": values}).scalars())
             for chunk in _chunks(values, IN_CHUNK):
                 seen |= set(
                     c.execute(select(E.c.sg_event_id).where(E.c.sg_event_id.in_(chunk))).scalars()
@@ -765,60 +902,47 @@ class Ledger:
 
     def insert_events(self, rows: Iterable[tuple]) -> None:
         """(sg_event_id, delivery_id, event, email, timestamp, reason, payload, received_at)."""
-        names = ("sg_event_id", "delivery_id", "event", "email", "timestamp", "reason")
-        params = [dict(zip((*names, "payload", "received_at"), row, strict=True)) for row in rows]
-        if params:
+        rows = list(rows)
+        if rows:
             with self.transaction() as c:
-                c.execute(self._insert_ignore(E), params)
+                if self.sqlite:
+                    names = ("sg_event_id", "delivery_id", "event", "email", "timestamp", "reason")
+                    names += ("payload", "received_at")
+                    _executemany(
+                        c,
+                        "insert_events",
+                        lambda: self._insert_ignore(E).values({n: bindparam(n) for n in names}),
+                        rows,
+                        names,
+                    )
+                else:
+                    c.exec_driver_sql(PG_INSERT_EVENTS, _columns(rows, 8))
 
     def set_states(self, rows: Iterable[tuple[str, str | None, str, int]]) -> None:
         """(state, error, updated_at, delivery id); the caller has decided precedence."""
-        params = [{"b_state": str(s), "b_error": e, "b_at": at, "b_id": i} for s, e, at, i in rows]
-        if params:
-            with self.transaction() as c:
-                c.execute(
-                    update(D)
-                    .where(D.c.id == bindparam("b_id"))
-                    .values(
-                        state=bindparam("b_state"),
-                        error=bindparam("b_error"),
-                        updated_at=bindparam("b_at"),
-                    ),
-                    params,
-                )
+        rows = [(str(s), e, at, i) for s, e, at, i in rows]
+        if not rows:
+            return
+        with self.transaction() as c:
+            if self.sqlite:
+                names = ("b_state", "b_error", "b_at", "b_id")
+                _executemany(c, "set_states", _set_states_statement, rows, names)
+            else:
+                c.exec_driver_sql(PG_SET_STATES, _columns(rows, 4))
 
     def mark_engagement(self, kind: str, rows: Iterable[tuple[str, str, int]]) -> None:
         """Set the opened/clicked flag and widen first/last times: (first, last, delivery id)."""
         column = {"open": "opened", "click": "clicked"}[kind]
-        first, last = D.c[f"first_{column}_at"], D.c[f"last_{column}_at"]
-        params = [{"b_first": a, "b_last": b, "b_id": i} for a, b, i in rows]
-        if not params:
+        rows = list(rows)
+        if not rows:
             return
         with self.transaction() as c:
-            c.execute(
-                update(D)
-                .where(D.c.id == bindparam("b_id"))
-                .values(
-                    {
-                        column: 1,
-                        first.name: case(
-                            (
-                                or_(first.is_(None), first > bindparam("b_first")),
-                                bindparam("b_first"),
-                            ),
-                            else_=first,
-                        ),
-                        last.name: case(
-                            (
-                                or_(last.is_(None), last < bindparam("b_last")),
-                                bindparam("b_last"),
-                            ),
-                            else_=last,
-                        ),
-                    }
-                ),
-                params,
-            )
+            if not self.sqlite:
+                c.exec_driver_sql(PG_MARK_ENGAGEMENT.format(column=column), _columns(rows, 3))
+                return
+            names = ("b_first", "b_last", "b_id")
+            build = partial(_mark_engagement_statement, column)
+            _executemany(c, f"mark_{column}", build, rows, names)
 
     @contextmanager
     def bulk_import(self) -> Iterator[None]:

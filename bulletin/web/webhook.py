@@ -42,7 +42,15 @@ from starlette.routing import Route
 
 from bulletin.config import Settings
 from bulletin.errors import BulletinError, ConfigError
-from bulletin.events import Event, Tally, apply_events, parse_event, unsubscribe_by_link
+from bulletin.events import (
+    Event,
+    NotAnArray,
+    Tally,
+    apply_events,
+    array_items,
+    parse_event,
+    unsubscribe_by_link,
+)
 from bulletin.tracking import Tracker
 from bulletin.unsubscribe import parse_token, verify_token
 from bulletin.web.common import (
@@ -196,16 +204,16 @@ class Webhook:
     def apply(self, body: bytes) -> tuple[int, dict[str, int] | str, str]:
         """(status, tally or error text, log note) for a verified body."""
         try:
-            data = json.loads(body)
+            items = array_items(body)
+        except NotAnArray:
+            return 400, "Expected a JSON array of events.", "not a JSON array"
         except (ValueError, RecursionError):  # UnicodeDecodeError included; deep nesting
             return 400, "The body is not JSON.", "not JSON"
-        if not isinstance(data, list):
-            return 400, "Expected a JSON array of events.", "not a JSON array"
         events: list[Event] = []
         malformed = 0
-        for item in data:
+        for item, text in items:
             try:
-                event = parse_event(item)
+                event = parse_event(item, text)
                 event.payload.encode()  # a lone surrogate anywhere in it cannot be stored
             except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError included
                 malformed += 1
