@@ -271,16 +271,20 @@ def _array(name: str):
 _compiled: dict[tuple[str, str], tuple[str, Callable | None]] = {}
 
 
-def _executemany(c: Connection, key: str, build: Callable, rows: list[tuple], names: Sequence[str]):
+def _executemany(c: Connection, key: str, build: Callable, names: Sequence[str], rows: list[tuple]):
     """Run the statement `build()` makes once per row (tuples in `names` order), by the
-    driver's executemany.
+    driver's executemany."""
+    sql, pick = _prepared(c.dialect, key, build, names)
+    return c.exec_driver_sql(sql, rows if pick is None else list(map(pick, rows)))
 
-    The statement is built and compiled once per process and dialect (cached under `key`);
-    SQLite's positional parameters are put in its order, repeated names included.
-    """
-    cached = _compiled.get((key, c.dialect.name))
+
+def _prepared(dialect, key: str, build: Callable, names: Sequence[str]):
+    """(SQL, how to order a row's values) for `build()`'s statement: built and compiled once per
+    process and dialect (cached under `key`). SQLite's positional parameters are put in the
+    statement's order, repeated names included."""
+    cached = _compiled.get((key, dialect.name))
     if cached is None:
-        compiled = build().compile(dialect=c.dialect)
+        compiled = build().compile(dialect=dialect)
         if not compiled.positional:
             raise ValueError("only positional (SQLite) statements run this way")
         order = list(compiled.positiontup or ())
@@ -288,9 +292,8 @@ def _executemany(c: Connection, key: str, build: Callable, rows: list[tuple], na
         pick = None if order == list(names) else itemgetter(*index)
         if pick is not None and len(index) == 1:  # itemgetter of one index gives no tuple
             pick = partial(_one, index[0])
-        cached = _compiled[(key, c.dialect.name)] = (str(compiled), pick)
-    sql, pick = cached
-    return c.exec_driver_sql(sql, rows if pick is None else list(map(pick, rows)))
+        cached = _compiled[(key, dialect.name)] = (str(compiled), pick)
+    return cached
 
 
 def _one(index: int, row: tuple) -> tuple:
@@ -328,6 +331,37 @@ def _mark_engagement_statement(column: str):
             }
         )
     )
+
+
+EVENT_COLUMNS = ("sg_event_id", "delivery_id", "event", "email", "timestamp", "reason")
+EVENT_COLUMNS += ("payload", "received_at")  # a row of `insert_events`
+
+
+def _insert_events_statement():
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    values = {n: bindparam(n) for n in EVENT_COLUMNS}
+    return sqlite_insert(E).on_conflict_do_nothing().values(values)
+
+
+# key → (key, statement builder, the names of a row's values in order): `_executemany`'s
+# arguments for the event path on SQLite.
+SQLITE_EVENT_STATEMENTS = {
+    "insert_events": (
+        "insert_events",
+        _insert_events_statement,
+        EVENT_COLUMNS,
+    ),
+    "set_states": ("set_states", _set_states_statement, ("b_state", "b_error", "b_at", "b_id")),
+    **{
+        f"mark_{column}": (
+            f"mark_{column}",
+            partial(_mark_engagement_statement, column),
+            ("b_first", "b_last", "b_id"),
+        )
+        for column in ("opened", "clicked")
+    },
+}
 
 
 # A whole event batch in one statement each on PostgreSQL: arrays in, `unnest` to rows.
@@ -900,21 +934,24 @@ class Ledger:
                 )
         return seen
 
+    def prepare_events(self) -> None:
+        """Compile the event path's statements and run its lookups once, reading only, so a
+        server's first post costs what the others do."""
+        self.known_event_ids(["-"])
+        for by, value in (("id", 0), ("email_key", "-"), ("message_id", "-")):
+            self.event_targets(by, [value])
+        self.forgotten_hashes()
+        if self.sqlite:
+            for key, build, names in SQLITE_EVENT_STATEMENTS.values():
+                _prepared(self.engine.dialect, key, build, names)
+
     def insert_events(self, rows: Iterable[tuple]) -> None:
         """(sg_event_id, delivery_id, event, email, timestamp, reason, payload, received_at)."""
         rows = list(rows)
         if rows:
             with self.transaction() as c:
                 if self.sqlite:
-                    names = ("sg_event_id", "delivery_id", "event", "email", "timestamp", "reason")
-                    names += ("payload", "received_at")
-                    _executemany(
-                        c,
-                        "insert_events",
-                        lambda: self._insert_ignore(E).values({n: bindparam(n) for n in names}),
-                        rows,
-                        names,
-                    )
+                    _executemany(c, *SQLITE_EVENT_STATEMENTS["insert_events"], rows)
                 else:
                     c.exec_driver_sql(PG_INSERT_EVENTS, _columns(rows, 8))
 
@@ -925,8 +962,7 @@ class Ledger:
             return
         with self.transaction() as c:
             if self.sqlite:
-                names = ("b_state", "b_error", "b_at", "b_id")
-                _executemany(c, "set_states", _set_states_statement, rows, names)
+                _executemany(c, *SQLITE_EVENT_STATEMENTS["set_states"], rows)
             else:
                 c.exec_driver_sql(PG_SET_STATES, _columns(rows, 4))
 
@@ -940,9 +976,7 @@ class Ledger:
             if not self.sqlite:
                 c.exec_driver_sql(PG_MARK_ENGAGEMENT.format(column=column), _columns(rows, 3))
                 return
-            names = ("b_first", "b_last", "b_id")
-            build = partial(_mark_engagement_statement, column)
-            _executemany(c, f"mark_{column}", build, rows, names)
+            _executemany(c, *SQLITE_EVENT_STATEMENTS[f"mark_{column}"], rows)
 
     @contextmanager
     def bulk_import(self) -> Iterator[None]:

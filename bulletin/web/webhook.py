@@ -186,6 +186,7 @@ class Webhook:
         self.tolerance = tolerance
         self.lock = threading.Lock()
         self.tracker = Tracker(settings.db_url, timeout=db_timeout, secret=settings.secret)
+        self.tracker.prepare_events()  # the first post then costs no more than the rest
         self.closed = False
         self._templates = None
 
