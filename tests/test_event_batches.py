@@ -191,7 +191,7 @@ def test_engagement_times_only_widen(ledger):
 
 
 def test_an_address_without_custom_args_matches_only_one_message_id(ledger):
-    send_id, claimed = accepted_send(ledger, 4, per_request=2)
+    _, claimed = accepted_send(ledger, 4, per_request=2)
     (a, xmid_a), (b, _), (c, xmid_c), _ = claimed
     events = [
         {"email": a.email.upper(), "event": "delivered", "sg_message_id": f"{xmid_a}.x.0"},
@@ -283,3 +283,23 @@ def test_a_post_stores_each_event_as_sent_and_skips_the_malformed(ledger, ledger
     assert payloads == {f"delivered-{a.id}": of(a, "delivered"), f"open-{b.id}": of(b, "open")}
     assert rows(ledger)[a.id]["state"] == State.DELIVERED
     assert rows(ledger)[b.id]["opened"] == 1
+
+
+# --- queueing (PostgreSQL: COPY into a temporary table, then one INSERT … SELECT) ------------
+
+
+def test_queueing_keeps_the_list_order_and_the_first_of_two_rows_for_an_address(ledger):
+    send_id, _ = accepted_send(ledger, 0)
+    audience = people(2500)
+    twin = Contact("PERSON7@example.org", {"first_name": "Twin"}, "contacts/people.csv", 9999)
+    audience.insert(1200, twin)  # a second row for person 7, later in the list
+    assert ledger.add_recipients(send_id, iter(audience)) == 2500  # a generator: streamed
+    queued = sorted(rows(ledger).values(), key=lambda r: r["id"])
+    assert [r["email"] for r in queued] == [p.email for p in people(2500)]
+    assert queued[7]["first_name"] == "P7" and queued[7]["email_key"] == "person7@example.org"
+    assert {r["state"] for r in queued} == {State.PENDING}
+    assert ledger.add_recipients(send_id, people(2600)) == 100  # only the new ones
+    with ledger.transaction():  # twice in one transaction: the staging table is gone between
+        assert ledger.add_recipients(send_id, people(2700)) == 100
+        assert ledger.add_recipients(send_id, people(2701)) == 1
+    assert ledger.counts(send_id)["pending"] == 2701
