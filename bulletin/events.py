@@ -405,11 +405,9 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
             span[0], span[1] = min(span[0], when), max(span[1], when)
     tracker.insert_events(rows)
     changed = [(t.state, t.error, now, t.id) for t in targets.values() if t.changed]
-    tracker.set_states(changed)
+    opens, clicks = ([(a, b, i) for i, (a, b) in engagement[k].items()] for k in ("open", "click"))
+    tracker.record_events(changed, opens, clicks)
     tally.changed += len(changed)
-    for kind, spans in engagement.items():
-        if spans:
-            tracker.mark_engagement(kind, [(a, b, i) for i, (a, b) in spans.items()])
     if suppress:
         tally.suppressed += tracker.suppress_many(suppress)
 
@@ -583,10 +581,58 @@ def import_events(
     # disk on every commit (WAL keeps the database consistent either way); a bigger page cache
     # and fewer, larger checkpoints halve its time (bench/events_bench.py).
     with tracker.bulk_import():
-        for batch in batched(read_events(path), batch_size, tally):
+        for batch in read_ahead(batched(read_events(path), batch_size, tally)):
             tally.add(apply_events(tracker, batch))
             progress(tally)
     return tally
+
+
+def read_ahead(batches: Iterator[list[Event]], depth: int = 2) -> Iterator[list[Event]]:
+    """`batches`, read and parsed in a thread up to `depth` batches ahead of the caller.
+
+    Parsing the file is Python work and applying a batch is mostly waiting for the database, so
+    the two overlap; the queue is bounded, so memory stays flat. The reader's errors (a file
+    that cannot be read) are raised here; if the caller stops early, the reader stops too.
+    """
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(end)
+        except BaseException as error:  # handed to the caller, raised there
+            put(error)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # the file is closed now, not when the generator is collected
+
+    reader = threading.Thread(target=read, name="events-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def describe(tally: Tally) -> str:

@@ -303,3 +303,76 @@ def test_queueing_keeps_the_list_order_and_the_first_of_two_rows_for_an_address(
         assert ledger.add_recipients(send_id, people(2700)) == 100
         assert ledger.add_recipients(send_id, people(2701)) == 1
     assert ledger.counts(send_id)["pending"] == 2701
+
+
+def test_engagement_after_a_bounce_keeps_its_state_and_error(ledger):
+    send_id, claimed = accepted_send(ledger, 1)
+    ((row, _),) = claimed
+    custom = {"bulletin_send": str(send_id), "bulletin_delivery": str(row.id)}
+    bounce = {"event": "bounce", "type": "bounce", "reason": "550 5.1.1 no such user"}
+    apply_events(ledger, [parse_event({**bounce, **custom, "email": row.email, "timestamp": T0})])
+    before = rows(ledger)[row.id]
+    click = {"event": "click", "email": row.email, "timestamp": T0 + 60, **custom}
+    apply_events(ledger, [parse_event(click)])
+    after = rows(ledger)[row.id]
+    assert (after["state"], after["error"], after["updated_at"]) == (
+        State.BOUNCED,
+        "550 5.1.1 no such user",
+        before["updated_at"],
+    )
+    assert (after["clicked"], after["first_clicked_at"], after["opened"]) == (1, iso(T0 + 60), 0)
+
+
+# --- `events import`: the file is read in a thread ahead of the batches being applied --------
+
+
+def test_an_import_in_small_batches_ends_as_one_big_batch(ledger, ledger_db, tmp_path):
+    import threading
+
+    from bulletin.events import import_events
+
+    send_id, claimed = accepted_send(ledger, 40)
+    lines = []
+    for n, (c, _) in enumerate(claimed):
+        for kind in ("processed", "delivered", "open"):
+            event = {
+                "email": c.email,
+                "event": kind,
+                "timestamp": T0 + n,
+                "sg_event_id": f"{kind}-{c.id}",
+                "bulletin_send": str(send_id),
+                "bulletin_delivery": str(c.id),
+            }
+            lines.append(json.dumps(event))
+        if n % 9 == 0:
+            lines.append("{not json")
+    path = tmp_path / "events.ndjson"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    threads = threading.active_count()
+
+    tally = import_events(ledger, path, batch_size=7)
+
+    assert (tally.received, tally.applied, tally.malformed) == (120, 120, 5)
+    assert {r["state"] for r in rows(ledger).values()} == {State.DELIVERED}
+    assert threading.active_count() == threads  # the reader has finished
+    again = import_events(ledger, path, batch_size=1000)
+    assert (again.duplicates, again.applied) == (120, 0)
+
+
+def test_an_import_that_fails_stops_its_reader(ledger, tmp_path):
+    import threading
+
+    from bulletin.errors import DatabaseError
+    from bulletin.events import import_events
+
+    path = tmp_path / "events.ndjson"
+    path.write_text(
+        "\n".join(json.dumps({"event": "open", "sg_event_id": f"e{n}"}) for n in range(500)),
+        encoding="utf-8",
+    )
+    threads = threading.active_count()
+    with ledger.transaction() as c:  # a real failure: the table is not there any more
+        c.exec_driver_sql("ALTER TABLE events RENAME TO events_elsewhere")
+    with pytest.raises(DatabaseError):
+        import_events(ledger, path, batch_size=10)
+    assert threading.active_count() == threads
