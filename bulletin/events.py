@@ -352,26 +352,21 @@ def apply_events(tracker: Tracker, events: Sequence[Event], *, now: str | None =
 
 
 def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) -> None:
-    seen = tracker.known_event_ids(e.sg_event_id for e in events)
-    fresh: list[Event] = []
+    unique, ids = [], set()  # one of each id, the first (SendGrid retries within a post too)
     for event in events:
-        if event.sg_event_id in seen:
-            tally.duplicates += 1
-        else:
-            seen.add(event.sg_event_id)
-            fresh.append(event)
-    if not fresh:
-        return
-    matched, targets = _match(tracker, fresh)
+        if event.sg_event_id not in ids:
+            ids.add(event.sg_event_id)
+            unique.append(event)
+    matched, targets = _match(tracker, unique)
     # People erased by `bulletin forget` (issue 8): a late event keeps its type and time only.
     forgotten = tracker.forgotten_hashes()
     rows: list[tuple] = []
-    engagement: dict[str, dict[int, list[str]]] = {"open": {}, "click": {}}
-    suppress: list[tuple[str, str, str]] = []
-    for event, target in zip(fresh, matched, strict=True):
+    hiding: list[bool] = []
+    for event, target in zip(unique, matched, strict=True):
         hidden = (target is not None and not target.email) or bool(
             forgotten and event.email and tracker.hashes(event.email) & forgotten
         )
+        hiding.append(hidden)
         rows.append(
             (
                 event.sg_event_id,
@@ -384,6 +379,15 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
                 now,
             )
         )
+    # Stored first: only the events new to the database count and move anything (SendGrid's
+    # retries, or another process applying the same post, are duplicates).
+    new = tracker.insert_new_events(rows)
+    tally.duplicates += len(events) - len(new)
+    engagement: dict[str, dict[int, list[int]]] = {"open": {}, "click": {}}
+    suppress: list[tuple[str, str, str]] = []
+    for event, target, hidden in zip(unique, matched, hiding, strict=True):
+        if event.sg_event_id not in new:
+            continue
         reason = event.suppression()
         address = target.email if target else event.email
         if reason and "@" in address and (target is not None or event.has_custom_args):
@@ -399,13 +403,14 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
                 None if hidden else event.reason,
                 True,
             )
-        elif event.kind in engagement and event.timestamp is not None:
-            when = iso(event.timestamp)
+        elif event.kind in engagement and (when := event.timestamp) is not None:
             span = engagement[event.kind].setdefault(target.id, [when, when])
             span[0], span[1] = min(span[0], when), max(span[1], when)
-    tracker.insert_events(rows)
     changed = [(t.state, t.error, now, t.id) for t in targets.values() if t.changed]
-    opens, clicks = ([(a, b, i) for i, (a, b) in engagement[k].items()] for k in ("open", "click"))
+    opens, clicks = (
+        [(iso(a), iso(b), i) for i, (a, b) in engagement[kind].items()]  # ISO sorts as numbers do
+        for kind in ("open", "click")
+    )
     tracker.record_events(changed, opens, clicks)
     tally.changed += len(changed)
     if suppress:

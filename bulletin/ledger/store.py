@@ -411,6 +411,7 @@ SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::bigin
                      %b::text[], %b::text[])
 ON CONFLICT (sg_event_id) DO NOTHING
 """
+RETURNING_ID = "RETURNING sg_event_id"
 PG_SET_STATES = """
 UPDATE deliveries AS d SET state = v.state, error = v.error, updated_at = v.at
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[]) AS v(state, error, at, id)
@@ -1005,6 +1006,26 @@ class Ledger:
         if self.sqlite:
             for key, build, names in SQLITE_EVENT_STATEMENTS.values():
                 _prepared(self.engine.dialect, key, build, names)
+
+    def insert_new_events(self, rows: list[tuple]) -> set[str]:
+        """`insert_events` of rows with distinct ids; returns the ids that were not stored yet.
+
+        PostgreSQL says which rows went in (RETURNING), so two processes applying one post
+        never both count an event; SQLite's write transaction already keeps others out while
+        it looks the ids up first.
+        """
+        if not rows:
+            return set()
+        with self.transaction() as c:
+            if not self.sqlite:
+                return set(
+                    c.exec_driver_sql(PG_INSERT_EVENTS + RETURNING_ID, _columns(rows, 8)).scalars()
+                )
+            known = self.known_event_ids(row[0] for row in rows)
+            new = [row for row in rows if row[0] not in known]
+            if new:
+                _executemany(c, *SQLITE_EVENT_STATEMENTS["insert_events"], new)
+            return {row[0] for row in new}
 
     def insert_events(self, rows: Iterable[tuple]) -> None:
         """(sg_event_id, delivery_id, event, email, timestamp, reason, payload, received_at)."""
