@@ -376,3 +376,39 @@ def test_an_import_that_fails_stops_its_reader(ledger, tmp_path):
     with pytest.raises(DatabaseError):
         import_events(ledger, path, batch_size=10)
     assert threading.active_count() == threads
+
+
+def test_two_processes_applying_one_post_count_each_event_once(ledger, ledger_db):
+    import threading
+
+    send_id, claimed = accepted_send(ledger, 300)
+    events = [
+        parse_event(
+            {
+                "email": c.email,
+                "event": kind,
+                "timestamp": T0,
+                "sg_event_id": f"{kind}-{c.id}",
+                "bulletin_send": str(send_id),
+                "bulletin_delivery": str(c.id),
+            }
+        )
+        for c, _ in claimed
+        for kind in ("delivered", "open")
+    ]
+    tallies, start = [], threading.Barrier(2)
+
+    def worker() -> None:
+        with open_ledger(ledger_db, secret=SECRET) as own:  # its own connections
+            start.wait()
+            tallies.append(apply_events(own, events))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(t.applied for t in tallies) == len(events)
+    assert sum(t.duplicates for t in tallies) == len(events)
+    assert sum(t.changed for t in tallies) == 300
+    assert {r["state"] for r in rows(ledger).values()} == {State.DELIVERED}
