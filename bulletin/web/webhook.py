@@ -186,7 +186,11 @@ class Webhook:
         self.tolerance = tolerance
         self.lock = threading.Lock()
         self.tracker = Tracker(settings.db_url, timeout=db_timeout, secret=settings.secret)
-        self.tracker.prepare_events()  # the first post then costs no more than the rest
+        try:
+            self.tracker.prepare_events()  # the first post then costs no more than the rest
+        except BaseException:
+            self.tracker.close()
+            raise
         self.closed = False
         self._templates = None
 
