@@ -242,6 +242,19 @@ class Webhook:
         )
         return 200, tally.as_dict(), note
 
+    def receive(
+        self, signature: str | None, timestamp: str | None, body: bytes
+    ) -> tuple[int, dict[str, int] | str, str]:
+        """Verify a posted body (when a key is set), then apply it: one trip to a worker thread
+        per post, not two."""
+        if self.key is not None:
+            problem = check_signature(
+                self.key, signature, timestamp, body, tolerance=self.tolerance
+            )
+            if problem:
+                return 403, "Forbidden: the signature does not verify.", f"refused: {problem}"
+        return self.apply(body)
+
     def _one_by_one(self, events: list[Event]) -> tuple[Tally, int]:
         """Apply events singly after a batch failed (issue 12, finding 5): skip those that fail."""
         tally, failed = Tally(), 0
@@ -398,6 +411,8 @@ def signed_link_page(webhook, limit: int, show: Callable, submit: Callable) -> C
 
 def create_app(webhook: Webhook) -> Starlette:
     """The Starlette app serving /events and /unsubscribe for `webhook`."""
+    from anyio._backends import _asyncio  # noqa: F401  # loaded now, not by the first post
+
     from bulletin.web import approval
 
     async def events(request: Request) -> Response:
@@ -421,19 +436,9 @@ def create_app(webhook: Webhook) -> Starlette:
             return _closing(_text(400, "Incomplete body."))
         if isinstance(body, Response):
             return body
-        if webhook.key is not None:
-            problem = await run_in_threadpool(
-                check_signature,
-                webhook.key,
-                headers.get(SIGNATURE_HEADER),
-                headers.get(TIMESTAMP_HEADER),
-                body,
-                tolerance=webhook.tolerance,
-            )
-            if problem:
-                _note(request, f"refused: {problem}")
-                return _text(403, "Forbidden: the signature does not verify.")
-        status, answer, note = await run_in_threadpool(webhook.apply, body)
+        status, answer, note = await run_in_threadpool(
+            webhook.receive, headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER), body
+        )
         _note(request, note)
         if isinstance(answer, str):
             return _text(status, answer)
