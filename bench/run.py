@@ -76,6 +76,7 @@ class Run:
     code: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system: on a shared machine, steadier than wall time
 
 
 def bulletin_command() -> list[str]:
@@ -151,6 +152,7 @@ def measure(
             reply["code"],
             out.read_text(errors="replace") if out.exists() else "",
             err.read_text(errors="replace"),
+            reply.get("cpu_seconds", 0.0),
         )
 
 
@@ -657,7 +659,7 @@ class Bench:
             runs.append(run)
             self.log(
                 f"  {row.scenario}: {who} run {number + 1}/{times} "
-                f"{run.seconds:.2f} s, {run.rss_mb:.0f} MB"
+                f"{run.seconds:.2f} s, {run.rss_mb:.0f} MB, CPU {run.cpu_seconds:.2f} s"
             )
         if who == "bulletin" and self.current in (self.args.profile or ()):
             self.profile(command, cwd, env, before, quiet_stdout)

@@ -7,7 +7,8 @@ the command's own peak. Run with `python -S bench/spawn.py`; one JSON request pe
 stdin, one JSON answer per line on stdout:
 
     {"op": "run", "argv": [...], "cwd": "...", "env": {...}, "stdout": PATH|null, "stderr": PATH}
-        → {"seconds": wall time from fork to exit, "maxrss_kb": ..., "code": exit code}
+        → {"seconds": wall time from fork to exit, "maxrss_kb": ..., "cpu_seconds": user + system,
+           "code": exit code}
     {"op": "start", ...same...}  → {"pid": ...}
     {"op": "poll", "pid": N}     → {"code": exit code, or null while it runs}
     {"op": "stop", "pid": N, "timeout": S}  → SIGTERM, after S seconds SIGKILL; then as "run"
@@ -50,6 +51,7 @@ def reap(pid, options=0):
     return {
         "seconds": time.perf_counter() - running.pop(pid),
         "maxrss_kb": usage.ru_maxrss,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "code": os.waitstatus_to_exitcode(status),
     }
 

@@ -30,13 +30,16 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from bulletin.check import Checked
-from bulletin.config import Settings
-from bulletin.contacts import Contact
 from bulletin.errors import ConfigError, InputError
 from bulletin.ledger.approvals import ApprovalEvent, ApprovalStore, Kind, Route
-from bulletin.message import Address, Message, parse_address
+
+if TYPE_CHECKING:  # `status` reads approval records without loading check's stack
+    from bulletin.check import Checked
+    from bulletin.config import Settings
+    from bulletin.contacts import Contact
+    from bulletin.message import Address, Message
 
 LINK_LIFETIME = timedelta(days=7)
 LAYOUTS = ("email.html", "email.txt")  # what an email send renders with
@@ -382,6 +385,8 @@ def show(checked: Checked, settings: Settings, result: Standing) -> Shown:
 
 def approver_address(text: str, settings: Settings, option: str) -> Address:
     """The approver named on the command line: an address in BULLETIN_APPROVERS."""
+    from bulletin.message import parse_address
+
     address, error = parse_address(text, option)
     if error or address is None:
         raise InputError(error or f"{option}: no address")

@@ -17,12 +17,12 @@ an unsubscribe token never works here and a feedback token never unsubscribes an
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
 import unicodedata
 from dataclasses import dataclass
+
+from bulletin.signing import delivery_signature
 
 USEFUL, NOT_USEFUL, CONCERN = "useful", "not_useful", "concern"
 ANSWERS = (USEFUL, NOT_USEFUL, CONCERN)
@@ -79,9 +79,7 @@ def parse_question(value: object) -> tuple[Question | None, str | None]:
 
 
 def _signature(secret: str, send_id: int, delivery_id: int, email: str) -> str:
-    message = f"{PURPOSE}:{send_id}:{delivery_id}:{email.strip().lower()}".encode()
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return delivery_signature(PURPOSE, secret, send_id, delivery_id, email)
 
 
 def make_token(secret: str, send_id: int, delivery_id: int, email: str) -> str:

@@ -23,13 +23,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from html import escape, unescape
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from bulletin.config import Settings
 from bulletin.errors import InputError
-from bulletin.ledger.publications import Publication, PublicationStore
 from bulletin.message import Address, Message, load_message, resolve_path
+
+if TYPE_CHECKING:  # the ledger (SQLAlchemy) is imported where pages are stored: `check`,
+    # `preview` and `send --dry-run` only need public_base and share_links from here
+    from bulletin.ledger.publications import Publication
 
 DEV_PUBLIC_URL = "http://127.0.0.1:8025"  # `bulletin events serve`'s default address
 LONDON = ZoneInfo("Europe/London")
@@ -61,6 +65,8 @@ def record_send(tracker, message: Message, send_id: int) -> None:
     The bytes are read again and kept only if they still hash to what the send recorded;
     otherwise `bulletin publish` says the version is missing rather than show another one.
     """
+    from bulletin.ledger.publications import PublicationStore
+
     store = PublicationStore(tracker)
     try:
         source = message.path.read_bytes()
@@ -83,6 +89,7 @@ class Published:
 
 def publish(settings: Settings, name: str) -> Published:
     """`bulletin publish MESSAGE`: (re)publish the page of the message's latest send."""
+    from bulletin.ledger.publications import PublicationStore
     from bulletin.tracking import Tracker
 
     path = resolve_path(name, settings.workdir)
@@ -119,6 +126,7 @@ def publish(settings: Settings, name: str) -> Published:
 
 def unpublish(settings: Settings, reference: str) -> Publication:
     """`bulletin unpublish REFERENCE`: the page then answers 410, saying it was withdrawn."""
+    from bulletin.ledger.publications import PublicationStore
     from bulletin.tracking import Tracker
 
     found = None

@@ -20,6 +20,7 @@ from datetime import date, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def split(text: str) -> tuple[Part, ...]:
 
 
 def fill(parts: Sequence[Part], values: Sequence[str]) -> str:
-    return "".join(p if isinstance(p, str) else values[p] for p in parts)
+    return "".join([p if isinstance(p, str) else values[p] for p in parts])
 
 
 def packaged_templates() -> Path:
@@ -103,6 +104,9 @@ class Slots:
         self.keys: list[tuple[str, str]] = []  # (field key, fallback)
         self.links: list[tuple[Part, ...]] = []  # href/src values holding slots (URL_OF)
         self._index: dict[tuple[str, str], int] = {}
+        self._made: _SlotPlan | None = None
+        self._verdicts: dict[str, bool] = {}  # url_allowed of link values seen (bounded)
+        self._checker = None  # (slots when made, the function `unsafe_links` calls)
 
     def token_for(self, key: str, fallback: str = "") -> str:
         slot = (key, fallback)
@@ -134,18 +138,142 @@ class Slots:
     def values(
         self, contact: Contact | None, unsubscribe_url: str = "", feedback_url: str = ""
     ) -> list[str]:
-        get = contact.fields.get if contact is not None else {}.get
-        out: list[str] = []
-        for key, fallback in self.keys:
-            if key == UNSUBSCRIBE:
-                out.append(unsubscribe_url)
-            elif key == FEEDBACK:
-                out.append(feedback_url)
-            elif key.startswith(URL_OF):  # always after the slots it is made of
-                out.append(safe_url(fill(self.links[int(key[len(URL_OF) :])], out)))
-            else:
-                out.append(get(key) or fallback)
+        """Every slot's value for this contact: fields (or fallbacks), our URLs, checked links.
+
+        Once per recipient, 100,000 times a send: every slot is first read as a field, then
+        our URLs and the links (made of the slots before them) are put in their places.
+        """
+        plan = self._plan()
+        get = contact.fields.get if contact is not None else _NO_FIELDS.get
+        out = [get(key) or fallback for key, fallback in self.keys]
+        for index in plan.unsubscribe:
+            out[index] = unsubscribe_url
+        for index in plan.feedback:
+            out[index] = feedback_url
+        verdicts = self._verdicts
+        for index, link in plan.links:
+            url = link.format(*out)
+            if not url.startswith(_ALLOWED_PREFIXES):
+                allowed = verdicts.get(url)
+                if allowed is None:  # remembered: a link to "" + "&a=useful" in every dry run
+                    allowed = url_allowed(url)
+                    if len(verdicts) < _CACHE_LIMIT:
+                        verdicts[url] = allowed
+                if not allowed:
+                    url = ""
+            out[index] = url
         return out
+
+    def _plan(self) -> _SlotPlan:
+        """Where our URLs and the links go; made once every slot is known (after compiling)."""
+        plan = self._made
+        if plan is None or plan.count != len(self.keys):
+            plan = self._made = _SlotPlan(
+                count=len(self.keys),
+                unsubscribe=tuple(i for i, (k, _) in enumerate(self.keys) if k == UNSUBSCRIBE),
+                feedback=tuple(i for i, (k, _) in enumerate(self.keys) if k == FEEDBACK),
+                links=tuple(
+                    (i, pattern(self.links[int(k[len(URL_OF) :])]))
+                    for i, (k, _) in enumerate(self.keys)
+                    if k.startswith(URL_OF)
+                ),
+            )
+            for index, (key, _) in enumerate(self.keys):  # as filling slot by slot would fail
+                if key.startswith(URL_OF):
+                    parts = self.links[int(key[len(URL_OF) :])]
+                    if any(isinstance(p, int) and p >= index for p in parts):
+                        raise IndexError("a link is made of a slot after its own")
+        return plan
+
+    def unsafe_links(self, contact: Contact | None) -> list[str]:
+        """The links this contact's values would turn into a refused scheme (for `check`).
+
+        As `check` sees them: our own URLs empty. Only a link holding a contact's field can
+        differ from one contact to the next; the others are judged once. A link's verdict is
+        remembered by the values of the fields it holds (a ward, a scheme name repeat).
+        """
+        checker = self._checker
+        if checker is None or checker[0] != len(self.keys):
+            checker = self._checker = (len(self.keys), self._link_checker())
+        return checker[1](contact)
+
+    def _link_checker(self):
+        ours = {i for i, (key, _) in enumerate(self.keys) if key in (UNSUBSCRIBE, FEEDBACK)}
+        links = {i for i, (key, _) in enumerate(self.keys) if key.startswith(URL_OF)}
+        # (None, unsafe URL or None) | (field slots, pattern, cache) | (parts,)
+        verdicts: list[tuple] = []
+        for parts in self.links:
+            used = sorted({p for p in parts if isinstance(p, int) and p not in ours})
+            if links.intersection(used):  # a layout naming a link's own slot: the long way
+                verdicts.append((parts,))
+                continue
+            if not used:
+                url = fill(parts, [""] * len(self.keys))
+                verdicts.append((None, None if url_allowed(url) else url))
+                continue
+            # The link with only its fields' values in place ({0}, {1}, … in order).
+            numbering = {slot: n for n, slot in enumerate(used)}
+            numbered = tuple(
+                p if isinstance(p, str) else "" if p in ours else numbering[p] for p in parts
+            )
+            slots = tuple(self.keys[slot] for slot in used)
+            verdicts.append((slots, pattern(numbered), {}))
+
+        def unsafe(contact: Contact | None) -> list[str]:
+            get = contact.fields.get if contact is not None else _NO_FIELDS.get
+            found = []
+            for verdict in verdicts:
+                if len(verdict) == 1:
+                    url = fill(verdict[0], self.values(contact))
+                    if not url_allowed(url):
+                        found.append(url)
+                    continue
+                if verdict[0] is None:
+                    if verdict[1] is not None:
+                        found.append(verdict[1])
+                    continue
+                slots, text, cache = verdict
+                values = tuple(get(key) or fallback for key, fallback in slots)
+                if values in cache:
+                    url = cache[values]
+                else:
+                    url = text.format(*values)
+                    url = None if url.startswith(_ALLOWED_PREFIXES) or url_allowed(url) else url
+                    if len(cache) < _CACHE_LIMIT:
+                        cache[values] = url
+                if url is not None:
+                    found.append(url)
+            return found
+
+        return unsafe
+
+
+@dataclass(frozen=True)
+class _SlotPlan:
+    count: int  # slots when made
+    unsubscribe: tuple[int, ...]
+    feedback: tuple[int, ...]
+    links: tuple[tuple[int, str], ...]  # (slot, its parts as a str.format pattern)
+
+
+_NO_FIELDS: dict[str, str] = {}
+_CACHE_LIMIT = 10_000  # verdicts remembered per link (one per distinct set of field values)
+
+
+def pattern(parts: Sequence[Part]) -> str:
+    """`parts` as a str.format pattern: `pattern(parts).format(*values) == fill(parts, values)`.
+
+    For a link (a few parts) str.format is twice as fast as `fill`; for a whole layout it is
+    ten times slower (it scans every character, and CSS is full of braces): that is `fill`'s.
+    """
+    return "".join(
+        p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else f"{{{p}}}" for p in parts
+    )
+
+
+# A URL starting with one of these (lower case, nothing before it) has an allowed scheme:
+# the same verdict as url_allowed, without its regular expressions (test_render_fast_paths).
+_ALLOWED_PREFIXES = tuple(f"{scheme}:" for scheme in sorted(URL_SCHEMES))
 
 
 def safe_url(value: str) -> str:
@@ -155,6 +283,8 @@ def safe_url(value: str) -> str:
 
 def url_allowed(value: str) -> bool:
     """True if a final URL's scheme is https, http, mailto or tel, or it has none."""
+    if value.startswith(_ALLOWED_PREFIXES):
+        return True
     # Browsers drop tabs, newlines and control characters inside URLs ("java\tscript:").
     scheme = _SCHEME.match(_URL_CONTROL.sub("", value))
     return not scheme or scheme.group(1).lower() in URL_SCHEMES
@@ -196,16 +326,26 @@ class CompiledEmail:
         self, contact: Contact | None, unsubscribe_url: str = "", feedback_url: str = ""
     ) -> list[str]:
         values = self.slots.values(contact, unsubscribe_url, feedback_url)
-        rule = self.slots.index_of(SUBJECT_RULE)
+        rule, underline = self._subject_rule
         if rule is not None:
-            values[rule] = "=" * min(len(fill(self.subject, values)), RULE_WIDTH)
+            values[rule] = underline or "=" * min(len(fill(self.subject, values)), RULE_WIDTH)
         return values
+
+    @cached_property
+    def _subject_rule(self) -> tuple[int | None, str]:
+        """The rule's slot, and the rule itself when the subject holds no placeholder."""
+        rule = self.slots.index_of(SUBJECT_RULE)
+        if any(isinstance(p, int) for p in self.subject):
+            return rule, ""
+        return rule, "=" * min(len(fill(self.subject, [])), RULE_WIDTH)
 
     def render(
         self, contact: Contact | None, unsubscribe_url: str = "", feedback_url: str = ""
     ) -> Rendered:
         values = self.values(contact, unsubscribe_url, feedback_url)
-        escaped = [html.escape(v) for v in values]
+        escaped = values.copy()  # escaped where the HTML layout shows them
+        for index in self._html_slots:
+            escaped[index] = html.escape(values[index])
         subject = fill(self.subject, values)
         if fields.has_line_break(subject):
             where = contact.where if contact else "message"
@@ -214,12 +354,11 @@ class CompiledEmail:
 
     def unsafe_links(self, contact: Contact | None) -> list[str]:
         """The links this contact's values would turn into a refused scheme (for `check`)."""
-        values = self.slots.values(contact)
-        return [
-            url
-            for url in (fill(parts, values) for parts in self.slots.links)
-            if not url_allowed(url)
-        ]
+        return self.slots.unsafe_links(contact)
+
+    @cached_property
+    def _html_slots(self) -> tuple[int, ...]:
+        return tuple(sorted({p for p in self.html if isinstance(p, int)}))
 
     def render_body_html(self, contact: Contact | None) -> str:
         return fill(self.body_html, [html.escape(v) for v in self.values(contact)])

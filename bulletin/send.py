@@ -222,7 +222,8 @@ def plan_send(
         return plan
     with tracker:
         suppressed = tracker.suppressed_hashes()
-        plan.recipients = [c for c in recipients if not tracker.hashes(c.email) & suppressed]
+        if suppressed:  # else no need to hash 100,000 addresses twice each
+            plan.recipients = [c for c in recipients if not tracker.hashes(c.email) & suppressed]
         plan.suppressed = len(recipients) - len(plan.recipients)
         latest = _send_to_resume(tracker, checked, new_send)
         if latest is not None:

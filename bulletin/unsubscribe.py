@@ -7,18 +7,16 @@ forged, altered or reused for another address.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
+
+from bulletin.signing import delivery_signature
 
 _TOKEN = re.compile(r"^(\d{1,12})\.(\d{1,15})\.([A-Za-z0-9_-]{22})$")
 
 
 def _signature(secret: str, send_id: int, delivery_id: int, email: str) -> str:
-    message = f"unsubscribe:{send_id}:{delivery_id}:{email.strip().lower()}".encode()
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return delivery_signature("unsubscribe", secret, send_id, delivery_id, email)
 
 
 def make_token(secret: str, send_id: int, delivery_id: int, email: str) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 from contextlib import suppress
 from datetime import UTC, datetime
+
+from bulletin.signing import hmac_sha256
 
 FORGET_REASON = "forgotten (data-protection request)"
 FORGET_SOURCE = "forget"  # suppressions made by `bulletin forget`
@@ -39,8 +40,7 @@ KEYED_PREFIX = "k1:"  # HMAC-SHA256 under BULLETIN_SECRET; a plain hash is 64 he
 def keyed_hash(email: str, secret: str) -> str:
     """What `forget` keeps when a secret is set: no one without BULLETIN_SECRET can test an
     address against it (issue 12), unlike a plain SHA-256 of a guessable address."""
-    digest = hmac.new(secret.encode(), email_key(email).encode(), hashlib.sha256).hexdigest()
-    return KEYED_PREFIX + digest
+    return KEYED_PREFIX + hmac_sha256(secret, email_key(email).encode()).hex()
 
 
 def email_hashes(email: str, secret: str | None = None) -> set[str]:

@@ -9,17 +9,19 @@ matching revision, then upgraded like any other.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 
 from bulletin.errors import DatabaseError
 from bulletin.ledger import schema
 from bulletin.ledger.engine import describe, transaction
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported where it is used: opening a ledger at HEAD (every `status`) needs none
+# of it, and it is a quarter of a `status` run's start-up.
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # `PRAGMA user_version` of a file written before Alembic → the revision to stamp it at.
@@ -36,6 +38,8 @@ UPGRADE_LOCK = 0x62756C6C  # "bull"
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, built in code, pointing at the packaged scripts."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -44,6 +48,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest revision this bulletin knows."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -51,6 +57,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at; None for an empty database (or one from before Alembic)."""
+    from alembic.runtime.migration import MigrationContext
+
     with transaction(engine, write=False) as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
@@ -62,6 +70,10 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
     PostgreSQL on an advisory lock held until the transaction ends. All of it is one
     transaction, so a failure leaves the database as it was.
     """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     with transaction(engine, write=True) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(select(func.pg_advisory_xact_lock(UPGRADE_LOCK)))
@@ -84,6 +96,8 @@ def adopt_legacy(connection: Connection, engine: Engine) -> str | None:
 
     Returns the revision stamped, or None when the database is not a legacy one (empty).
     """
+    from alembic import command
+
     if connection.dialect.name != "sqlite":
         return None
     version = connection.exec_driver_sql("PRAGMA user_version").scalar() or 0
@@ -111,6 +125,8 @@ def adopt_legacy(connection: Connection, engine: Engine) -> str | None:
 def make_revision(engine: Engine, message: str) -> None:
     """For developers: write a new revision script from the difference between the database
     (at head) and schema.py. Review and edit it before committing."""
+    from alembic import command
+
     with transaction(engine, write=True) as connection:
         command.revision(alembic_config(connection), message=message, autogenerate=True)
 
