@@ -533,6 +533,23 @@ def stored_events(db: Path, prefix: str = "") -> int:
         ).fetchone()[0]
 
 
+def postgres_deliveries(url: str) -> list[tuple[int, int, str, str]]:
+    """`deliveries` of a PostgreSQL ledger."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return connection.execute(
+            "SELECT send_id, id, email, COALESCE(message_id, '') FROM deliveries ORDER BY id"
+        ).fetchall()
+
+
+def postgres_count(url: str, query: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return connection.execute(query).fetchone()[0]
+
+
 def webhook_signer():
     """A fresh ECDSA P-256 key pair: (public key as SendGrid shows it, sign(timestamp, body))."""
     from cryptography.hazmat.primitives import hashes, serialization
@@ -575,6 +592,8 @@ class Bench:
         self.rows: list[Row] = []
         self.folders: dict[str, Path] = {}
         self.sendgrid_db: Path | None = None  # a finished 100k SendGrid send, for later rows
+        self.cluster = None  # a durable throw-away PostgreSQL server, started when first needed
+        self.postgres_send: str | None = None  # its database holding a finished SendGrid send
         self.mailmerge: Path | None = None
         self.current = ""  # the scenario running now
 
@@ -871,6 +890,55 @@ class Bench:
         self.within(failures, row.bulletin_rss_mb, 250, f"{row.bulletin_rss_mb:.0f} MB > 250 MB")
         self.judge(row, failures)
 
+    def sendgrid_postgres(self, row: Row) -> None:
+        """The 100k SendGrid send with its ledger on PostgreSQL (queued with COPY)."""
+        from servers import SendGridStub
+
+        if self.postgres() is None:
+            row.result = "skipped: PostgreSQL is not installed"
+            return
+        size = self.size("100k", "100k", "1k")
+        count = SIZES[size]
+        row.scenario = f"SendGrid send {size} on PostgreSQL, loopback stand-in, with tracking"
+        folder = self.folder(size)
+        url = self.cluster.url("send")
+        with SendGridStub(api_key=API_KEY, keep_bodies=False) as stub:
+            env = clean_environment(
+                SENDGRID_API_KEY=API_KEY,
+                BULLETIN_SENDGRID_URL=stub.url,
+                BULLETIN_SECRET=SECRET,
+                BULLETIN_PUBLIC_URL=PUBLIC_URL,
+                BULLETIN_DB=url,
+            )
+
+            def before() -> None:
+                self.forget_sends(folder)
+                self.fresh_postgres("send")
+                stub.reset()
+
+            def accepted(run: Run) -> None:
+                got = stub.delivered_emails()
+                if len(got) != count or max(got.values()) != 1:
+                    raise Broken(f"the stand-in took {len(got)} addresses, expected {count} once")
+
+            self.series(
+                row,
+                self.repeats(3, 1),
+                [*self.bulletin, "send", MESSAGE, "--yes"],
+                folder,
+                env,
+                before=before,
+                check=accepted,
+            )
+        self.postgres_send = "send"
+        scale = count / 100_000
+        failures: list[str] = []
+        self.within(
+            failures, row.bulletin_s, 15 * scale, f"{seconds(row.bulletin_s)} > {15 * scale:g} s"
+        )
+        self.within(failures, row.bulletin_rss_mb, 250, f"{row.bulletin_rss_mb:.0f} MB > 250 MB")
+        self.judge(row, failures)
+
     def status(self, row: Row) -> None:
         if self.sendgrid_db is None:
             row.result = "skipped: needs the SendGrid row"
@@ -899,6 +967,40 @@ class Bench:
     def has_command(self, *words: str) -> bool:
         run = measure([*self.bulletin, *words, "--help"], self.base, clean_environment())
         return run.code == 0
+
+    def postgres(self):
+        """The bench's PostgreSQL server (tests/postgres.py, fsync on), or None if not installed."""
+        if self.cluster is None:
+            from postgres import TemporaryCluster, find_bin_dir
+
+            bin_dir = find_bin_dir()
+            if bin_dir is None or not (bin_dir / "initdb").exists():
+                return None
+            self.cluster = TemporaryCluster(bin_dir, durable=True).__enter__()
+        return self.cluster
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.__exit__(None, None, None)
+            self.cluster = None
+
+    def fresh_postgres(self, name: str, *, template: str | None = None) -> str:
+        """An empty database at the newest schema (`bulletin db upgrade`), or a copy of one."""
+        cluster = self.cluster
+        cluster.drop_database(name)
+        if template:
+            cluster.execute_autocommit(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            return cluster.url(name)
+        url = cluster.create_database(name)
+        expect(
+            measure(
+                [*self.bulletin, "db", "upgrade"],
+                self.folder("sample"),
+                clean_environment(BULLETIN_DB=url),
+            ),
+            "bulletin db upgrade",
+        )
+        return url
 
     def events_folder(self) -> Path:
         """A working folder holding a fresh copy of the finished SendGrid send's database."""
@@ -946,6 +1048,47 @@ class Bench:
             folder,
             clean_environment(BULLETIN_SECRET=SECRET, BULLETIN_PUBLIC_URL=PUBLIC_URL),
             before=lambda: self.events_folder(),
+            check=check,
+        )
+        row.measure = f"{written / row.bulletin_s:,.0f} events/s"
+        limit = 60 * written / 1_000_000
+        failures: list[str] = []
+        self.within(failures, row.bulletin_s, limit, f"{seconds(row.bulletin_s)} > {limit:g} s")
+        self.within(failures, row.bulletin_rss_mb, 300, f"{row.bulletin_rss_mb:.0f} MB > 300 MB")
+        self.judge(row, failures)
+
+    def events_import_postgres(self, row: Row) -> None:
+        """`events import` into PostgreSQL: a copy of the PostgreSQL send's database each run."""
+        if self.postgres_send is None:
+            row.result = "skipped: needs the SendGrid-on-PostgreSQL row"
+            return
+        wanted = self.args.events or (
+            10_000 if self.check_only else 100_000 if self.quick else 1_000_000
+        )
+        row.scenario = f"events import into PostgreSQL, {_count(wanted)} events"
+        started = time.perf_counter()
+        path = self.base / f"events-postgres-{wanted}.ndjson"
+        written, unique = write_events(
+            path, postgres_deliveries(self.cluster.url(self.postgres_send)), wanted
+        )
+        self.log(
+            f"wrote {written:,} events ({path.stat().st_size / 1e6:.0f} MB) "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        url = self.cluster.url("import")
+
+        def check(run: Run) -> None:
+            kept = postgres_count(url, "SELECT COUNT(*) FROM events")
+            if kept != unique:
+                raise Broken(f"the database kept {kept:,} events, expected {unique:,}")
+
+        self.series(
+            row,
+            self.repeats(3, 1),
+            [*self.bulletin, "events", "import", str(path)],
+            self.folder("sample"),
+            clean_environment(BULLETIN_SECRET=SECRET, BULLETIN_DB=url),
+            before=lambda: self.fresh_postgres("import", template=self.postgres_send),
             check=check,
         )
         row.measure = f"{written / row.bulletin_s:,.0f} events/s"
@@ -1053,8 +1196,14 @@ class Bench:
             ("compare-dry-run", "bulletin ≥ 10× faster", self.compare_dry_run),
             ("compare-smtp", "bulletin ≥ 3× faster", self.compare_smtp),
             ("sendgrid", "≤ 20 s per 100k, ≤ 100 requests, RSS ≤ 250 MB", self.sendgrid),
+            ("sendgrid-postgres", "≤ 15 s per 100k, RSS ≤ 250 MB", self.sendgrid_postgres),
             ("status", "≤ 1 s", self.status),
             ("events-import", "≤ 60 s per 1M, RSS ≤ 300 MB", self.events_import),
+            (
+                "events-import-postgres",
+                "≤ 60 s per 1M, RSS ≤ 300 MB",
+                self.events_import_postgres,
+            ),
             ("webhook", "≥ 10,000 events/s", self.webhook),
             ("preview-serve", "ready ≤ 1 s; edit visible ≤ 1 s", self.preview_serve),
         ]
@@ -1067,14 +1216,18 @@ class Bench:
             "compare-dry-run": "dry run 10k: bulletin vs mailmerge --dry-run",
             "compare-smtp": "SMTP send 10k to aiosmtpd: bulletin vs mailmerge",
             "sendgrid": "SendGrid send 100k, loopback stand-in, with tracking",
+            "sendgrid-postgres": "SendGrid send 100k on PostgreSQL, with tracking",
             "status": "status of a 100k send",
             "events-import": "events import, 1M events",
+            "events-import-postgres": "events import into PostgreSQL, 1M events",
             "webhook": "webhook: posts of 1,000 events",
             "preview-serve": "preview --serve: ready, and an edit visible",
         }
         wanted = set(self.args.only or names)
         if {"status", "events-import", "webhook"} & wanted:
             wanted.add("sendgrid")  # they read the database a SendGrid send leaves
+        if "events-import-postgres" in wanted:
+            wanted.add("sendgrid-postgres")
         if not self.check_only and wanted & {"compare-dry-run", "compare-smtp"}:
             self.mailmerge = mailmerge_ready(self.log)
         for key, target, scenario in self.plan():
@@ -1264,6 +1417,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these scenarios")
     parser.add_argument("--repeat", type=int, help="runs per scenario (overrides the defaults)")
     parser.add_argument(
+        "--events", type=int, help="events to import into PostgreSQL (default 1M; --quick 100k)"
+    )
+    parser.add_argument(
         "--profile",
         nargs="+",
         metavar="NAME",
@@ -1279,12 +1435,15 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(tempfile.mkdtemp(prefix="run-", dir=OUT))
     else:
         base = Path(tempfile.mkdtemp(prefix="bulletin-bench-"))
+    bench = None
     try:
         about = machine(base)
         bench = Bench(args, base)
         rows = bench.run()
         about["commit_ms_after"] = round(commit_latency(base) * 1000, 2)
     finally:
+        if bench is not None:
+            bench.close()
         if _spawner is not None:
             _spawner.close()
         if not args.keep:

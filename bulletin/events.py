@@ -190,6 +190,51 @@ def parse_event(obj: Any, payload: str | None = None) -> Event:
     )
 
 
+class NotAnArray(ValueError):
+    """The body is JSON, but not an array."""
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def array_items(body: bytes) -> list[tuple[Any, str]]:
+    """(value, its text) of each element of a posted JSON array, read as `json.loads` would.
+
+    The text of each element is kept as sent, so it is stored as the event's payload without
+    encoding it again, and a string can only hold a lone surrogate where the text has a
+    `\\uD8xx` escape: `parse_event` walks an event for one only then (a post's events took
+    twice as long to parse with the walk and the re-encoding; bench/webhook_apply.py).
+    ValueError if the body is not JSON (RecursionError if nested too deeply), `NotAnArray` if
+    it is JSON but not an array.
+    """
+    text = body.decode(json.detect_encoding(body), "surrogatepass")
+    space = _JSON_SPACE.match
+    pos = space(text, 0).end()
+    if not text.startswith("[", pos):
+        value = json.loads(text)  # ValueError if it is not JSON at all
+        raise NotAnArray(f"expected a JSON array, found {type(value).__name__}")
+    items: list[tuple[Any, str]] = []
+    pos = space(text, pos + 1).end()
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            value, end = _DECODER.raw_decode(text, pos)
+            items.append((value, text[pos:end]))
+            pos = end if text.startswith(",", end) else space(text, end).end()  # "," is usual
+            if text.startswith(",", pos):
+                pos = space(text, pos + 1).end()
+            elif text.startswith("]", pos):
+                pos += 1
+                break
+            else:
+                raise ValueError(f"expected ',' or ']' at character {pos}")
+    if space(text, pos).end() != len(text):
+        raise ValueError(f"extra data at character {pos}")
+    return items
+
+
 @dataclass
 class Tally:
     """What a batch (or a whole import) did."""
@@ -246,7 +291,7 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
             found = targets[row.id] = _Target(row.id, row.email, row.state)
         return found
 
-    by_id = {r["id"]: r for r in tracker.deliveries_by_id(e.delivery_id for e in events)}
+    by_id = {r.id: r for r in tracker.event_targets("id", (e.delivery_id for e in events))}
     matched: list[_Target | None] = [None] * len(events)
     fallback: list[int] = []
     for index, event in enumerate(events):
@@ -267,14 +312,14 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
     # By address (an index lookup, a few rows each), using sg_message_id to pick the send.
     with_address = [i for i in fallback if events[i].email]
     candidates: dict[str, list] = {}
-    for row in tracker.deliveries_by_email(events[i].email.lower() for i in with_address):
+    for row in tracker.event_targets("email_key", (events[i].email.lower() for i in with_address)):
         candidates.setdefault(row.email_key, []).append(row)
     for index in with_address:
         event = events[index]
         rows = candidates.get(event.email.lower(), [])
         row = None
         if event.message_id:
-            row = next((r for r in rows if r["message_id"] == event.message_id), None)
+            row = next((r for r in rows if r.message_id == event.message_id), None)
         # No address-only fallback (issue 12): an event without bulletin's custom_args and
         # with no sg_message_id of ours is another app's or another list's on the same
         # SendGrid account, and must not change bulletin's deliveries or suppressions.
@@ -284,7 +329,7 @@ def _match(tracker: Tracker, events: Sequence[Event]) -> tuple[list[_Target | No
     bare = [i for i in fallback if not events[i].email and events[i].message_id]
     if bare:
         only: dict[str, Any] = {}
-        for row in tracker.deliveries_by_message_id(events[i].message_id for i in bare):
+        for row in tracker.event_targets("message_id", (events[i].message_id for i in bare)):
             only[row.message_id] = None if row.message_id in only else row
         for index in bare:
             row = only.get(events[index].message_id)
@@ -307,26 +352,21 @@ def apply_events(tracker: Tracker, events: Sequence[Event], *, now: str | None =
 
 
 def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) -> None:
-    seen = tracker.known_event_ids(e.sg_event_id for e in events)
-    fresh: list[Event] = []
+    unique, ids = [], set()  # one of each id, the first (SendGrid retries within a post too)
     for event in events:
-        if event.sg_event_id in seen:
-            tally.duplicates += 1
-        else:
-            seen.add(event.sg_event_id)
-            fresh.append(event)
-    if not fresh:
-        return
-    matched, targets = _match(tracker, fresh)
+        if event.sg_event_id not in ids:
+            ids.add(event.sg_event_id)
+            unique.append(event)
+    matched, targets = _match(tracker, unique)
     # People erased by `bulletin forget` (issue 8): a late event keeps its type and time only.
     forgotten = tracker.forgotten_hashes()
     rows: list[tuple] = []
-    engagement: dict[str, dict[int, list[str]]] = {"open": {}, "click": {}}
-    suppress: list[tuple[str, str, str]] = []
-    for event, target in zip(fresh, matched, strict=True):
+    hiding: list[bool] = []
+    for event, target in zip(unique, matched, strict=True):
         hidden = (target is not None and not target.email) or bool(
             forgotten and event.email and tracker.hashes(event.email) & forgotten
         )
+        hiding.append(hidden)
         rows.append(
             (
                 event.sg_event_id,
@@ -339,6 +379,15 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
                 now,
             )
         )
+    # Stored first: only the events new to the database count and move anything (SendGrid's
+    # retries, or another process applying the same post, are duplicates).
+    new = tracker.insert_new_events(rows)
+    tally.duplicates += len(events) - len(new)
+    engagement: dict[str, dict[int, list[int]]] = {"open": {}, "click": {}}
+    suppress: list[tuple[str, str, str]] = []
+    for event, target, hidden in zip(unique, matched, hiding, strict=True):
+        if event.sg_event_id not in new:
+            continue
         reason = event.suppression()
         address = target.email if target else event.email
         if reason and "@" in address and (target is not None or event.has_custom_args):
@@ -354,17 +403,16 @@ def _apply(tracker: Tracker, events: Sequence[Event], now: str, tally: Tally) ->
                 None if hidden else event.reason,
                 True,
             )
-        elif event.kind in engagement and event.timestamp is not None:
-            when = iso(event.timestamp)
+        elif event.kind in engagement and (when := event.timestamp) is not None:
             span = engagement[event.kind].setdefault(target.id, [when, when])
             span[0], span[1] = min(span[0], when), max(span[1], when)
-    tracker.insert_events(rows)
     changed = [(t.state, t.error, now, t.id) for t in targets.values() if t.changed]
-    tracker.set_states(changed)
+    opens, clicks = (
+        [(iso(a), iso(b), i) for i, (a, b) in engagement[kind].items()]  # ISO sorts as numbers do
+        for kind in ("open", "click")
+    )
+    tracker.record_events(changed, opens, clicks)
     tally.changed += len(changed)
-    for kind, spans in engagement.items():
-        if spans:
-            tracker.mark_engagement(kind, [(a, b, i) for i, (a, b) in spans.items()])
     if suppress:
         tally.suppressed += tracker.suppress_many(suppress)
 
@@ -538,10 +586,58 @@ def import_events(
     # disk on every commit (WAL keeps the database consistent either way); a bigger page cache
     # and fewer, larger checkpoints halve its time (bench/events_bench.py).
     with tracker.bulk_import():
-        for batch in batched(read_events(path), batch_size, tally):
+        for batch in read_ahead(batched(read_events(path), batch_size, tally)):
             tally.add(apply_events(tracker, batch))
             progress(tally)
     return tally
+
+
+def read_ahead(batches: Iterator[list[Event]], depth: int = 2) -> Iterator[list[Event]]:
+    """`batches`, read and parsed in a thread up to `depth` batches ahead of the caller.
+
+    Parsing the file is Python work and applying a batch is mostly waiting for the database, so
+    the two overlap; the queue is bounded, so memory stays flat. The reader's errors (a file
+    that cannot be read) are raised here; if the caller stops early, the reader stops too.
+    """
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(end)
+        except BaseException as error:  # handed to the caller, raised there
+            put(error)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # the file is closed now, not when the generator is collected
+
+    reader = threading.Thread(target=read, name="events-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def describe(tally: Tally) -> str:

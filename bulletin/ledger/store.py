@@ -16,18 +16,23 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import partial
 from itertools import islice
+from operator import itemgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -36,6 +41,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -244,6 +250,204 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
+class EventTarget(NamedTuple):
+    """What applying an event needs of the delivery it may name."""
+
+    id: int
+    send_id: int
+    email: str
+    email_key: str
+    state: str
+    message_id: str | None
+
+
+def _array(name: str):
+    """A PostgreSQL array parameter for `= ANY(…)`: ids are bigint, the rest text."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return bindparam(name, type_=ARRAY(BigInteger() if name == "id" else Text()))
+
+
+_compiled: dict[tuple[str, str], tuple[str, Callable | None]] = {}
+
+
+def _executemany(c: Connection, key: str, build: Callable, names: Sequence[str], rows: list[tuple]):
+    """Run the statement `build()` makes once per row (tuples in `names` order), by the
+    driver's executemany."""
+    sql, pick = _prepared(c.dialect, key, build, names)
+    return c.exec_driver_sql(sql, rows if pick is None else list(map(pick, rows)))
+
+
+def _prepared(dialect, key: str, build: Callable, names: Sequence[str]):
+    """(SQL, how to order a row's values) for `build()`'s statement: built and compiled once per
+    process and dialect (cached under `key`). SQLite's positional parameters are put in the
+    statement's order, repeated names included."""
+    cached = _compiled.get((key, dialect.name))
+    if cached is None:
+        compiled = build().compile(dialect=dialect)
+        if not compiled.positional:
+            raise ValueError("only positional (SQLite) statements run this way")
+        order = list(compiled.positiontup or ())
+        index = [names.index(n) for n in order]
+        pick = None if order == list(names) else itemgetter(*index)
+        if pick is not None and len(index) == 1:  # itemgetter of one index gives no tuple
+            pick = partial(_one, index[0])
+        cached = _compiled[(key, dialect.name)] = (str(compiled), pick)
+    return cached
+
+
+def _one(index: int, row: tuple) -> tuple:
+    return (row[index],)
+
+
+def _columns(rows: list[tuple], width: int) -> tuple[list, ...]:
+    """Rows as `width` column lists: PostgreSQL takes each as one array for `unnest`."""
+    return tuple(map(list, zip(*rows, strict=True))) if rows else ([],) * width
+
+
+def _set_states_statement():
+    return (
+        update(D)
+        .where(D.c.id == bindparam("b_id"))
+        .values(
+            state=bindparam("b_state"), error=bindparam("b_error"), updated_at=bindparam("b_at")
+        )
+    )
+
+
+def _mark_engagement_statement(column: str):
+    """Set `column` (opened / clicked); widen its first/last times to (b_first, b_last)."""
+    first, last = D.c[f"first_{column}_at"], D.c[f"last_{column}_at"]
+    earlier = or_(first.is_(None), first > bindparam("b_first"))
+    later = or_(last.is_(None), last < bindparam("b_last"))
+    return (
+        update(D)
+        .where(D.c.id == bindparam("b_id"))
+        .values(
+            {
+                column: literal_column("1"),
+                first.name: case((earlier, bindparam("b_first")), else_=first),
+                last.name: case((later, bindparam("b_last")), else_=last),
+            }
+        )
+    )
+
+
+EVENT_COLUMNS = ("sg_event_id", "delivery_id", "event", "email", "timestamp", "reason")
+EVENT_COLUMNS += ("payload", "received_at")  # a row of `insert_events`
+
+
+def _insert_events_statement():
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    values = {n: bindparam(n) for n in EVENT_COLUMNS}
+    return sqlite_insert(E).on_conflict_do_nothing().values(values)
+
+
+# key → (key, statement builder, the names of a row's values in order): `_executemany`'s
+# arguments for the event path on SQLite.
+SQLITE_EVENT_STATEMENTS = {
+    "insert_events": (
+        "insert_events",
+        _insert_events_statement,
+        EVENT_COLUMNS,
+    ),
+    "set_states": ("set_states", _set_states_statement, ("b_state", "b_error", "b_at", "b_id")),
+    **{
+        f"mark_{column}": (
+            f"mark_{column}",
+            partial(_mark_engagement_statement, column),
+            ("b_first", "b_last", "b_id"),
+        )
+        for column in ("opened", "clicked")
+    },
+}
+
+
+def _copy_recipients(c: Connection, send_id: int, contacts: Iterable, now: str) -> int:
+    """PostgreSQL's queueing: COPY the audience into a temporary table (streamed, so memory
+    stays flat), then one INSERT … SELECT … ON CONFLICT DO NOTHING. Row by row, even pipelined,
+    100,000 recipients took seconds longer (bench/ledger_insert.py, docs/ledger-plan.md §7).
+    Ids follow the list's order, and the first of two rows for one address wins, as on SQLite.
+    """
+    cursor = c.connection.driver_connection.cursor()
+    try:
+        cursor.execute(PG_INCOMING)
+        with cursor.copy(PG_COPY_INCOMING) as copy:
+            for position, p in enumerate(contacts):
+                copy.write_row(
+                    (position, p.email, p.email.lower(), p.first_name, p.last_name, p.get("ward"))
+                )
+        cursor.execute(PG_QUEUE_INCOMING, (send_id, now, now))
+        added = max(cursor.rowcount, 0)
+        cursor.execute("DROP TABLE incoming_recipients")
+    finally:
+        cursor.close()
+    return added
+
+
+PG_INCOMING = """
+CREATE TEMPORARY TABLE incoming_recipients (
+    position bigint, email text, email_key text, first_name text, last_name text, ward text
+) ON COMMIT DROP
+"""
+PG_COPY_INCOMING = """
+COPY incoming_recipients (position, email, email_key, first_name, last_name, ward) FROM STDIN
+"""
+PG_QUEUE_INCOMING = """
+INSERT INTO deliveries (send_id, email, email_key, first_name, last_name, ward, created_at,
+                        updated_at)
+SELECT %s, email, email_key, first_name, last_name, ward, %s, %s
+FROM incoming_recipients ORDER BY position
+ON CONFLICT DO NOTHING
+"""
+
+
+# A whole event batch in one statement each on PostgreSQL: arrays in, `unnest` to rows.
+PG_INSERT_EVENTS = """
+INSERT INTO events (sg_event_id, delivery_id, event, email, "timestamp", reason, payload,
+                    received_at)
+SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::bigint[], %b::text[],
+                     %b::text[], %b::text[])
+ON CONFLICT (sg_event_id) DO NOTHING
+"""
+RETURNING_ID = "RETURNING sg_event_id"
+PG_SET_STATES = """
+UPDATE deliveries AS d SET state = v.state, error = v.error, updated_at = v.at
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[]) AS v(state, error, at, id)
+WHERE d.id = v.id
+"""
+PG_RECORD_EVENTS = """
+UPDATE deliveries AS d SET
+    state = COALESCE(v.state, d.state),
+    error = CASE WHEN v.state IS NULL THEN d.error ELSE v.error END,
+    updated_at = COALESCE(v.at, d.updated_at),
+    opened = CASE WHEN v.open_lo IS NULL THEN d.opened ELSE 1 END,
+    first_opened_at = CASE WHEN d.first_opened_at IS NULL OR d.first_opened_at > v.open_lo
+                           THEN COALESCE(v.open_lo, d.first_opened_at) ELSE d.first_opened_at END,
+    last_opened_at = CASE WHEN d.last_opened_at IS NULL OR d.last_opened_at < v.open_hi
+                          THEN COALESCE(v.open_hi, d.last_opened_at) ELSE d.last_opened_at END,
+    clicked = CASE WHEN v.click_lo IS NULL THEN d.clicked ELSE 1 END,
+    first_clicked_at = CASE WHEN d.first_clicked_at IS NULL OR d.first_clicked_at > v.click_lo
+                            THEN COALESCE(v.click_lo, d.first_clicked_at)
+                            ELSE d.first_clicked_at END,
+    last_clicked_at = CASE WHEN d.last_clicked_at IS NULL OR d.last_clicked_at < v.click_hi
+                           THEN COALESCE(v.click_hi, d.last_clicked_at) ELSE d.last_clicked_at END
+FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::text[]) AS v(id, state, error, at, open_lo, open_hi, click_lo, click_hi)
+WHERE d.id = v.id
+"""
+PG_MARK_ENGAGEMENT = """
+UPDATE deliveries AS d SET {column} = 1,
+    first_{column}_at = CASE WHEN d.first_{column}_at IS NULL OR d.first_{column}_at > v.lo
+                             THEN v.lo ELSE d.first_{column}_at END,
+    last_{column}_at = CASE WHEN d.last_{column}_at IS NULL OR d.last_{column}_at < v.hi
+                            THEN v.hi ELSE d.last_{column}_at END
+FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS v(lo, hi, id)
+WHERE d.id = v.id
+"""
+
+
 # --- the ledger ------------------------------------------------------------------------------
 
 
@@ -405,6 +609,8 @@ class Ledger:
         statement = self._insert_ignore(D).values({name: bindparam(name) for name in columns})
         added = 0
         with self.transaction() as c:
+            if not self.sqlite:
+                return _copy_recipients(c, send_id, contacts, now)
             # Straight to the driver's executemany with plain tuples: SQLAlchemy's per-row
             # parameter handling costs a third more on 100,000 rows (bench/ledger_insert.py).
             compiled = statement.compile(dialect=c.dialect)
@@ -753,82 +959,152 @@ class Ledger:
     def deliveries_by_email(self, email_keys: Iterable[str]) -> list[DeliveryRow]:
         return self._deliveries_where(D.c.email_key, email_keys)
 
+    # The event path (issue 14): a batch of 1,000 (a post) or 5,000 (an import) costs a handful
+    # of statements. PostgreSQL gets each list as one array parameter (`= ANY`, `unnest`): one
+    # round trip however long the batch; SQLite gets plain tuples straight to the driver's
+    # executemany, without SQLAlchemy's per-row parameter handling (bench/webhook_apply.py).
+
+    def event_targets(self, by: str, values: Iterable) -> list[EventTarget]:
+        """The deliveries an event batch may name, `by` "id", "email_key" or "message_id"."""
+        values = list(dict.fromkeys(v for v in values if v is not None))
+        if not values:
+            return []
+        column = D.c[by]
+        wanted = (D.c.id, D.c.send_id, D.c.email, D.c.email_key, D.c.state, D.c.message_id)
+        found: list[EventTarget] = []
+        with self._read() as c:
+            if self.sqlite:
+                for chunk in _chunks(values, IN_CHUNK):
+                    found += map(
+                        EventTarget._make, c.execute(select(*wanted).where(column.in_(chunk)))
+                    )
+            else:
+                query = select(*wanted).where(column == any_(_array(by)))
+                found = list(map(EventTarget._make, c.execute(query, {by: values})))
+        return found
+
     def known_event_ids(self, event_ids: Iterable[str]) -> set[str]:
         values = list(dict.fromkeys(event_ids))
         seen: set[str] = set()
         with self._read() as c:
+            if not self.sqlite and values:
+                query = select(E.c.sg_event_id).where(E.c.sg_event_id == any_(_array("ids")))
+                return set(c.execute(query, {"ids": values}).scalars())
             for chunk in _chunks(values, IN_CHUNK):
                 seen |= set(
                     c.execute(select(E.c.sg_event_id).where(E.c.sg_event_id.in_(chunk))).scalars()
                 )
         return seen
 
+    def prepare_events(self) -> None:
+        """Compile the event path's statements and run its lookups once, reading only, so a
+        server's first post costs what the others do."""
+        self.known_event_ids(["-"])
+        for by, value in (("id", 0), ("email_key", "-"), ("message_id", "-")):
+            self.event_targets(by, [value])
+        self.forgotten_hashes()
+        if self.sqlite:
+            for key, build, names in SQLITE_EVENT_STATEMENTS.values():
+                _prepared(self.engine.dialect, key, build, names)
+
+    def insert_new_events(self, rows: list[tuple]) -> set[str]:
+        """`insert_events` of rows with distinct ids; returns the ids that were not stored yet.
+
+        PostgreSQL says which rows went in (RETURNING), so two processes applying one post
+        never both count an event; SQLite's write transaction already keeps others out while
+        it looks the ids up first.
+        """
+        if not rows:
+            return set()
+        with self.transaction() as c:
+            if not self.sqlite:
+                return set(
+                    c.exec_driver_sql(PG_INSERT_EVENTS + RETURNING_ID, _columns(rows, 8)).scalars()
+                )
+            known = self.known_event_ids(row[0] for row in rows)
+            new = [row for row in rows if row[0] not in known]
+            if new:
+                _executemany(c, *SQLITE_EVENT_STATEMENTS["insert_events"], new)
+            return {row[0] for row in new}
+
     def insert_events(self, rows: Iterable[tuple]) -> None:
         """(sg_event_id, delivery_id, event, email, timestamp, reason, payload, received_at)."""
-        names = ("sg_event_id", "delivery_id", "event", "email", "timestamp", "reason")
-        params = [dict(zip((*names, "payload", "received_at"), row, strict=True)) for row in rows]
-        if params:
+        rows = list(rows)
+        if rows:
             with self.transaction() as c:
-                c.execute(self._insert_ignore(E), params)
+                if self.sqlite:
+                    _executemany(c, *SQLITE_EVENT_STATEMENTS["insert_events"], rows)
+                else:
+                    c.exec_driver_sql(PG_INSERT_EVENTS, _columns(rows, 8))
 
     def set_states(self, rows: Iterable[tuple[str, str | None, str, int]]) -> None:
         """(state, error, updated_at, delivery id); the caller has decided precedence."""
-        params = [{"b_state": str(s), "b_error": e, "b_at": at, "b_id": i} for s, e, at, i in rows]
-        if params:
-            with self.transaction() as c:
-                c.execute(
-                    update(D)
-                    .where(D.c.id == bindparam("b_id"))
-                    .values(
-                        state=bindparam("b_state"),
-                        error=bindparam("b_error"),
-                        updated_at=bindparam("b_at"),
-                    ),
-                    params,
-                )
+        rows = [(str(s), e, at, i) for s, e, at, i in rows]
+        if not rows:
+            return
+        with self.transaction() as c:
+            if self.sqlite:
+                _executemany(c, *SQLITE_EVENT_STATEMENTS["set_states"], rows)
+            else:
+                c.exec_driver_sql(PG_SET_STATES, _columns(rows, 4))
 
     def mark_engagement(self, kind: str, rows: Iterable[tuple[str, str, int]]) -> None:
         """Set the opened/clicked flag and widen first/last times: (first, last, delivery id)."""
         column = {"open": "opened", "click": "clicked"}[kind]
-        first, last = D.c[f"first_{column}_at"], D.c[f"last_{column}_at"]
-        params = [{"b_first": a, "b_last": b, "b_id": i} for a, b, i in rows]
-        if not params:
+        rows = list(rows)
+        if not rows:
             return
         with self.transaction() as c:
-            c.execute(
-                update(D)
-                .where(D.c.id == bindparam("b_id"))
-                .values(
-                    {
-                        column: 1,
-                        first.name: case(
-                            (
-                                or_(first.is_(None), first > bindparam("b_first")),
-                                bindparam("b_first"),
-                            ),
-                            else_=first,
-                        ),
-                        last.name: case(
-                            (
-                                or_(last.is_(None), last < bindparam("b_last")),
-                                bindparam("b_last"),
-                            ),
-                            else_=last,
-                        ),
-                    }
-                ),
-                params,
-            )
+            if not self.sqlite:
+                c.exec_driver_sql(PG_MARK_ENGAGEMENT.format(column=column), _columns(rows, 3))
+                return
+            _executemany(c, *SQLITE_EVENT_STATEMENTS[f"mark_{column}"], rows)
+
+    def record_events(
+        self,
+        states: list[tuple[str, str | None, str, int]],
+        opens: list[tuple[str, str, int]],
+        clicks: list[tuple[str, str, int]],
+    ) -> None:
+        """`set_states`, then `mark_engagement` of opens and of clicks, for one event batch.
+
+        On PostgreSQL it is one UPDATE, so a delivery gets one new row version per batch rather
+        than up to three (every version rewrites its index entries).
+        """
+        if self.sqlite:
+            self.set_states(states)
+            self.mark_engagement("open", opens)
+            self.mark_engagement("click", clicks)
+            return
+        merged: dict[int, list] = {}
+        for state, error, at, i in states:
+            merged.setdefault(i, [None] * 7)[0:3] = [str(state), error, at]
+        for offset, spans in ((3, opens), (5, clicks)):
+            for lo, hi, i in spans:
+                merged.setdefault(i, [None] * 7)[offset : offset + 2] = [lo, hi]
+        if merged:
+            with self.transaction() as c:
+                rows = [(i, *values) for i, values in merged.items()]
+                c.exec_driver_sql(PG_RECORD_EVENTS, _columns(rows, 8))
 
     @contextmanager
     def bulk_import(self) -> Iterator[None]:
         """An import can always be run again (duplicates are ignored), so on SQLite it need not
         wait for the disk on every commit; a bigger page cache and fewer checkpoints halve its
         time (bench/events_bench.py). Applies to this ledger's connections while it lasts."""
-        if not self.sqlite:
-            yield
-            return
         from sqlalchemy import event
+
+        if not self.sqlite:  # the same trade on PostgreSQL: commits do not wait for the disk
+
+            def relax(connection) -> None:
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+            event.listen(self.engine, "begin", relax)
+            try:
+                yield
+            finally:
+                event.remove(self.engine, "begin", relax)
+            return
 
         pragmas = {"synchronous": 1, "cache_size": -65536, "wal_autocheckpoint": 16384}
 

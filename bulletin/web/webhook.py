@@ -42,7 +42,15 @@ from starlette.routing import Route
 
 from bulletin.config import Settings
 from bulletin.errors import BulletinError, ConfigError
-from bulletin.events import Event, Tally, apply_events, parse_event, unsubscribe_by_link
+from bulletin.events import (
+    Event,
+    NotAnArray,
+    Tally,
+    apply_events,
+    array_items,
+    parse_event,
+    unsubscribe_by_link,
+)
 from bulletin.tracking import Tracker
 from bulletin.unsubscribe import parse_token, verify_token
 from bulletin.web.common import (
@@ -178,6 +186,11 @@ class Webhook:
         self.tolerance = tolerance
         self.lock = threading.Lock()
         self.tracker = Tracker(settings.db_url, timeout=db_timeout, secret=settings.secret)
+        try:
+            self.tracker.prepare_events()  # the first post then costs no more than the rest
+        except BaseException:
+            self.tracker.close()
+            raise
         self.closed = False
         self._templates = None
 
@@ -196,16 +209,16 @@ class Webhook:
     def apply(self, body: bytes) -> tuple[int, dict[str, int] | str, str]:
         """(status, tally or error text, log note) for a verified body."""
         try:
-            data = json.loads(body)
+            items = array_items(body)
+        except NotAnArray:
+            return 400, "Expected a JSON array of events.", "not a JSON array"
         except (ValueError, RecursionError):  # UnicodeDecodeError included; deep nesting
             return 400, "The body is not JSON.", "not JSON"
-        if not isinstance(data, list):
-            return 400, "Expected a JSON array of events.", "not a JSON array"
         events: list[Event] = []
         malformed = 0
-        for item in data:
+        for item, text in items:
             try:
-                event = parse_event(item)
+                event = parse_event(item, text)
                 event.payload.encode()  # a lone surrogate anywhere in it cannot be stored
             except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError included
                 malformed += 1
@@ -228,6 +241,19 @@ class Webhook:
             + (f", {malformed} malformed" if malformed else "")
         )
         return 200, tally.as_dict(), note
+
+    def receive(
+        self, signature: str | None, timestamp: str | None, body: bytes
+    ) -> tuple[int, dict[str, int] | str, str]:
+        """Verify a posted body (when a key is set), then apply it: one trip to a worker thread
+        per post, not two."""
+        if self.key is not None:
+            problem = check_signature(
+                self.key, signature, timestamp, body, tolerance=self.tolerance
+            )
+            if problem:
+                return 403, "Forbidden: the signature does not verify.", f"refused: {problem}"
+        return self.apply(body)
 
     def _one_by_one(self, events: list[Event]) -> tuple[Tally, int]:
         """Apply events singly after a batch failed (issue 12, finding 5): skip those that fail."""
@@ -385,6 +411,8 @@ def signed_link_page(webhook, limit: int, show: Callable, submit: Callable) -> C
 
 def create_app(webhook: Webhook) -> Starlette:
     """The Starlette app serving /events and /unsubscribe for `webhook`."""
+    from anyio._backends import _asyncio  # noqa: F401  # loaded now, not by the first post
+
     from bulletin.web import approval
 
     async def events(request: Request) -> Response:
@@ -408,19 +436,9 @@ def create_app(webhook: Webhook) -> Starlette:
             return _closing(_text(400, "Incomplete body."))
         if isinstance(body, Response):
             return body
-        if webhook.key is not None:
-            problem = await run_in_threadpool(
-                check_signature,
-                webhook.key,
-                headers.get(SIGNATURE_HEADER),
-                headers.get(TIMESTAMP_HEADER),
-                body,
-                tolerance=webhook.tolerance,
-            )
-            if problem:
-                _note(request, f"refused: {problem}")
-                return _text(403, "Forbidden: the signature does not verify.")
-        status, answer, note = await run_in_threadpool(webhook.apply, body)
+        status, answer, note = await run_in_threadpool(
+            webhook.receive, headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER), body
+        )
         _note(request, note)
         if isinstance(answer, str):
             return _text(status, answer)
