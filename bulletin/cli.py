@@ -628,7 +628,13 @@ def send(
         note(str(duplicate))
     # The lock comes first (issue 11): a second send refuses before it reads or touches any row,
     # and the count confirmed below cannot change before it is sent.
-    lock = nullcontext() if dry_run or test else sending.send_lock(config.db_url)
+    lock = (
+        nullcontext()
+        if dry_run or test or checked.message is None
+        else sending.send_lock(
+            config.db_url, checked.message.name, lease_seconds=config.lease_seconds
+        )
+    )
     with lock as held:
         plan = sending.plan_send(
             checked,

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -80,6 +80,13 @@ E = schema.events
 X = schema.suppressions
 P = schema.purged_sends
 N = schema.run_notices
+L = schema.leases
+
+
+def lease_time(offset: float = 0.0) -> str:
+    """Now (plus `offset` seconds) as a lease stores it: ISO 8601 UTC with milliseconds, always,
+    so lease times compare as text. Hosts sharing a database keep their clocks in step (NTP)."""
+    return (datetime.now(UTC) + timedelta(seconds=offset)).isoformat(timespec="milliseconds")
 
 
 # --- typed results ---------------------------------------------------------------------------
@@ -132,6 +139,7 @@ class DeliveryRow(_Fields):
     first_clicked_at: str | None
     last_clicked_at: str | None
     cause: str | None = None
+    lease: str | None = None  # the holder that claimed it (revision 0005)
 
     @property
     def suppressed(self) -> bool:
@@ -530,16 +538,136 @@ class Ledger:
                     )
             return sum(len(ids) for ids in grouped.values())
 
+    # --- leases: who is sending a send (docs/ledger-plan.md, "Claims and leases") ---------
+
+    def serialise_message(self, message: str) -> None:
+        """Inside a transaction: until it ends, no other process creates or resumes a send of
+        `message` (PostgreSQL: a transaction advisory lock; SQLite's BEGIN IMMEDIATE already
+        serialises writers). Two processes starting together then join one send."""
+        if self.sqlite:
+            return
+        with self.transaction() as c:
+            c.execute(select(func.pg_advisory_xact_lock(MESSAGE_LOCK, func.hashtext(message))))
+
+    def _renew(self, c: Connection, send_id: int, lease) -> None:
+        """Take or renew `lease` (holder, host, pid, seconds) on a send."""
+        if self.sqlite:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        statement = dialect_insert(L).values(
+            send_id=send_id,
+            holder=lease.holder,
+            host=lease.host,
+            pid=lease.pid,
+            acquired_at=lease_time(),
+            expires_at=lease_time(lease.seconds),
+        )
+        c.execute(
+            statement.on_conflict_do_update(
+                index_elements=[L.c.send_id, L.c.holder],
+                set_={"expires_at": statement.excluded.expires_at},
+            )
+        )
+
+    def take_lease(self, send_id: int, lease) -> bool:
+        """Join the send's holders; False while `bulletin forget`/`purge` hold the database."""
+        with self.transaction() as c:
+            if not self.sqlite:  # they hold SEND_LOCK exclusively (server_send_lock)
+                free = c.execute(select(func.pg_try_advisory_xact_lock_shared(SEND_LOCK)))
+                if not free.scalar():
+                    return False
+            self._renew(c, send_id, lease)
+        return True
+
+    def resolve_stale(self, send_id: int, holder: str, *, everyone: bool = False) -> list[str]:
+        """`sending` rows of dead holders become `unknown` (never re-sent without
+        --resend-unknown); their lease rows go. A holder is dead when its lease expired, or,
+        with `everyone` (the caller holds the send alone: SQLite's lock), whoever it was."""
+        now = lease_time()
+        with self.transaction() as c:
+            where = [D.c.send_id == send_id, D.c.state == State.SENDING]
+            if not everyone:
+                live = select(L.c.holder).where(L.c.send_id == send_id, L.c.expires_at >= now)
+                where.append(
+                    or_(D.c.lease.is_(None), and_(D.c.lease != holder, D.c.lease.not_in(live)))
+                )
+            # Rows first, then an UPDATE of exactly those still `sending`: a claim committed
+            # meanwhile by a holder this statement's snapshot did not see is left alone.
+            stale = c.execute(select(D.c.id, D.c.email).where(*where)).all()
+            now_text = utcnow()
+            for chunk in _chunks([r.id for r in stale], IN_CHUNK * 2):
+                c.execute(
+                    update(D)
+                    .where(D.c.id.in_(chunk), D.c.state == State.SENDING)
+                    .values(state=State.UNKNOWN, updated_at=now_text, error=STALE_ERROR)
+                )
+            gone = L.c.holder != holder if everyone else L.c.expires_at < now
+            c.execute(delete(L).where(L.c.send_id == send_id, gone))
+        return [r.email for r in stale]
+
+    def other_holders(self, send_id: int, holder: str) -> int:
+        """Live holders of the send other than `holder`."""
+        with self._read() as c:
+            return c.execute(
+                select(func.count())
+                .select_from(L)
+                .where(L.c.send_id == send_id, L.c.holder != holder, L.c.expires_at >= lease_time())
+            ).scalar_one()
+
+    def others_in_flight(self, send_id: int, holder: str) -> int:
+        """`sending` rows claimed by someone other than `holder`."""
+        with self._read() as c:
+            return c.execute(
+                select(func.count())
+                .select_from(D)
+                .where(
+                    D.c.send_id == send_id,
+                    D.c.state == State.SENDING,
+                    or_(D.c.lease.is_(None), D.c.lease != holder),
+                )
+            ).scalar_one()
+
+    def release_lease(self, send_id: int, holder: str) -> list[str]:
+        """Leave the send: `holder`'s own `sending` rows (requests whose answer never came)
+        become `unknown`, and its lease row goes. Returns those rows' addresses."""
+        where = and_(D.c.send_id == send_id, D.c.state == State.SENDING, D.c.lease == holder)
+        with self.transaction() as c:
+            emails = list(c.execute(select(D.c.email).where(where)).scalars())
+            if emails:
+                c.execute(
+                    update(D)
+                    .where(where)
+                    .values(state=State.UNKNOWN, updated_at=utcnow(), error=STALE_ERROR)
+                )
+            c.execute(delete(L).where(L.c.send_id == send_id, L.c.holder == holder))
+        return emails
+
+    def holders(self, send_id: int) -> list[tuple[str, str, int, str]]:
+        """(holder, host, pid, expires_at) of every lease row of a send, for `status`."""
+        with self._read() as c:
+            return [
+                (r.holder, r.host, r.pid, r.expires_at)
+                for r in c.execute(
+                    select(L.c.holder, L.c.host, L.c.pid, L.c.expires_at)
+                    .where(L.c.send_id == send_id)
+                    .order_by(L.c.acquired_at)
+                )
+            ]
+
     def claim(
-        self, send_id: int, limit: int, after: int = 0, record: Iterable = ()
+        self, send_id: int, limit: int, after: int = 0, record: Iterable = (), lease=None
     ) -> list[Claimed]:
         """Atomically move up to `limit` pending recipients (ids above `after`) to `sending`.
 
         `record` writes the previous batch's outcomes in the same transaction, so a send
-        costs one durable commit per batch rather than two.
+        costs one durable commit per batch rather than two. With a `lease`, the rows carry
+        its holder and the lease is renewed in the same transaction.
         """
         with self.transaction() as c:
             self._record(c, record)
+            if lease is not None:
+                self._renew(c, send_id, lease)
             picked = (
                 select(D.c.id, D.c.email, D.c.email_key)
                 .where(D.c.send_id == send_id, D.c.state == State.PENDING, D.c.id > after)
@@ -550,17 +678,21 @@ class Ledger:
                 picked = picked.with_for_update(skip_locked=True)
             rows = c.execute(picked).all()
             if rows:
+                holder = lease.holder if lease is not None else None
                 c.execute(
                     update(D)
                     .where(D.c.id.in_([r.id for r in rows]))
-                    .values(state=State.SENDING, updated_at=utcnow())
+                    .values(state=State.SENDING, updated_at=utcnow(), lease=holder)
                 )
         return [Claimed(r.id, r.email, r.email_key) for r in rows]
 
-    def record(self, outcomes: Iterable) -> None:
-        """Write the transport's outcomes (Outcome, or (id, state, message id, error))."""
+    def record(self, outcomes: Iterable, *, send_id: int | None = None, lease=None) -> None:
+        """Write the transport's outcomes (Outcome, or (id, state, message id, error)); with a
+        `lease` (and its `send_id`), renew it in the same transaction."""
         with self.transaction() as c:
             self._record(c, outcomes)
+            if lease is not None and send_id is not None:
+                self._renew(c, send_id, lease)
 
     @staticmethod
     def _record(c: Connection, outcomes: Iterable) -> None:
@@ -994,18 +1126,28 @@ class Ledger:
                 c.execute(insert(N), new)
 
 
-SEND_LOCK = 0x62756C73  # "buls": the PostgreSQL session lock of `bulletin send` / `run`
+SEND_LOCK = 0x62756C73  # "buls": PostgreSQL's lock on the whole database (forget, purge)
+MESSAGE_LOCK = 0x6275736D  # "busm" with hashtext(message): creating or resuming a message's send
 
 
 @contextmanager
 def server_send_lock(db: str) -> Iterator[bool]:
-    """Hold PostgreSQL's session lock for sending while the block runs; yields False if another
-    session holds it. The server releases it when the holder's connection ends (a dead process
-    loses it), so it needs no expiry."""
+    """Hold the whole PostgreSQL database (`forget`, `purge`) while the block runs; yields False
+    if another session holds it or a sender holds a live lease. Senders take the same lock
+    shared while they join a send (`Ledger.take_lease`). The server releases it when the
+    holder's connection ends (a dead process loses it), so it needs no expiry."""
     engine = make_engine(db)
     try:
         with engine.connect() as c:
             got = bool(c.execute(select(func.pg_try_advisory_lock(SEND_LOCK))).scalar())
+            if (
+                got
+                and c.execute(
+                    select(func.count()).select_from(L).where(L.c.expires_at >= lease_time())
+                ).scalar_one()
+            ):
+                c.execute(select(func.pg_advisory_unlock(SEND_LOCK)))
+                got = False
             c.commit()
             try:
                 yield got
