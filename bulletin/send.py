@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import os
+import queue
 import secrets
 import signal
 import socket
@@ -94,7 +96,7 @@ def send_lock(
 
     SQLite: OS locks beside the database's real path, so a symlinked alias of the file takes
     the same locks (issue 12); never opened through a symlink. `<db>.lock` is taken shared by
-    senders and exclusively for the whole database; `<db>.locks/<message>.lock` admits one
+    senders and exclusively for the whole database; `.<db>.locks/<message>.lock` admits one
     sender per message, so two messages send at once. Released when the holder dies.
     PostgreSQL: senders share a send under leases (rows the ledger writes as the send starts);
     the whole database is a session lock on the server, which it drops with a dead holder.
@@ -146,10 +148,11 @@ def send_lock(
 
 
 def _message_lock_path(real: Path, message: str) -> Path:
-    """`<db>.locks/<name>-<digest>.lock`: readable, and one file per message name."""
+    """`.<db>.locks/<name>-<digest>.lock`: readable, one file per message name; a hidden
+    folder, so `bulletin.db*` still names the database's own files (backups, tests)."""
     digest = hashlib.sha256(message.encode()).hexdigest()[:16]
     readable = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in message)[:40]
-    return real.with_name(real.name + ".locks") / f"{readable}-{digest}.lock"
+    return real.with_name(f".{real.name}.locks") / f"{readable}-{digest}.lock"
 
 
 def _holder(path: Path) -> str:
@@ -606,6 +609,9 @@ def _wait_for_others(tracker: Tracker, send_id: int, lease: Lease, waiter: Waite
     return stale
 
 
+Outcomes = list[tuple[int, str, str | None, str | None]]
+
+
 def _deliver(
     tracker: Tracker,
     transport: Transport,
@@ -620,50 +626,124 @@ def _deliver(
     report: Report,
     lease: Lease | None = None,
 ) -> None:
-    after = 0
-    unrecorded: list[tuple[int, str, str | None, str | None]] = []
+    """Claim a batch before each request, keep up to the transport's `in_flight` requests
+    awaiting their answers (BULLETIN_IN_FLIGHT for SendGrid; SMTP and the outbox: one), and
+    record each batch's outcomes as they arrive, with the next claim (one commit). Requests
+    run on threads; every database write happens here, on the calling thread."""
+    slots = max(1, int(getattr(transport, "in_flight", 1)))
+    answers: queue.Queue = queue.Queue()
+    flying: dict[int, list] = {}
+    unrecorded: Outcomes = []
+    after = claimed_total = 0
+    tickets = itertools.count()
+    exhausted, stop = False, None
     try:
-        while not waiter.interrupted:
-            size = min(transport.batch_size, limit - report.attempted)
-            if size <= 0:
+        while True:
+            while len(flying) < slots and not exhausted and stop is None and not waiter.interrupted:
+                size = min(transport.batch_size, limit - claimed_total)
+                # Outcomes that arrived since are committed together with this claim.
+                flight = {row.id for rows in flying.values() for row in rows}
+                claimed = tracker.claim(
+                    send_id, size, after, record=unrecorded, lease=lease, in_flight=flight
+                )
+                unrecorded = []
+                if not claimed and after:  # rows below `after` that a stopped claimer put back
+                    claimed = tracker.claim(send_id, size, 0, lease=lease, in_flight=flight)
+                if not claimed:
+                    exhausted = True
+                    break
+                after = claimed[-1].id
+                claimed_total += len(claimed)
+                exhausted = claimed_total >= limit
+                ticket = next(tickets)
+                flying[ticket] = claimed
+                items, outcomes = _batch(compiled, send_id, claimed, by_key, secret, base)
+                threading.Thread(
+                    target=_request,
+                    args=(transport, compiled, items, outcomes, ticket, answers),
+                    name=f"bulletin-request-{ticket}",
+                    daemon=True,  # a second Ctrl-C abandons it: its rows become unknown
+                ).start()
+            if not flying:
                 break
-            # The last batch's outcomes are committed together with this claim.
-            claimed = tracker.claim(send_id, size, after, record=unrecorded, lease=lease)
-            unrecorded = []
-            if not claimed:
-                break
-            after = claimed[-1].id
-            unrecorded = _send_batch(
-                tracker, transport, compiled, send_id, claimed, by_key, secret, base
-            )
+            if unrecorded:  # no claim to carry them: commit them now
+                tracker.record(unrecorded, send_id=send_id, lease=lease)
+                unrecorded = []
+            ticket, outcomes, error = _next_answer(answers)
+            claimed = flying.pop(ticket)
+            unrecorded += outcomes
+            if error is not None:
+                if not isinstance(error, Unsent):
+                    raise error
+                stop = stop or error  # no more requests; those in flight still answer
+                continue
             report.attempted += len(claimed)
             emails = {row.id: row.email for row in claimed}
-            for delivery_id, state, _, error in unrecorded:
+            for delivery_id, state, _, message in outcomes:
                 if state == State.ACCEPTED:
                     report.accepted += 1
                 elif state == State.FAILED:
-                    report.failed.append((emails[delivery_id], error or ""))
+                    report.failed.append((emails[delivery_id], message or ""))
                 elif state == State.UNKNOWN:
                     report.unknown.append(emails[delivery_id])
             progress(len(claimed))
     finally:
         if unrecorded:
-            tracker.record(unrecorded)
+            tracker.record(unrecorded, send_id=send_id, lease=lease)
+    if stop is not None:
+        raise stop
 
 
-def _send_batch(
-    tracker: Tracker,
+def _next_answer(answers: queue.Queue) -> tuple[int, Outcomes, BaseException | None]:
+    """The next answered request; wakes often so Ctrl-C's handler runs on this thread."""
+    while True:
+        with suppress(queue.Empty):
+            return answers.get(timeout=0.2)
+
+
+def _request(
     transport: Transport,
+    compiled,
+    items: list[Outgoing],
+    outcomes: Outcomes,
+    ticket: int,
+    answers: queue.Queue,
+) -> None:
+    """One request, on its own thread: its outcomes (or why it stopped) go to `answers`.
+
+    `Unsent`: nothing in the batch went but the recipients in `error.outcomes`; the rest are
+    put back to pending, certainly not sent."""
+    try:
+        results = transport.send(compiled, items) if items else []
+    except Unsent as error:
+        done = {o.delivery_id for o in error.outcomes}
+        finished = [(o.delivery_id, o.state, o.message_id, o.error) for o in error.outcomes]
+        unsent = [(i.delivery_id, State.PENDING, None, None) for i in items]
+        answers.put((ticket, [u for u in unsent if u[0] not in done] + finished + outcomes, error))
+        return
+    except BaseException as error:  # a bug: reported on the sending thread; rows stay in doubt
+        answers.put((ticket, outcomes, error))
+        return
+    answers.put(
+        (
+            ticket,
+            outcomes + [(o.delivery_id, o.state, o.message_id, o.error) for o in results],
+            None,
+        )
+    )
+
+
+def _batch(
     compiled,
     send_id: int,
     claimed: list,
     by_key: dict[str, Contact],
     secret: str,
     base: str,
-) -> list[tuple[int, str, str | None, str | None]]:
-    """Send one claimed batch; return its outcomes (recorded by the caller)."""
+) -> tuple[list[Outgoing], Outcomes]:
+    """The messages of one claimed batch, and the outcomes of rows that cannot be sent."""
     items: list[Outgoing] = []
-    outcomes: list[tuple[int, str, str | None, str | None]] = []
+    outcomes: Outcomes = []
     for row in claimed:
         contact = by_key.get(row.email_key)
         if contact is None:
@@ -681,12 +761,4 @@ def _send_batch(
                 feedback_url=_feedback_link(compiled, secret, base, send_id, row.id, contact),
             )
         )
-    try:
-        results = transport.send(compiled, items) if items else []
-    except Unsent as error:
-        finished = [(o.delivery_id, o.state, o.message_id, o.error) for o in error.outcomes]
-        done = {o.delivery_id for o in error.outcomes}
-        unsent = [(i.delivery_id, State.PENDING, None, None) for i in items]
-        tracker.record([u for u in unsent if u[0] not in done] + finished + outcomes)
-        raise
-    return outcomes + [(o.delivery_id, o.state, o.message_id, o.error) for o in results]
+    return items, outcomes

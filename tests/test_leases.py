@@ -143,3 +143,57 @@ def test_leaving_turns_the_holders_unanswered_rows_unknown(ledger):
     assert sorted(ledger.release_lease(send_id, me.holder)) == sorted(r.email for r in rows)
     assert ledger.counts(send_id)[State.UNKNOWN] == 2
     assert ledger.holders(send_id) == []
+
+
+# --- a lost PostgreSQL connection mid-batch (issue 13) ------------------------------------------
+
+
+def _kill_own_connection_on(ledger, killer, starts: str) -> list[int]:
+    """Terminate the ledger's server connection right after its first statement beginning
+    `starts` (from another connection, as an administrator or a failover would)."""
+    from sqlalchemy import event, text
+
+    fired: list[int] = []
+
+    @event.listens_for(ledger.engine, "after_cursor_execute")
+    def kill(conn, _cursor, statement, _params, _context, _many) -> None:
+        if not fired and statement.lstrip().upper().startswith(starts):
+            pid = conn.connection.dbapi_connection.info.backend_pid
+            with killer.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                other.commit()
+            fired.append(pid)
+
+    return fired
+
+
+def test_a_claim_cut_off_before_it_committed_is_run_again(postgres_database):
+    upgrade_engine = make_engine(postgres_database)
+    upgrade(upgrade_engine)
+    killer = upgrade_engine
+    with open_ledger(postgres_database) as ledger:
+        send_id, me = _send(ledger, recipients=30), Lease.new(60)
+        ledger.take_lease(send_id, me)
+        fired = _kill_own_connection_on(ledger, killer, "UPDATE DELIVERIES SET STATE")
+        claimed = ledger.claim(send_id, 10, lease=me)
+        assert fired and len(claimed) == 10
+        counts = ledger.counts(send_id)
+        assert (counts[State.SENDING], counts[State.PENDING]) == (10, 20)
+    killer.dispose()
+
+
+def test_a_claim_that_committed_before_the_connection_went_is_not_lost(postgres_database):
+    killer = make_engine(postgres_database)
+    upgrade(killer)
+    with open_ledger(postgres_database) as ledger:
+        send_id, me = _send(ledger, recipients=30), Lease.new(60)
+        ledger.take_lease(send_id, me)
+        committed = ledger.claim(send_id, 10, lease=me)  # its answer lost: the caller never saw it
+        fired = _kill_own_connection_on(ledger, killer, "INSERT INTO LEASES")  # the next batch's
+        again = ledger.claim(send_id, 10, after=committed[-1].id, lease=me, in_flight=())
+        assert fired
+        # The retry finds its own `sending` rows that no request carries, and hands them back
+        # instead of claiming more: nobody is left `sending` without a request.
+        assert [c.id for c in again] == [c.id for c in committed]
+        assert ledger.counts(send_id)[State.SENDING] == 10
+    killer.dispose()

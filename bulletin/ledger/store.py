@@ -13,10 +13,13 @@ written grouped by (state, message id, error) — a SendGrid batch of 1,000 shar
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -69,6 +72,7 @@ from bulletin.ledger.states import (
 
 CHUNK = 10_000  # rows per executemany: memory stays flat for any audience
 IN_CHUNK = 500  # values per IN (…)
+RETRIES = 8  # a batch's transaction is run again this often after a lost PostgreSQL connection
 STALE_ERROR = "the sending process stopped before the transport answered"
 LEFT_ERROR = "left the audience; not sent"
 # Columns of `deliveries` that came from a contact list, blanked by `forget`.
@@ -87,6 +91,17 @@ def lease_time(offset: float = 0.0) -> str:
     """Now (plus `offset` seconds) as a lease stores it: ISO 8601 UTC with milliseconds, always,
     so lease times compare as text. Hosts sharing a database keep their clocks in step (NTP)."""
     return (datetime.now(UTC) + timedelta(seconds=offset)).isoformat(timespec="milliseconds")
+
+
+def _retried(method):
+    """A ledger operation that is right however often it runs: on PostgreSQL it is run again
+    on a new connection when the connection is lost (`Ledger.again`)."""
+
+    @functools.wraps(method)
+    def retried(self, *args, **kwargs):
+        return self.again(lambda _attempt: method(self, *args, **kwargs))
+
+    return retried
 
 
 # --- typed results ---------------------------------------------------------------------------
@@ -377,6 +392,7 @@ class Ledger:
                 )
             )
 
+    @_retried
     def complete_if_done(self, send_id: int) -> bool:
         """Mark the send completed once no recipient is pending or in flight."""
         with self.transaction() as c:
@@ -570,6 +586,7 @@ class Ledger:
             )
         )
 
+    @_retried
     def take_lease(self, send_id: int, lease) -> bool:
         """Join the send's holders; False while `bulletin forget`/`purge` hold the database."""
         with self.transaction() as c:
@@ -580,6 +597,7 @@ class Ledger:
             self._renew(c, send_id, lease)
         return True
 
+    @_retried
     def resolve_stale(self, send_id: int, holder: str, *, everyone: bool = False) -> list[str]:
         """`sending` rows of dead holders become `unknown` (never re-sent without
         --resend-unknown); their lease rows go. A holder is dead when its lease expired, or,
@@ -606,6 +624,7 @@ class Ledger:
             c.execute(delete(L).where(L.c.send_id == send_id, gone))
         return [r.email for r in stale]
 
+    @_retried
     def other_holders(self, send_id: int, holder: str) -> int:
         """Live holders of the send other than `holder`."""
         with self._read() as c:
@@ -615,6 +634,7 @@ class Ledger:
                 .where(L.c.send_id == send_id, L.c.holder != holder, L.c.expires_at >= lease_time())
             ).scalar_one()
 
+    @_retried
     def others_in_flight(self, send_id: int, holder: str) -> int:
         """`sending` rows claimed by someone other than `holder`."""
         with self._read() as c:
@@ -628,6 +648,7 @@ class Ledger:
                 )
             ).scalar_one()
 
+    @_retried
     def release_lease(self, send_id: int, holder: str) -> list[str]:
         """Leave the send: `holder`'s own `sending` rows (requests whose answer never came)
         become `unknown`, and its lease row goes. Returns those rows' addresses."""
@@ -655,44 +676,92 @@ class Ledger:
                 )
             ]
 
+    def again(self, work):
+        """Run `work(attempt)` (one whole transaction). On PostgreSQL, when the connection was
+        lost, reconnect (pool_pre_ping) and run it again, up to RETRIES times: the lost one
+        either committed or not, and `work` must be right either way."""
+        for attempt in itertools.count():
+            try:
+                return work(attempt)
+            except DatabaseError as error:
+                lost = getattr(error, "lost", False)
+                if self.sqlite or not lost or attempt >= RETRIES or self._conn is not None:
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**attempt))  # 0.1 s … 2 s, about 10 s in all
+
     def claim(
-        self, send_id: int, limit: int, after: int = 0, record: Iterable = (), lease=None
+        self,
+        send_id: int,
+        limit: int,
+        after: int = 0,
+        record: Iterable = (),
+        lease=None,
+        in_flight: Collection[int] = (),
     ) -> list[Claimed]:
         """Atomically move up to `limit` pending recipients (ids above `after`) to `sending`.
 
         `record` writes the previous batch's outcomes in the same transaction, so a send
         costs one durable commit per batch rather than two. With a `lease`, the rows carry
-        its holder and the lease is renewed in the same transaction.
+        its holder and the lease is renewed in the same transaction. If the connection is lost
+        the transaction runs again; the lost claim may have committed, so the holder's own
+        `sending` rows not `in_flight` (its requests awaiting answers) are that claim's rows.
         """
-        with self.transaction() as c:
-            self._record(c, record)
-            if lease is not None:
-                self._renew(c, send_id, lease)
-            picked = (
-                select(D.c.id, D.c.email, D.c.email_key)
-                .where(D.c.send_id == send_id, D.c.state == State.PENDING, D.c.id > after)
-                .order_by(D.c.id)
-                .limit(limit)
+        record = list(record)
+
+        def work(attempt: int) -> list[Claimed]:
+            with self.transaction() as c:
+                self._record(c, record)  # only rows still `sending`: right if it ran before
+                if lease is not None:
+                    self._renew(c, send_id, lease)
+                if attempt and lease is not None:
+                    mine = c.execute(
+                        select(D.c.id, D.c.email, D.c.email_key)
+                        .where(
+                            D.c.send_id == send_id,
+                            D.c.state == State.SENDING,
+                            D.c.lease == lease.holder,
+                        )
+                        .order_by(D.c.id)
+                    ).all()
+                    orphans = [r for r in mine if r.id not in in_flight]
+                    if orphans:
+                        return [Claimed(r.id, r.email, r.email_key) for r in orphans]
+                return self._claim(c, send_id, limit, after, lease)
+
+        return self.again(work)
+
+    def _claim(self, c: Connection, send_id: int, limit: int, after: int, lease) -> list[Claimed]:
+        picked = (
+            select(D.c.id, D.c.email, D.c.email_key)
+            .where(D.c.send_id == send_id, D.c.state == State.PENDING, D.c.id > after)
+            .order_by(D.c.id)
+            .limit(limit)
+        )
+        if not self.sqlite:  # SQLite's BEGIN IMMEDIATE already serialises claimers
+            picked = picked.with_for_update(skip_locked=True)
+        rows = c.execute(picked).all()
+        if rows:
+            holder = lease.holder if lease is not None else None
+            c.execute(
+                update(D)
+                .where(D.c.id.in_([r.id for r in rows]))
+                .values(state=State.SENDING, updated_at=utcnow(), lease=holder)
             )
-            if not self.sqlite:  # SQLite's BEGIN IMMEDIATE already serialises claimers
-                picked = picked.with_for_update(skip_locked=True)
-            rows = c.execute(picked).all()
-            if rows:
-                holder = lease.holder if lease is not None else None
-                c.execute(
-                    update(D)
-                    .where(D.c.id.in_([r.id for r in rows]))
-                    .values(state=State.SENDING, updated_at=utcnow(), lease=holder)
-                )
         return [Claimed(r.id, r.email, r.email_key) for r in rows]
 
     def record(self, outcomes: Iterable, *, send_id: int | None = None, lease=None) -> None:
         """Write the transport's outcomes (Outcome, or (id, state, message id, error)); with a
-        `lease` (and its `send_id`), renew it in the same transaction."""
-        with self.transaction() as c:
-            self._record(c, outcomes)
-            if lease is not None and send_id is not None:
-                self._renew(c, send_id, lease)
+        `lease` (and its `send_id`), renew it in the same transaction. Run again on a new
+        connection if the connection is lost (only rows still `sending` are written)."""
+        outcomes = list(outcomes)
+
+        def work(_attempt: int) -> None:
+            with self.transaction() as c:
+                self._record(c, outcomes)
+                if lease is not None and send_id is not None:
+                    self._renew(c, send_id, lease)
+
+        self.again(work)
 
     @staticmethod
     def _record(c: Connection, outcomes: Iterable) -> None:
@@ -715,6 +784,7 @@ class Ledger:
 
     # --- reading a send ------------------------------------------------------------------
 
+    @_retried
     def counts(self, send_id: int) -> Counts:
         by_state = {state.value: 0 for state in State}
         with self._read() as c:
