@@ -485,9 +485,10 @@ def execute(
         plan.approval = approval.for_send(checked, settings, message.name)
     if isinstance(locked, SendLock):
         lock: Any = nullcontext(locked)
-    elif locked:  # an older caller's own lock on the whole database
+    elif locked:  # a caller's own lock on the whole database (SQLite: nobody else sends)
         lease = Lease.new(settings.lease_seconds)
-        lock = nullcontext(SendLock(Path(str(settings.db_url)), lease=lease))
+        alone = "://" not in str(settings.db_url)
+        lock = nullcontext(SendLock(Path(str(settings.db_url)), lease=lease, exclusive=alone))
     else:
         lock = send_lock(settings.db_url, message.name, lease_seconds=settings.lease_seconds)
     with (
@@ -555,7 +556,10 @@ def _execute(
         tracker.unknown_to_pending(send_id, keys)
         # They are pending again: this run sends them.
         report.stale_unknown = [e for e in report.stale_unknown if e.lower() not in keys]
-    tracker.add_recipients(send_id, audience)
+    # Queue only the people the send has no row for: a send several processes join (or a
+    # resume) already holds nearly everyone, and reading its keys is cheaper than re-inserting.
+    known = tracker.recipient_states(send_id)
+    tracker.add_recipients(send_id, [c for c in audience if c.email.lower() not in known])
     report.dropped = tracker.drop_suppressed(send_id)
     report.left = tracker.remove_left(send_id, keys)
     by_key = {c.email.lower(): c for c in audience}

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,7 @@ def counts(url: str, message: str = "street"):
         return send, ledger.counts(send.id), list(ledger.delivery_rows(send.id))
 
 
+@pytest.mark.slow  # ~30 s: four processes, 20,000 recipients
 def test_four_processes_share_one_send_and_mail_everyone_once(
     workdir, sendgrid_env, on_postgres, monkeypatch
 ):
@@ -78,6 +80,7 @@ def test_four_processes_share_one_send_and_mail_everyone_once(
         assert ledger.holders(send.id) == []  # every process left its lease behind it
 
 
+@pytest.mark.slow  # ~40 s
 def test_one_of_four_killed_mid_request_the_rest_finish(
     workdir, sendgrid_env, on_postgres, monkeypatch
 ):
@@ -86,9 +89,9 @@ def test_one_of_four_killed_mid_request_the_rest_finish(
     sendgrid_env.delay = 0.5
     name = street_message(workdir, people(BIG))
     processes = [start(workdir, name) for _ in range(4)]
-    assert sendgrid_env.wait_accepted(4, timeout=TIMEOUT)
     victim = processes[0]
-    victim.kill()  # mid-request: with 0.5 s per answer it always has some in flight
+    _wait_until_in_flight(on_postgres, victim.pid)
+    victim.kill()  # mid-request: it has batches claimed and 0.5 s per answer
     assert victim.wait(timeout=TIMEOUT) == -signal.SIGKILL
     results = [finish(p) for p in processes[1:]]
     assert {code for code, _, _ in results} <= {0, 3}, [err for *_, err in results]
@@ -107,6 +110,30 @@ def test_one_of_four_killed_mid_request_the_rest_finish(
     assert {r.lease for r in rows if r.state == State.UNKNOWN} == {
         next(r.lease for r in rows if r.state == State.UNKNOWN)
     }  # all the victim's
+
+
+def _wait_until_in_flight(url: str, pid: int) -> None:
+    """Until the process `pid` holds `sending` rows (claimed, its request on the way)."""
+    from sqlalchemy import text
+
+    engine = make_engine(url)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as c:
+                mine = c.execute(
+                    text(
+                        "SELECT count(*) FROM deliveries WHERE state = 'sending' AND lease LIKE :p"
+                    ),
+                    {"p": f"%:{pid}:%"},
+                ).scalar_one()
+            if mine:
+                time.sleep(0.1)  # and its request has gone
+                return
+            time.sleep(0.05)
+        pytest.fail(f"process {pid} never claimed a batch")
+    finally:
+        engine.dispose()
 
 
 def test_lost_connections_mid_send_are_retried(workdir, sendgrid_env, on_postgres, monkeypatch):
@@ -142,7 +169,7 @@ def test_lost_connections_mid_send_are_retried(workdir, sendgrid_env, on_postgre
         thread.join(timeout=10)
         killer.dispose()
     code, _out, err = finish(process)
-    assert killed, "no connection was terminated"
+    assert len(killed) >= 3, "the server dropped too few connections to prove anything"
     assert code == 0, err
     delivered = sendgrid_env.delivered_emails()
     assert len(delivered) == BIG and set(delivered.values()) == {1}
