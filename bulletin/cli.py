@@ -863,6 +863,14 @@ def _print_send(s: dict, statuses) -> None:
     )
     echo(statuses.tracking_line(s["tracking"]))
     echo(statuses.feedback_line(s["feedback"]))
+    for sender in s.get("senders", ()):
+        echo(
+            f"Sending now: {sender['host']} (pid {sender['pid']}), lease until "
+            f"{local_time(sender['lease_until'])}"
+            if sender["live"]
+            else f"Stopped sending: {sender['host']} (pid {sender['pid']}); its recipients in "
+            "flight become unknown when the send next runs"
+        )
     from bulletin.approval import record_lines
 
     for line in record_lines(s.get("approval")):

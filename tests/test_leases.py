@@ -96,8 +96,8 @@ def test_claims_carry_the_holder_and_renew_its_lease(ledger):
     claimed = ledger.claim(send_id, 4, lease=me)
     rows = {r.id: r for r in ledger.delivery_rows(send_id)}
     assert {rows[c.id].lease for c in claimed} == {me.holder}
-    ((holder, host, pid, _expires),) = ledger.holders(send_id)
-    assert (holder, host, pid) == (me.holder, me.host, me.pid)
+    ((holder, host, pid, _expires, live),) = ledger.holders(send_id)
+    assert (holder, host, pid, live) == (me.holder, me.host, me.pid, True)
 
 
 def test_only_an_expired_holders_rows_become_unknown(ledger):
@@ -197,3 +197,18 @@ def test_a_claim_that_committed_before_the_connection_went_is_not_lost(postgres_
         assert [c.id for c in again] == [c.id for c in committed]
         assert ledger.counts(send_id)[State.SENDING] == 10
     killer.dispose()
+
+
+def test_status_names_who_is_sending(workdir, cli, db_path):
+    import json
+
+    cli("send", "eu-referendum", "--yes", "--limit", "3")
+    me = Lease.new(60)
+    with open_ledger(db_path) as ledger:
+        ledger.take_lease(1, me)
+    shown = cli("status", "1").stdout
+    assert f"Sending now: {me.host} (pid {me.pid}), lease until " in shown
+    (send,) = json.loads(cli("status", "1", "--json").stdout)["sends"]
+    assert [(s["host"], s["pid"], s["live"]) for s in send["senders"]] == [(me.host, me.pid, True)]
+    cli("send", "eu-referendum", "--yes")  # holds the message's lock: a dead holder's row goes
+    assert "Sending now" not in cli("status", "1").stdout

@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -160,6 +161,16 @@ class DeliveryRow(_Fields):
     def suppressed(self) -> bool:
         """Dropped by bulletin because the address was on the do-not-send list."""
         return self.state == State.DROPPED and self.cause == Cause.SUPPRESSED
+
+
+class Holder(NamedTuple):
+    """A process with a lease on a send: `live` until `expires_at` passes unrenewed."""
+
+    holder: str
+    host: str
+    pid: int
+    expires_at: str
+    live: bool
 
 
 @dataclass(frozen=True)
@@ -664,11 +675,12 @@ class Ledger:
             c.execute(delete(L).where(L.c.send_id == send_id, L.c.holder == holder))
         return emails
 
-    def holders(self, send_id: int) -> list[tuple[str, str, int, str]]:
-        """(holder, host, pid, expires_at) of every lease row of a send, for `status`."""
+    def holders(self, send_id: int) -> list[Holder]:
+        """Who holds a lease on the send (`status` shows them), first come first."""
+        now = lease_time()
         with self._read() as c:
             return [
-                (r.holder, r.host, r.pid, r.expires_at)
+                Holder(r.holder, r.host, r.pid, r.expires_at, r.expires_at >= now)
                 for r in c.execute(
                     select(L.c.holder, L.c.host, L.c.pid, L.c.expires_at)
                     .where(L.c.send_id == send_id)
