@@ -212,3 +212,21 @@ def test_status_names_who_is_sending(workdir, cli, db_path):
     assert [(s["host"], s["pid"], s["live"]) for s in send["senders"]] == [(me.host, me.pid, True)]
     cli("send", "eu-referendum", "--yes")  # holds the message's lock: a dead holder's row goes
     assert "Sending now" not in cli("status", "1").stdout
+
+
+def test_resend_unknown_needs_the_send_to_itself_on_postgresql(
+    workdir, cli, postgres_database, monkeypatch
+):
+    monkeypatch.setenv("BULLETIN_DB", postgres_database)
+    cli("db", "upgrade")
+    cli("send", "eu-referendum", "--yes", "--limit", "3")
+    other = Lease.new(60)  # another machine sending this send now
+    with open_ledger(postgres_database) as ledger:
+        ledger.take_lease(1, other)
+        result = cli("send", "eu-referendum", "--yes", "--resend-unknown", expect=4)
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: --resend-unknown needs send #1 to itself, and another ")
+        assert "Traceback" not in result.stderr
+        assert ledger.counts(1)[State.ACCEPTED] == 3  # nothing was sent
+        ledger.release_lease(1, other.holder)
+    cli("send", "eu-referendum", "--yes", "--resend-unknown")  # alone now: it goes
