@@ -514,6 +514,14 @@ def execute(
                 record_send(tracker, message, send_id)  # its public page (issue 21)
             if not tracker.take_lease(send_id, lease):
                 raise _busy("bulletin forget or purge is running against this database")
+            if not tracker.is_purged(send_id):
+                # Queue only the people the send has no row for, still under the message's
+                # lock: processes that join the send (or a resume) find nearly everyone queued,
+                # and reading its keys is cheaper than inserting them all again.
+                known = tracker.recipient_states(send_id)
+                tracker.add_recipients(
+                    send_id, [c for c in plan.recipients if c.email.lower() not in known]
+                )
         try:
             return _execute(plan, settings, tracker, held, send_id, waiter, progress)
         finally:
@@ -556,10 +564,6 @@ def _execute(
         tracker.unknown_to_pending(send_id, keys)
         # They are pending again: this run sends them.
         report.stale_unknown = [e for e in report.stale_unknown if e.lower() not in keys]
-    # Queue only the people the send has no row for: a send several processes join (or a
-    # resume) already holds nearly everyone, and reading its keys is cheaper than re-inserting.
-    known = tracker.recipient_states(send_id)
-    tracker.add_recipients(send_id, [c for c in audience if c.email.lower() not in known])
     report.dropped = tracker.drop_suppressed(send_id)
     report.left = tracker.remove_left(send_id, keys)
     by_key = {c.email.lower(): c for c in audience}

@@ -138,7 +138,7 @@ def _wait_until_in_flight(url: str, pid: int) -> None:
 
 def test_lost_connections_mid_send_are_retried(workdir, sendgrid_env, on_postgres, monkeypatch):
     monkeypatch.setenv("BULLETIN_TIMEOUT", "60")
-    sendgrid_env.delay = 0.2
+    sendgrid_env.delay = 0.4
     name = street_message(workdir, people(BIG))
     process = start(workdir, name)
     killer = make_engine(on_postgres)
@@ -147,7 +147,7 @@ def test_lost_connections_mid_send_are_retried(workdir, sendgrid_env, on_postgre
     def terminate() -> None:  # the server drops bulletin's connections, now and again
         from sqlalchemy import text
 
-        while not stop.wait(0.7):
+        while not stop.wait(0.3):
             with killer.connect() as c:
                 got = c.execute(
                     text(
@@ -169,7 +169,7 @@ def test_lost_connections_mid_send_are_retried(workdir, sendgrid_env, on_postgre
         thread.join(timeout=10)
         killer.dispose()
     code, _out, err = finish(process)
-    assert len(killed) >= 3, "the server dropped too few connections to prove anything"
+    assert len(killed) >= 2, "the server dropped too few connections to prove anything"
     assert code == 0, err
     delivered = sendgrid_env.delivered_emails()
     assert len(delivered) == BIG and set(delivered.values()) == {1}
