@@ -16,6 +16,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -677,7 +678,7 @@ def _deliver(
             if unrecorded:  # no claim to carry them: commit them now
                 tracker.record(unrecorded, send_id=send_id, lease=lease)
                 unrecorded = []
-            ticket, outcomes, error = _next_answer(answers)
+            ticket, outcomes, error = _next_answer(answers, tracker, send_id, lease)
             claimed = flying.pop(ticket)
             unrecorded += outcomes
             if error is not None:
@@ -702,11 +703,18 @@ def _deliver(
         raise stop
 
 
-def _next_answer(answers: queue.Queue) -> tuple[int, Outcomes, BaseException | None]:
-    """The next answered request; wakes often so Ctrl-C's handler runs on this thread."""
+def _next_answer(
+    answers: queue.Queue, tracker: Tracker, send_id: int, lease: Lease | None
+) -> tuple[int, Outcomes, BaseException | None]:
+    """The next answered request; wakes often so Ctrl-C's handler runs on this thread, and
+    renews the lease while every request waits (a long 429 back-off is not a dead sender)."""
+    renewed = time.monotonic()
     while True:
         with suppress(queue.Empty):
             return answers.get(timeout=0.2)
+        if lease is not None and time.monotonic() - renewed > lease.seconds / 3:
+            tracker.record([], send_id=send_id, lease=lease)
+            renewed = time.monotonic()
 
 
 def _request(

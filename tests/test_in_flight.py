@@ -120,3 +120,18 @@ def test_smtp_and_the_outbox_keep_one_request_in_flight(workdir, settings, monke
 
     monkeypatch.setenv("BULLETIN_IN_FLIGHT", "8")
     assert getattr(make_transport(settings, "outbox"), "in_flight", 1) == 1
+
+
+def test_a_sender_waiting_on_its_requests_keeps_its_lease(workdir, sendgrid_env, monkeypatch):
+    from bulletin.ledger.store import open_ledger
+
+    monkeypatch.setenv("BULLETIN_LEASE_SECONDS", "3")
+    monkeypatch.setenv("BULLETIN_TIMEOUT", "30")
+    sendgrid_env.delay = 6  # one request, answered long after the lease would have run out
+    process = start(workdir, "eu-referendum")
+    assert sendgrid_env.wait_accepted(1, timeout=TIMEOUT)
+    time.sleep(4)
+    with open_ledger(workdir / "bulletin.db") as ledger:
+        assert [h.live for h in ledger.holders(1)] == [True]  # renewed while it waited
+    code, _out, err = finish(process)
+    assert code == 0, err
