@@ -628,7 +628,13 @@ def send(
         note(str(duplicate))
     # The lock comes first (issue 11): a second send refuses before it reads or touches any row,
     # and the count confirmed below cannot change before it is sent.
-    lock = nullcontext() if dry_run or test else sending.send_lock(config.db_url)
+    lock = (
+        nullcontext()
+        if dry_run or test or checked.message is None
+        else sending.send_lock(
+            config.db_url, checked.message.name, lease_seconds=config.lease_seconds
+        )
+    )
     with lock as held:
         plan = sending.plan_send(
             checked,
@@ -857,6 +863,14 @@ def _print_send(s: dict, statuses) -> None:
     )
     echo(statuses.tracking_line(s["tracking"]))
     echo(statuses.feedback_line(s["feedback"]))
+    for sender in s.get("senders", ()):
+        echo(
+            f"Sending now: {sender['host']} (pid {sender['pid']}), lease until "
+            f"{local_time(sender['lease_until'])}"
+            if sender["live"]
+            else f"Stopped sending: {sender['host']} (pid {sender['pid']}); its recipients in "
+            "flight become unknown when the send next runs"
+        )
     from bulletin.approval import record_lines
 
     for line in record_lines(s.get("approval")):

@@ -32,6 +32,8 @@ SETTINGS_KEYS = (
     "BULLETIN_RETRIES",
     "BULLETIN_RETRY_MAX_WAIT",
     "BULLETIN_DB_TIMEOUT",
+    "BULLETIN_IN_FLIGHT",
+    "BULLETIN_LEASE_SECONDS",
     "BULLETIN_OPEN_TRACKING",
     "BULLETIN_CLICK_TRACKING",
     "BULLETIN_PRIVACY_URL",
@@ -61,6 +63,8 @@ NUMBERS: dict[str, tuple[type, float, float, float]] = {
     "BULLETIN_RETRIES": (int, 5, 0, 100),
     "BULLETIN_RETRY_MAX_WAIT": (float, 60.0, 0, 3600),
     "BULLETIN_DB_TIMEOUT": (float, 10.0, 0.001, 3600),
+    "BULLETIN_IN_FLIGHT": (int, 4, 1, 16),  # SendGrid requests at once (issue 13)
+    "BULLETIN_LEASE_SECONDS": (float, 60.0, 1, 3600),  # a silent sender is dead after this
     "BULLETIN_APPROVALS": (int, 0, 0, 20),  # sign-off before send (issue 17); 0: off
 }
 
@@ -102,6 +106,8 @@ class Settings:
     approvers: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # unknown keys, for the CLI to print on stderr
     db_timeout: float = 10.0  # how long to wait for another process's database lock
+    in_flight: int = 4  # SendGrid requests awaiting their answer at once
+    lease_seconds: float = 60.0  # a sender that renews nothing for this long is dead
 
     @property
     def db_path(self) -> Path:
@@ -304,6 +310,8 @@ def load_settings(
         open_tracking=_switch(env, "BULLETIN_OPEN_TRACKING", sources, True),
         click_tracking=_switch(env, "BULLETIN_CLICK_TRACKING", sources, False),
         db_timeout=number("BULLETIN_DB_TIMEOUT"),
+        in_flight=int(number("BULLETIN_IN_FLIGHT")),
+        lease_seconds=number("BULLETIN_LEASE_SECONDS"),
         approvals=int(number("BULLETIN_APPROVALS")),
         approvers=_approvers(get("BULLETIN_APPROVERS"), sources),
     )

@@ -105,7 +105,7 @@ class RunResult:
     now: datetime
     folder: Path
     considered: list[Considered] = field(default_factory=list)
-    busy: str = ""  # why nothing was done: another process holds the send lock
+    busy: list[str] = field(default_factory=list)  # messages another process was sending
 
     @property
     def exit_code(self) -> ExitCode:
@@ -115,8 +115,8 @@ class RunResult:
     def lines(self, verbose: bool = False) -> list[tuple[bool, str]]:
         """(is it a problem?, text) to print; nothing at all when there was nothing to do."""
         out: list[tuple[bool, str]] = []
-        if self.busy:
-            return [(False, f"{self.busy}; this run did nothing")] if verbose else []
+        if self.busy and self.idle:
+            return [(False, f"{b}; this run did nothing") for b in self.busy] if verbose else []
         if verbose:
             out.append(
                 (
@@ -131,12 +131,19 @@ class RunResult:
             problem = item.exit_code != ExitCode.OK
             out.append((problem and item.verdict != Verdict.SENT, item.text))
             out += [(True, f"  {line}") for line in item.details]
+        if verbose:
+            out += [(False, f"{b}; this run left it to that process") for b in self.busy]
         return out
+
+    @property
+    def idle(self) -> bool:
+        """Nothing was done but what `--verbose` alone shows."""
+        return all(item.verdict in QUIET for item in self.considered)
 
     def summary(self) -> str:
         """One line for the log file."""
-        if self.busy:
-            return f"run: {self.busy}; did nothing"
+        if self.busy and self.idle:
+            return f"run: {'; '.join(self.busy)}; did nothing"
         counts = Counter(c.verdict for c in self.considered)
         parts = ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) or "no messages"
         return (
@@ -182,12 +189,6 @@ def run_due(
             log.error("run: %s", error)
             raise error
         result = RunResult(now, folder)
-        try:
-            lock = stack.enter_context(send_lock(settings.db_url))
-        except Busy as busy:
-            result.busy = str(busy).split(";")[0]
-            log.info(result.summary())
-            return result
         waiting: list[tuple[datetime, Message]] = []
         for path in sorted(folder.glob("*.md")):
             item, message = _scan(path, settings, now)
@@ -196,7 +197,17 @@ def run_due(
             else:
                 waiting.append((message.send_at.astimezone(UTC), message))
         for due, message in sorted(waiting, key=lambda pair: (pair[0], pair[1].name)):
-            item = _consider(message, due, settings, now, timedelta(hours=hours), lock)
+            # One message at a time under its own lock: another process sending a message
+            # (on SQLite) leaves this run the others; on PostgreSQL they share the send.
+            try:
+                lock = stack.enter_context(
+                    send_lock(settings.db_url, message.name, lease_seconds=settings.lease_seconds)
+                )
+            except Busy as busy:
+                result.busy.append(str(busy).split(";")[0])
+                continue
+            with stack.pop_all():
+                item = _consider(message, due, settings, now, timedelta(hours=hours), lock)
             result.considered.append(item)
             if item.verdict == Verdict.INTERRUPTED:
                 break

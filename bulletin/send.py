@@ -8,10 +8,15 @@ rows, which the next run turns into `unknown`: they are re-sent only on request.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import itertools
 import os
+import queue
 import secrets
 import signal
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -44,66 +49,148 @@ from bulletin.unsubscribe import make_token, unsubscribe_url
 
 
 class Busy(BulletinError):
-    """Another bulletin process holds the send lock."""
+    """Another bulletin process holds the send lock (or the send, where one holder is needed)."""
 
     exit_code = ExitCode.TRANSPORT
 
 
+@dataclass(frozen=True)
+class Lease:
+    """This process's name on a send (a `leases` row), renewed with every batch it claims."""
+
+    holder: str
+    host: str
+    pid: int
+    seconds: float
+
+    @classmethod
+    def new(cls, seconds: float = 60.0) -> Lease:
+        host, pid = socket.gethostname(), os.getpid()
+        return cls(f"{host}:{pid}:{secrets.token_hex(4)}", host, pid, seconds)
+
+
 @dataclass
 class SendLock:
-    """A held send lock (what `send_lock` yields): proof for `delivery.deliver`."""
+    """A held send lock (what `send_lock` yields): proof for `delivery.deliver`.
+
+    `exclusive`: nobody else can be sending this message (SQLite's OS lock), so every
+    `sending` row found is a dead run's. Otherwise (PostgreSQL) other processes may share the
+    send, each under its own `lease`, and only rows of expired leases are dead.
+    """
 
     path: Path
     held: bool = True
+    message: str | None = None
+    lease: Lease = field(default_factory=Lease.new)
+    exclusive: bool = True
+
+
+def _busy(what: str) -> Busy:
+    return Busy(f"{what}; wait for it to finish, then run the same command again")
 
 
 @contextmanager
-def send_lock(db_path: Path | str) -> Iterator[SendLock]:
-    """One sending process per tracking database; released if the holder dies.
+def send_lock(
+    db_path: Path | str, message: str | None = None, *, lease_seconds: float = 60.0
+) -> Iterator[SendLock]:
+    """Hold the right to send `message` (or, without one, the whole database: forget, purge).
 
-    SQLite: an OS lock beside the database's real path, so a symlinked alias of the file takes
-    the same lock (issue 12); it is never opened through a symlink. PostgreSQL: a session
-    lock on the server, held by one connection, which the server drops with a dead holder.
+    SQLite: OS locks beside the database's real path, so a symlinked alias of the file takes
+    the same locks (issue 12); never opened through a symlink. `<db>.lock` is taken shared by
+    senders and exclusively for the whole database; `.<db>.locks/<message>.lock` admits one
+    sender per message, so two messages send at once. Released when the holder dies.
+    PostgreSQL: senders share a send under leases (rows the ledger writes as the send starts);
+    the whole database is a session lock on the server, which it drops with a dead holder.
     """
+    lease = Lease.new(lease_seconds)
     if isinstance(db_path, str) and "://" in db_path:
+        scheme = Path(db_path.split("://", 1)[0])
+        if message is not None:  # the lease is taken in `execute`, once the send is known
+            held = SendLock(scheme, message=message, lease=lease, exclusive=False)
+            try:
+                yield held
+            finally:
+                held.held = False
+            return
         from bulletin.ledger.store import server_send_lock
 
         with server_send_lock(db_path) as got:
             if not got:
-                raise Busy(
-                    "another bulletin send is running against this database; wait for it to "
-                    "finish, then run the same command again"
-                )
-            held = SendLock(Path(db_path.split("://", 1)[0]))
+                raise _busy("another bulletin send is running against this database")
+            held = SendLock(scheme, lease=lease)
             try:
                 yield held
             finally:
                 held.held = False
         return
     real = Path(db_path).resolve()
-    path = real.with_name(real.name + ".lock")
+    whole = real.with_name(real.name + ".lock")
+    with _flock(whole, exclusive=message is None) as got:
+        if not got:
+            holder = _holder(whole)
+            raise _busy("another bulletin send is running" + (f" (pid {holder})" if holder else ""))
+        if message is None:
+            held = SendLock(whole, lease=lease)
+            try:
+                yield held
+            finally:
+                held.held = False
+            return
+        own = _message_lock_path(real, message)
+        with _flock(own, exclusive=True) as got_message:
+            if not got_message:
+                holder = _holder(own) or "?"
+                raise _busy(f"another bulletin send is running (pid {holder}, sending {message})")
+            held = SendLock(own, message=message, lease=lease)
+            try:
+                yield held
+            finally:
+                held.held = False
+
+
+def _message_lock_path(real: Path, message: str) -> Path:
+    """`.<db>.locks/<name>-<digest>.lock`: readable, one file per message name; a hidden
+    folder, so `bulletin.db*` still names the database's own files (backups, tests)."""
+    digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+    readable = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in message)[:40]
+    return real.with_name(f".{real.name}.locks") / f"{readable}-{digest}.lock"
+
+
+def _holder(path: Path) -> str:
+    with suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip()
+        finally:
+            os.close(fd)
+    return ""
+
+
+@contextmanager
+def _flock(path: Path, *, exclusive: bool) -> Iterator[bool]:
+    """flock `path` without waiting; yields whether it was got. An exclusive holder writes its
+    pid into the file (it only helps the Busy message)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = open_private(path, os.O_RDWR | os.O_CREAT)
     except OSError as error:  # a read-only or full disk (issue 8)
         raise DatabaseError(f"cannot create the lock file {path}: {error.strerror}") from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise Busy(
-                f"another bulletin send is running (pid {holder}); "
-                "wait for it to finish, then run the same command again"
-            ) from None
-        with suppress(OSError):  # the pid only helps the message above; a full disk is no reason
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-        held = SendLock(path)
+            yield False
+            return
+        if exclusive:
+            with suppress(OSError):  # a full disk is no reason to refuse
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:
-            yield held
+            yield True
         finally:
-            held.held = False
+            if exclusive:
+                with suppress(OSError):  # empty again: a pid found there names a live holder
+                    os.ftruncate(fd, 0)
     finally:
         os.close(fd)
 
@@ -383,94 +470,156 @@ def execute(
     new_send: bool = False,
     progress: Callable[[int], None] = lambda n: None,
     waiter: Waiter | None = None,
-    locked: bool = False,
+    locked: bool | SendLock = False,
 ) -> Report:
     """Deliver the plan under the send lock (`locked`: the caller holds it); safe to re-run.
 
     Sends at most `plan.to_send` copies, to the plan's audience only: people who joined since
     the send began get a pending row, people who left lose theirs, suppressed people's pending
     rows are dropped. With nothing to send it still does that bookkeeping (and completes the send).
+    On PostgreSQL other processes may be sending the same send meanwhile, each under its lease.
     """
     from bulletin import approval
 
     waiter = waiter or getattr(plan.transport, "waiter", None) or Waiter()
-    checked, compiled, message = plan.checked, plan.checked.compiled, plan.checked.message
+    checked, message = plan.checked, plan.checked.message
     if plan.approval is None:  # sign-off cannot be bypassed by a caller that forgot it
         plan.approval = approval.for_send(checked, settings, message.name)
-    lock = nullcontext() if locked else send_lock(settings.db_url)
+    if isinstance(locked, SendLock):
+        lock: Any = nullcontext(locked)
+    elif locked:  # a caller's own lock on the whole database (SQLite: nobody else sends)
+        lease = Lease.new(settings.lease_seconds)
+        alone = "://" not in str(settings.db_url)
+        lock = nullcontext(SendLock(Path(str(settings.db_url)), lease=lease, exclusive=alone))
+    else:
+        lock = send_lock(settings.db_url, message.name, lease_seconds=settings.lease_seconds)
     with (
-        lock,
+        lock as held,
         Tracker(settings.db_url, timeout=settings.db_timeout, secret=settings.secret) as tracker,
     ):
-        latest = _send_to_resume(tracker, checked, new_send)
-        if latest is not None:
-            send_id = latest.id
-        else:
-            send_id = tracker.create_send(
-                message=message.name,
-                path=message.shown,
-                subject=message.subject,
-                reference=message.reference,
-                category=message.category,
-                content_hash=message.content_hash,
-                transport=plan.transport.name,
-            )
-            record_send(tracker, message, send_id)  # its public page (issue 21)
-        report = Report(send_id)
-        approval.record_send(tracker, send_id, plan.approval)
-        if tracker.is_purged(send_id):  # finished and purged: nothing is owed (see the plan)
-            report.completed, report.counts = True, tracker.counts(send_id)
-            return report
-        tracking = getattr(plan.transport, "tracking", None)
-        if tracking is not None:  # what the transport asked for is shown by status (issue 19)
-            tracker.note_tracking(send_id, **tracking)
-        # Under the lock: a `sending` row is now certainly a crashed run's, not a live one's.
-        report.stale_unknown = tracker.stale_to_unknown(send_id)
-        # The plan confirmed is the audience: plan_send already left out the suppressed, under
-        # this same lock; anyone suppressed since (a webhook) is dropped from the ledger below.
-        audience = plan.recipients
-        keys = {c.email.lower() for c in audience}
-        if plan.resend_unknown:
-            tracker.unknown_to_pending(send_id, keys)
-            # They are pending again: this run sends them.
-            report.stale_unknown = [e for e in report.stale_unknown if e.lower() not in keys]
-        tracker.add_recipients(send_id, audience)
-        report.dropped = tracker.drop_suppressed(send_id)
-        report.left = tracker.remove_left(send_id, keys)
-        by_key = {c.email.lower(): c for c in audience}
-        secret, base = _public(settings)
-        transport = plan.transport
-        if plan.to_send:
-            with _interruptible(waiter):
-                transport.open()
-                try:
-                    _deliver(
-                        tracker,
-                        transport,
-                        compiled,
-                        send_id,
-                        by_key,
-                        secret,
-                        base,
-                        plan.to_send,
-                        waiter,
-                        progress,
-                        report,
-                    )
-                except KeyboardInterrupt:
-                    # A second Ctrl-C abandons the request in flight: whether it went is unknown.
-                    unknown = tracker.stale_to_unknown(send_id)
-                    raise Interrupted(
-                        f"stopped at once: {len(unknown)} recipient(s) in flight are now "
-                        f"unknown. Run `bulletin send {message.name}` again to resume."
-                    ) from None
-                finally:
-                    transport.close()
-        report.interrupted = waiter.interrupted
-        report.completed = tracker.complete_if_done(send_id)
-        report.counts = tracker.counts(send_id)
-        report.pending_left = report.counts[State.PENDING]
+        lease = held.lease
+        with tracker.transaction():  # one send per message, however many processes start it
+            tracker.serialise_message(message.name)
+            latest = _send_to_resume(tracker, checked, new_send)
+            if latest is not None:
+                send_id = latest.id
+            else:
+                send_id = tracker.create_send(
+                    message=message.name,
+                    path=message.shown,
+                    subject=message.subject,
+                    reference=message.reference,
+                    category=message.category,
+                    content_hash=message.content_hash,
+                    transport=plan.transport.name,
+                )
+                record_send(tracker, message, send_id)  # its public page (issue 21)
+            if not tracker.take_lease(send_id, lease):
+                raise _busy("bulletin forget or purge is running against this database")
+            if not tracker.is_purged(send_id):
+                # Queue only the people the send has no row for, still under the message's
+                # lock: processes that join the send (or a resume) find nearly everyone queued,
+                # and reading its keys is cheaper than inserting them all again.
+                known = tracker.recipient_states(send_id)
+                tracker.add_recipients(
+                    send_id, [c for c in plan.recipients if c.email.lower() not in known]
+                )
+        try:
+            return _execute(plan, settings, tracker, held, send_id, waiter, progress)
+        finally:
+            tracker.release_lease(send_id, lease.holder)
+
+
+def _execute(
+    plan: Plan,
+    settings: Settings,
+    tracker: Tracker,
+    held: SendLock,
+    send_id: int,
+    waiter: Waiter,
+    progress: Callable[[int], None],
+) -> Report:
+    from bulletin import approval
+
+    compiled, message, lease = plan.checked.compiled, plan.checked.message, held.lease
+    report = Report(send_id)
+    approval.record_send(tracker, send_id, plan.approval)
+    if tracker.is_purged(send_id):  # finished and purged: nothing is owed (see the plan)
+        report.completed, report.counts = True, tracker.counts(send_id)
         return report
+    tracking = getattr(plan.transport, "tracking", None)
+    if tracking is not None:  # what the transport asked for is shown by status (issue 19)
+        tracker.note_tracking(send_id, **tracking)
+    # A `sending` row of a dead holder is a crashed run's: its fate is unknown. Under SQLite's
+    # lock that is every one; on PostgreSQL, those whose holder's lease has expired.
+    report.stale_unknown = tracker.resolve_stale(send_id, lease.holder, everyone=held.exclusive)
+    # The plan confirmed is the audience: plan_send already left out the suppressed, under
+    # this same lock; anyone suppressed since (a webhook) is dropped from the ledger below.
+    audience = plan.recipients
+    keys = {c.email.lower() for c in audience}
+    if plan.resend_unknown:
+        if not held.exclusive and tracker.other_holders(send_id, lease.holder):
+            raise _busy(
+                f"--resend-unknown needs send #{send_id} to itself, and another bulletin "
+                "process is sending it"
+            )
+        tracker.unknown_to_pending(send_id, keys)
+        # They are pending again: this run sends them.
+        report.stale_unknown = [e for e in report.stale_unknown if e.lower() not in keys]
+    report.dropped = tracker.drop_suppressed(send_id)
+    report.left = tracker.remove_left(send_id, keys)
+    by_key = {c.email.lower(): c for c in audience}
+    secret, base = _public(settings)
+    transport = plan.transport
+    if plan.to_send:
+        with _interruptible(waiter):
+            transport.open()
+            try:
+                _deliver(
+                    tracker,
+                    transport,
+                    compiled,
+                    send_id,
+                    by_key,
+                    secret,
+                    base,
+                    plan.to_send,
+                    waiter,
+                    progress,
+                    report,
+                    lease,
+                )
+                if report.attempted < plan.to_send and not held.exclusive:
+                    report.stale_unknown += _wait_for_others(tracker, send_id, lease, waiter)
+            except KeyboardInterrupt:
+                # A second Ctrl-C abandons the requests in flight: whether they went is unknown.
+                unknown = tracker.release_lease(send_id, lease.holder)
+                raise Interrupted(
+                    f"stopped at once: {len(unknown)} recipient(s) in flight are now "
+                    f"unknown. Run `bulletin send {message.name}` again to resume."
+                ) from None
+            finally:
+                transport.close()
+    report.interrupted = waiter.interrupted
+    report.completed = tracker.complete_if_done(send_id)
+    report.counts = tracker.counts(send_id)
+    report.pending_left = report.counts[State.PENDING]
+    return report
+
+
+def _wait_for_others(tracker: Tracker, send_id: int, lease: Lease, waiter: Waiter) -> list[str]:
+    """Nothing left to claim: wait until the other holders' requests are answered, or their
+    leases expire (their rows then become unknown), so the send can be completed."""
+    stale: list[str] = []
+    while not waiter.interrupted and tracker.others_in_flight(send_id, lease.holder):
+        if not waiter.wait(min(0.5, lease.seconds / 4)):
+            break
+        tracker.record([], send_id=send_id, lease=lease)  # still here
+        stale += tracker.resolve_stale(send_id, lease.holder)
+    return stale
+
+
+Outcomes = list[tuple[int, str, str | None, str | None]]
 
 
 def _deliver(
@@ -485,51 +634,133 @@ def _deliver(
     waiter: Waiter,
     progress: Callable[[int], None],
     report: Report,
+    lease: Lease | None = None,
 ) -> None:
-    after = 0
-    unrecorded: list[tuple[int, str, str | None, str | None]] = []
+    """Claim a batch before each request, keep up to the transport's `in_flight` requests
+    awaiting their answers (BULLETIN_IN_FLIGHT for SendGrid; SMTP and the outbox: one), and
+    record each batch's outcomes as they arrive, with the next claim (one commit). Requests
+    run on threads; every database write happens here, on the calling thread."""
+    slots = max(1, int(getattr(transport, "in_flight", 1)))
+    answers: queue.Queue = queue.Queue()
+    flying: dict[int, list] = {}
+    unrecorded: Outcomes = []
+    after = claimed_total = 0
+    tickets = itertools.count()
+    exhausted, stop = False, None
     try:
-        while not waiter.interrupted:
-            size = min(transport.batch_size, limit - report.attempted)
-            if size <= 0:
+        while True:
+            while len(flying) < slots and not exhausted and stop is None and not waiter.interrupted:
+                size = min(transport.batch_size, limit - claimed_total)
+                # Outcomes that arrived since are committed together with this claim.
+                flight = {row.id for rows in flying.values() for row in rows}
+                claimed = tracker.claim(
+                    send_id, size, after, record=unrecorded, lease=lease, in_flight=flight
+                )
+                unrecorded = []
+                if not claimed and after:  # rows below `after` that a stopped claimer put back
+                    claimed = tracker.claim(send_id, size, 0, lease=lease, in_flight=flight)
+                if not claimed:
+                    exhausted = True
+                    break
+                after = claimed[-1].id
+                claimed_total += len(claimed)
+                exhausted = claimed_total >= limit
+                ticket = next(tickets)
+                flying[ticket] = claimed
+                items, outcomes = _batch(compiled, send_id, claimed, by_key, secret, base)
+                threading.Thread(
+                    target=_request,
+                    args=(transport, compiled, items, outcomes, ticket, answers),
+                    name=f"bulletin-request-{ticket}",
+                    daemon=True,  # a second Ctrl-C abandons it: its rows become unknown
+                ).start()
+            if not flying:
                 break
-            # The last batch's outcomes are committed together with this claim.
-            claimed = tracker.claim(send_id, size, after, record=unrecorded)
-            unrecorded = []
-            if not claimed:
-                break
-            after = claimed[-1].id
-            unrecorded = _send_batch(
-                tracker, transport, compiled, send_id, claimed, by_key, secret, base
-            )
+            if unrecorded:  # no claim to carry them: commit them now
+                tracker.record(unrecorded, send_id=send_id, lease=lease)
+                unrecorded = []
+            ticket, outcomes, error = _next_answer(answers, tracker, send_id, lease)
+            claimed = flying.pop(ticket)
+            unrecorded += outcomes
+            if error is not None:
+                if not isinstance(error, Unsent):
+                    raise error
+                stop = stop or error  # no more requests; those in flight still answer
+                continue
             report.attempted += len(claimed)
             emails = {row.id: row.email for row in claimed}
-            for delivery_id, state, _, error in unrecorded:
+            for delivery_id, state, _, message in outcomes:
                 if state == State.ACCEPTED:
                     report.accepted += 1
                 elif state == State.FAILED:
-                    report.failed.append((emails[delivery_id], error or ""))
+                    report.failed.append((emails[delivery_id], message or ""))
                 elif state == State.UNKNOWN:
                     report.unknown.append(emails[delivery_id])
             progress(len(claimed))
     finally:
         if unrecorded:
-            tracker.record(unrecorded)
+            tracker.record(unrecorded, send_id=send_id, lease=lease)
+    if stop is not None:
+        raise stop
 
 
-def _send_batch(
-    tracker: Tracker,
+def _next_answer(
+    answers: queue.Queue, tracker: Tracker, send_id: int, lease: Lease | None
+) -> tuple[int, Outcomes, BaseException | None]:
+    """The next answered request; wakes often so Ctrl-C's handler runs on this thread, and
+    renews the lease while every request waits (a long 429 back-off is not a dead sender)."""
+    renewed = time.monotonic()
+    while True:
+        with suppress(queue.Empty):
+            return answers.get(timeout=0.2)
+        if lease is not None and time.monotonic() - renewed > lease.seconds / 3:
+            tracker.record([], send_id=send_id, lease=lease)
+            renewed = time.monotonic()
+
+
+def _request(
     transport: Transport,
+    compiled,
+    items: list[Outgoing],
+    outcomes: Outcomes,
+    ticket: int,
+    answers: queue.Queue,
+) -> None:
+    """One request, on its own thread: its outcomes (or why it stopped) go to `answers`.
+
+    `Unsent`: nothing in the batch went but the recipients in `error.outcomes`; the rest are
+    put back to pending, certainly not sent."""
+    try:
+        results = transport.send(compiled, items) if items else []
+    except Unsent as error:
+        done = {o.delivery_id for o in error.outcomes}
+        finished = [(o.delivery_id, o.state, o.message_id, o.error) for o in error.outcomes]
+        unsent = [(i.delivery_id, State.PENDING, None, None) for i in items]
+        answers.put((ticket, [u for u in unsent if u[0] not in done] + finished + outcomes, error))
+        return
+    except BaseException as error:  # a bug: reported on the sending thread; rows stay in doubt
+        answers.put((ticket, outcomes, error))
+        return
+    answers.put(
+        (
+            ticket,
+            outcomes + [(o.delivery_id, o.state, o.message_id, o.error) for o in results],
+            None,
+        )
+    )
+
+
+def _batch(
     compiled,
     send_id: int,
     claimed: list,
     by_key: dict[str, Contact],
     secret: str,
     base: str,
-) -> list[tuple[int, str, str | None, str | None]]:
-    """Send one claimed batch; return its outcomes (recorded by the caller)."""
+) -> tuple[list[Outgoing], Outcomes]:
+    """The messages of one claimed batch, and the outcomes of rows that cannot be sent."""
     items: list[Outgoing] = []
-    outcomes: list[tuple[int, str, str | None, str | None]] = []
+    outcomes: Outcomes = []
     for row in claimed:
         contact = by_key.get(row.email_key)
         if contact is None:
@@ -547,12 +778,4 @@ def _send_batch(
                 feedback_url=_feedback_link(compiled, secret, base, send_id, row.id, contact),
             )
         )
-    try:
-        results = transport.send(compiled, items) if items else []
-    except Unsent as error:
-        finished = [(o.delivery_id, o.state, o.message_id, o.error) for o in error.outcomes]
-        done = {o.delivery_id for o in error.outcomes}
-        unsent = [(i.delivery_id, State.PENDING, None, None) for i in items]
-        tracker.record([u for u in unsent if u[0] not in done] + finished + outcomes)
-        raise
-    return outcomes + [(o.delivery_id, o.state, o.message_id, o.error) for o in results]
+    return items, outcomes

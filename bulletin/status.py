@@ -64,6 +64,11 @@ def summary(tracker: Tracker, send: SendRow) -> dict:
         "tracking": tracking(send),
         "feedback": FeedbackStore(tracker).counts(send.id),  # "Was this useful?" (issue 18)
         "approval": send_record(tracker, send.id),  # who signed it off (issue 17)
+        # Processes sending it now, by their leases (issue 13); `live` false: taken for dead.
+        "senders": [
+            {"host": h.host, "pid": h.pid, "lease_until": h.expires_at, "live": h.live}
+            for h in tracker.holders(send.id)
+        ],
     }
 
 

@@ -631,6 +631,12 @@ class SendGridStub:
         self.requests = 0
         self.fault_log: list[tuple[int, Fault]] = []
         self.server_errors: list[str] = []
+        # Every mail-send request is answered `delay` seconds after it was read (like real
+        # SendGrid taking its time over 1,000 personalizations); 0: at once.
+        self.delay = 0.0
+        self.arrivals: list[float] = []  # time.monotonic() as each mail-send request was read
+        self.at_once = 0  # mail-send requests being handled now
+        self.most_at_once = 0  # the most handled at once since the last reset
         self._faults: deque[Fault] = deque()
         self._lock = threading.Condition()
         self._stopping = threading.Event()
@@ -686,6 +692,8 @@ class SendGridStub:
             self.fault_log.clear()
             self.server_errors.clear()
             self._faults.clear()
+            self.arrivals.clear()
+            self.most_at_once = 0
 
     def delivered_emails(self) -> Counter[str]:
         """Count of every accepted (lowercased) to/cc/bcc address over all accepted requests."""
@@ -719,6 +727,16 @@ class SendGridStub:
             fault = self._faults.popleft() if self._faults else None
             if fault is not None:
                 self.fault_log.append((n, fault))
+            self.arrivals.append(time.monotonic())
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
+        try:
+            self._mail_send(h, fault, n)
+        finally:
+            with self._lock:
+                self.at_once -= 1
+
+    def _mail_send(self, h: _Handler, fault: Fault | None, n: int) -> None:
         if fault is not None and fault.kind == "drop_before_read":
             self._drop(h, fault.reset)
             return
@@ -738,6 +756,9 @@ class SendGridStub:
         if code == 202 and (fault is None or fault.kind != "garbage" or 200 <= fault.code < 300):
             self._record(n, message_id, parsed)
 
+        if self.delay and self._stopping.wait(self.delay):
+            self._drop(h, reset=False)
+            return
         if fault is None:
             pass
         elif fault.kind == "slow":

@@ -23,6 +23,13 @@ from test_send import SAMPLE, deliveries, people, states, street_message
 TIMEOUT = 60  # seconds any one process may take before the test fails
 
 
+@pytest.fixture(autouse=True)
+def one_request_at_a_time(monkeypatch):
+    """These tests script the stand-in's answers request by request, so the requests go one at
+    a time (BULLETIN_IN_FLIGHT=1); tests/test_in_flight.py crashes sends with several."""
+    monkeypatch.setenv("BULLETIN_IN_FLIGHT", "1")
+
+
 def start(workdir: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "bulletin", "send", *args, "--yes"],

@@ -28,15 +28,15 @@ def test_a_send_on_postgresql_resumes_and_reports_like_sqlite(
     assert "***" not in cli("status").stdout  # no URL, no password in the table
 
 
-def test_a_second_sender_on_one_postgresql_database_is_refused(
+def test_a_send_waits_for_forget_or_purge_on_postgresql(
     workdir, cli, postgres_database, monkeypatch
 ):
     monkeypatch.setenv("BULLETIN_DB", postgres_database)
     cli("db", "upgrade")
-    with server_send_lock(postgres_database) as got:
+    with server_send_lock(postgres_database) as got:  # what forget and purge hold
         assert got
         result = cli("send", "eu-referendum", "--yes", expect=4)
-        assert "another bulletin send is running" in result.stderr
+        assert "bulletin forget or purge is running against this database" in result.stderr
     cli("send", "eu-referendum", "--yes")  # released with its holder
 
 

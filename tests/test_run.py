@@ -463,6 +463,7 @@ def test_a_second_run_during_a_slow_send_exits_quietly(workdir, sendgrid_env, mo
 def test_a_killed_run_is_resumed_by_the_next_without_duplicates(
     workdir, cli, sendgrid_env, monkeypatch, backend
 ):
+    monkeypatch.setenv("BULLETIN_IN_FLIGHT", "1")  # answers scripted request by request
     monkeypatch.setenv("BULLETIN_TIMEOUT", "120")  # the run is killed while it waits
     schedule_many(workdir)
     sendgrid_env.script(slow(60))
@@ -489,6 +490,7 @@ def test_a_killed_run_is_resumed_by_the_next_without_duplicates(
 def test_a_stopped_run_finishes_its_request_and_the_next_run_carries_on(
     workdir, cli, sendgrid_env, monkeypatch, backend
 ):
+    monkeypatch.setenv("BULLETIN_IN_FLIGHT", "1")  # answers scripted request by request
     monkeypatch.setenv("BULLETIN_TIMEOUT", "30")
     schedule_many(workdir)
     sendgrid_env.script(slow(1))

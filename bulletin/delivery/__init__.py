@@ -108,7 +108,10 @@ def deliver(
     progress: Callable[[int], None] = lambda n: None,
     waiter: Waiter | None = None,
 ) -> SendOutcome:
-    """Send the confirmed `plan` under the held send `lock`; never more than it counted."""
+    """Send the confirmed `plan` under the held send `lock`; never more than it counted.
+
+    The lock is the message's (`send_lock(db, message)`): on PostgreSQL other processes may
+    share the send, each under its own lease, and none sends anyone twice."""
     if not lock.held:
         raise RuntimeError("deliver() needs the send lock held by the caller")
     if plan.approval is None:  # sign-off (issue 17): no path to the transport skips it
@@ -117,6 +120,6 @@ def deliver(
         plan.approval = approval.for_send(plan.checked, settings, plan.checked.message.name)
     nothing = plan.to_send == 0 and plan.resume is not None
     report = execute(
-        plan, settings, new_send=new_send, progress=progress, waiter=waiter, locked=True
+        plan, settings, new_send=new_send, progress=progress, waiter=waiter, locked=lock
     )
     return SendOutcome(report, plan.transport.name, nothing)

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from bulletin.errors import ConfigError, DatabaseError
 
@@ -120,7 +126,13 @@ def explain(error: SQLAlchemyError, engine: Engine) -> DatabaseError:
         hint = f"permission denied ({text}); grant the user in BULLETIN_DB the rights it needs"
     else:
         hint = text
-    return DatabaseError(f"tracking database {where}: {hint}")
+    failure = DatabaseError(f"tracking database {where}: {hint}")
+    # The connection was lost (or could not be made): the transaction may be run again on a
+    # new one (`Ledger.again`); it either committed or not.
+    failure.lost = isinstance(error, DBAPIError) and (
+        error.connection_invalidated or isinstance(error, OperationalError)
+    )
+    return failure
 
 
 # --- SQLite --------------------------------------------------------------------------------

@@ -158,6 +158,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE deliveries ADD COLUMN cause TEXT;
     CREATE TABLE run_notices (key TEXT PRIMARY KEY, first_given_at TEXT NOT NULL);
     """,
+    # 7 → 8: revision 0005 (per-send leases: who is sending, and who claimed each row).
+    """
+    ALTER TABLE deliveries ADD COLUMN lease TEXT;
+    CREATE TABLE leases (
+        send_id INTEGER NOT NULL REFERENCES sends(id),
+        holder TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        acquired_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (send_id, holder)
+    );
+    """,
 ]
 
 # `PRAGMA user_version` the newest revision leaves in a SQLite file.

@@ -79,6 +79,7 @@ deliveries = Table(
     Column("first_clicked_at", Text),
     Column("last_clicked_at", Text),
     Column("cause", Text),  # revision 0003: why bulletin dropped it (states.Cause)
+    Column("lease", Text),  # revision 0005: the holder that claimed a `sending` row
     UniqueConstraint("send_id", "email_key"),
     Index("deliveries_state", "send_id", "state"),
     Index("deliveries_message_id", "message_id"),
@@ -212,6 +213,22 @@ publications = Table(
     Column("content_hash", Text, nullable=False),
     Column("published_at", Text, nullable=False),
     Column("withdrawn_at", Text),
+)
+
+# --- revision 0005: who is sending a send (issue 13; docs/ledger-plan.md "Claims and leases") ---
+
+# One row per process working on a send, renewed every batch. A holder whose `expires_at` has
+# passed is dead: the next holder turns its `sending` rows to `unknown`. Times are ISO 8601
+# UTC with milliseconds (one format, so they compare as text).
+leases = Table(
+    "leases",
+    metadata,
+    Column("send_id", Id, ForeignKey("sends.id"), primary_key=True, autoincrement=False),
+    Column("holder", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", Text, nullable=False),
+    Column("expires_at", Text, nullable=False),
 )
 
 # Parents before children: the order to copy in (and to empty in reverse).

@@ -13,13 +13,16 @@ written grouped by (state, message id, error) — a SendGrid batch of 1,000 shar
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import islice
 from operator import itemgetter
@@ -75,6 +78,7 @@ from bulletin.ledger.states import (
 
 CHUNK = 10_000  # rows per executemany: memory stays flat for any audience
 IN_CHUNK = 500  # values per IN (…)
+RETRIES = 8  # a batch's transaction is run again this often after a lost PostgreSQL connection
 STALE_ERROR = "the sending process stopped before the transport answered"
 LEFT_ERROR = "left the audience; not sent"
 # Columns of `deliveries` that came from a contact list, blanked by `forget`.
@@ -86,6 +90,24 @@ E = schema.events
 X = schema.suppressions
 P = schema.purged_sends
 N = schema.run_notices
+L = schema.leases
+
+
+def lease_time(offset: float = 0.0) -> str:
+    """Now (plus `offset` seconds) as a lease stores it: ISO 8601 UTC with milliseconds, always,
+    so lease times compare as text. Hosts sharing a database keep their clocks in step (NTP)."""
+    return (datetime.now(UTC) + timedelta(seconds=offset)).isoformat(timespec="milliseconds")
+
+
+def _retried(method):
+    """A ledger operation that is right however often it runs: on PostgreSQL it is run again
+    on a new connection when the connection is lost (`Ledger.again`)."""
+
+    @functools.wraps(method)
+    def retried(self, *args, **kwargs):
+        return self.again(lambda _attempt: method(self, *args, **kwargs))
+
+    return retried
 
 
 # --- typed results ---------------------------------------------------------------------------
@@ -138,11 +160,22 @@ class DeliveryRow(_Fields):
     first_clicked_at: str | None
     last_clicked_at: str | None
     cause: str | None = None
+    lease: str | None = None  # the holder that claimed it (revision 0005)
 
     @property
     def suppressed(self) -> bool:
         """Dropped by bulletin because the address was on the do-not-send list."""
         return self.state == State.DROPPED and self.cause == Cause.SUPPRESSED
+
+
+class Holder(NamedTuple):
+    """A process with a lease on a send: `live` until `expires_at` passes unrenewed."""
+
+    holder: str
+    host: str
+    pid: int
+    expires_at: str
+    live: bool
 
 
 @dataclass(frozen=True)
@@ -573,6 +606,7 @@ class Ledger:
                 )
             )
 
+    @_retried
     def complete_if_done(self, send_id: int) -> bool:
         """Mark the send completed once no recipient is pending or in flight."""
         with self.transaction() as c:
@@ -736,37 +770,215 @@ class Ledger:
                     )
             return sum(len(ids) for ids in grouped.values())
 
+    # --- leases: who is sending a send (docs/ledger-plan.md, "Claims and leases") ---------
+
+    def serialise_message(self, message: str) -> None:
+        """Inside a transaction: until it ends, no other process creates or resumes a send of
+        `message` (PostgreSQL: a transaction advisory lock; SQLite's BEGIN IMMEDIATE already
+        serialises writers). Two processes starting together then join one send."""
+        if self.sqlite:
+            return
+        with self.transaction() as c:
+            c.execute(select(func.pg_advisory_xact_lock(MESSAGE_LOCK, func.hashtext(message))))
+
+    def _renew(self, c: Connection, send_id: int, lease) -> None:
+        """Take or renew `lease` (holder, host, pid, seconds) on a send."""
+        if self.sqlite:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        statement = dialect_insert(L).values(
+            send_id=send_id,
+            holder=lease.holder,
+            host=lease.host,
+            pid=lease.pid,
+            acquired_at=lease_time(),
+            expires_at=lease_time(lease.seconds),
+        )
+        c.execute(
+            statement.on_conflict_do_update(
+                index_elements=[L.c.send_id, L.c.holder],
+                set_={"expires_at": statement.excluded.expires_at},
+            )
+        )
+
+    @_retried
+    def take_lease(self, send_id: int, lease) -> bool:
+        """Join the send's holders; False while `bulletin forget`/`purge` hold the database."""
+        with self.transaction() as c:
+            if not self.sqlite:  # they hold SEND_LOCK exclusively (server_send_lock)
+                free = c.execute(select(func.pg_try_advisory_xact_lock_shared(SEND_LOCK)))
+                if not free.scalar():
+                    return False
+            self._renew(c, send_id, lease)
+        return True
+
+    @_retried
+    def resolve_stale(self, send_id: int, holder: str, *, everyone: bool = False) -> list[str]:
+        """`sending` rows of dead holders become `unknown` (never re-sent without
+        --resend-unknown); their lease rows go. A holder is dead when its lease expired, or,
+        with `everyone` (the caller holds the send alone: SQLite's lock), whoever it was."""
+        now = lease_time()
+        with self.transaction() as c:
+            where = [D.c.send_id == send_id, D.c.state == State.SENDING]
+            if not everyone:
+                live = select(L.c.holder).where(L.c.send_id == send_id, L.c.expires_at >= now)
+                where.append(
+                    or_(D.c.lease.is_(None), and_(D.c.lease != holder, D.c.lease.not_in(live)))
+                )
+            # Rows first, then an UPDATE of exactly those still `sending`: a claim committed
+            # meanwhile by a holder this statement's snapshot did not see is left alone.
+            stale = c.execute(select(D.c.id, D.c.email).where(*where)).all()
+            now_text = utcnow()
+            for chunk in _chunks([r.id for r in stale], IN_CHUNK * 2):
+                c.execute(
+                    update(D)
+                    .where(D.c.id.in_(chunk), D.c.state == State.SENDING)
+                    .values(state=State.UNKNOWN, updated_at=now_text, error=STALE_ERROR)
+                )
+            gone = L.c.holder != holder if everyone else L.c.expires_at < now
+            c.execute(delete(L).where(L.c.send_id == send_id, gone))
+        return [r.email for r in stale]
+
+    @_retried
+    def other_holders(self, send_id: int, holder: str) -> int:
+        """Live holders of the send other than `holder`."""
+        with self._read() as c:
+            return c.execute(
+                select(func.count())
+                .select_from(L)
+                .where(L.c.send_id == send_id, L.c.holder != holder, L.c.expires_at >= lease_time())
+            ).scalar_one()
+
+    @_retried
+    def others_in_flight(self, send_id: int, holder: str) -> int:
+        """`sending` rows claimed by someone other than `holder`."""
+        with self._read() as c:
+            return c.execute(
+                select(func.count())
+                .select_from(D)
+                .where(
+                    D.c.send_id == send_id,
+                    D.c.state == State.SENDING,
+                    or_(D.c.lease.is_(None), D.c.lease != holder),
+                )
+            ).scalar_one()
+
+    @_retried
+    def release_lease(self, send_id: int, holder: str) -> list[str]:
+        """Leave the send: `holder`'s own `sending` rows (requests whose answer never came)
+        become `unknown`, and its lease row goes. Returns those rows' addresses."""
+        where = and_(D.c.send_id == send_id, D.c.state == State.SENDING, D.c.lease == holder)
+        with self.transaction() as c:
+            emails = list(c.execute(select(D.c.email).where(where)).scalars())
+            if emails:
+                c.execute(
+                    update(D)
+                    .where(where)
+                    .values(state=State.UNKNOWN, updated_at=utcnow(), error=STALE_ERROR)
+                )
+            c.execute(delete(L).where(L.c.send_id == send_id, L.c.holder == holder))
+        return emails
+
+    def holders(self, send_id: int) -> list[Holder]:
+        """Who holds a lease on the send (`status` shows them), first come first."""
+        now = lease_time()
+        with self._read() as c:
+            return [
+                Holder(r.holder, r.host, r.pid, r.expires_at, r.expires_at >= now)
+                for r in c.execute(
+                    select(L.c.holder, L.c.host, L.c.pid, L.c.expires_at)
+                    .where(L.c.send_id == send_id)
+                    .order_by(L.c.acquired_at)
+                )
+            ]
+
+    def again(self, work):
+        """Run `work(attempt)` (one whole transaction). On PostgreSQL, when the connection was
+        lost, reconnect (pool_pre_ping) and run it again, up to RETRIES times: the lost one
+        either committed or not, and `work` must be right either way."""
+        for attempt in itertools.count():
+            try:
+                return work(attempt)
+            except DatabaseError as error:
+                lost = getattr(error, "lost", False)
+                if self.sqlite or not lost or attempt >= RETRIES or self._conn is not None:
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**attempt))  # 0.1 s … 2 s, about 10 s in all
+
     def claim(
-        self, send_id: int, limit: int, after: int = 0, record: Iterable = ()
+        self,
+        send_id: int,
+        limit: int,
+        after: int = 0,
+        record: Iterable = (),
+        lease=None,
+        in_flight: Collection[int] = (),
     ) -> list[Claimed]:
         """Atomically move up to `limit` pending recipients (ids above `after`) to `sending`.
 
         `record` writes the previous batch's outcomes in the same transaction, so a send
-        costs one durable commit per batch rather than two.
+        costs one durable commit per batch rather than two. With a `lease`, the rows carry
+        its holder and the lease is renewed in the same transaction. If the connection is lost
+        the transaction runs again; the lost claim may have committed, so the holder's own
+        `sending` rows not `in_flight` (its requests awaiting answers) are that claim's rows.
         """
-        with self.transaction() as c:
-            self._record(c, record)
-            picked = (
-                select(D.c.id, D.c.email, D.c.email_key)
-                .where(D.c.send_id == send_id, D.c.state == State.PENDING, D.c.id > after)
-                .order_by(D.c.id)
-                .limit(limit)
+        record = list(record)
+
+        def work(attempt: int) -> list[Claimed]:
+            with self.transaction() as c:
+                self._record(c, record)  # only rows still `sending`: right if it ran before
+                if lease is not None:
+                    self._renew(c, send_id, lease)
+                if attempt and lease is not None:
+                    mine = c.execute(
+                        select(D.c.id, D.c.email, D.c.email_key)
+                        .where(
+                            D.c.send_id == send_id,
+                            D.c.state == State.SENDING,
+                            D.c.lease == lease.holder,
+                        )
+                        .order_by(D.c.id)
+                    ).all()
+                    orphans = [r for r in mine if r.id not in in_flight]
+                    if orphans:
+                        return [Claimed(r.id, r.email, r.email_key) for r in orphans]
+                return self._claim(c, send_id, limit, after, lease)
+
+        return self.again(work)
+
+    def _claim(self, c: Connection, send_id: int, limit: int, after: int, lease) -> list[Claimed]:
+        picked = (
+            select(D.c.id, D.c.email, D.c.email_key)
+            .where(D.c.send_id == send_id, D.c.state == State.PENDING, D.c.id > after)
+            .order_by(D.c.id)
+            .limit(limit)
+        )
+        if not self.sqlite:  # SQLite's BEGIN IMMEDIATE already serialises claimers
+            picked = picked.with_for_update(skip_locked=True)
+        rows = c.execute(picked).all()
+        if rows:
+            holder = lease.holder if lease is not None else None
+            c.execute(
+                update(D)
+                .where(D.c.id.in_([r.id for r in rows]))
+                .values(state=State.SENDING, updated_at=utcnow(), lease=holder)
             )
-            if not self.sqlite:  # SQLite's BEGIN IMMEDIATE already serialises claimers
-                picked = picked.with_for_update(skip_locked=True)
-            rows = c.execute(picked).all()
-            if rows:
-                c.execute(
-                    update(D)
-                    .where(D.c.id.in_([r.id for r in rows]))
-                    .values(state=State.SENDING, updated_at=utcnow())
-                )
         return [Claimed(r.id, r.email, r.email_key) for r in rows]
 
-    def record(self, outcomes: Iterable) -> None:
-        """Write the transport's outcomes (Outcome, or (id, state, message id, error))."""
-        with self.transaction() as c:
-            self._record(c, outcomes)
+    def record(self, outcomes: Iterable, *, send_id: int | None = None, lease=None) -> None:
+        """Write the transport's outcomes (Outcome, or (id, state, message id, error)); with a
+        `lease` (and its `send_id`), renew it in the same transaction. Run again on a new
+        connection if the connection is lost (only rows still `sending` are written)."""
+        outcomes = list(outcomes)
+
+        def work(_attempt: int) -> None:
+            with self.transaction() as c:
+                self._record(c, outcomes)
+                if lease is not None and send_id is not None:
+                    self._renew(c, send_id, lease)
+
+        self.again(work)
 
     @staticmethod
     def _record(c: Connection, outcomes: Iterable) -> None:
@@ -789,6 +1001,7 @@ class Ledger:
 
     # --- reading a send ------------------------------------------------------------------
 
+    @_retried
     def counts(self, send_id: int) -> Counts:
         by_state = {state.value: 0 for state in State}
         with self._read() as c:
@@ -1270,18 +1483,28 @@ class Ledger:
                 c.execute(insert(N), new)
 
 
-SEND_LOCK = 0x62756C73  # "buls": the PostgreSQL session lock of `bulletin send` / `run`
+SEND_LOCK = 0x62756C73  # "buls": PostgreSQL's lock on the whole database (forget, purge)
+MESSAGE_LOCK = 0x6275736D  # "busm" with hashtext(message): creating or resuming a message's send
 
 
 @contextmanager
 def server_send_lock(db: str) -> Iterator[bool]:
-    """Hold PostgreSQL's session lock for sending while the block runs; yields False if another
-    session holds it. The server releases it when the holder's connection ends (a dead process
-    loses it), so it needs no expiry."""
+    """Hold the whole PostgreSQL database (`forget`, `purge`) while the block runs; yields False
+    if another session holds it or a sender holds a live lease. Senders take the same lock
+    shared while they join a send (`Ledger.take_lease`). The server releases it when the
+    holder's connection ends (a dead process loses it), so it needs no expiry."""
     engine = make_engine(db)
     try:
         with engine.connect() as c:
             got = bool(c.execute(select(func.pg_try_advisory_lock(SEND_LOCK))).scalar())
+            if (
+                got
+                and c.execute(
+                    select(func.count()).select_from(L).where(L.c.expires_at >= lease_time())
+                ).scalar_one()
+            ):
+                c.execute(select(func.pg_advisory_unlock(SEND_LOCK)))
+                got = False
             c.commit()
             try:
                 yield got

@@ -12,6 +12,8 @@ import json
 import re
 import secrets
 import socket
+import threading
+import time
 import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -400,6 +402,11 @@ class SendGridTransport:
         self.tracking = {"opens": settings.open_tracking, "clicks": settings.click_tracking}
         self._client = None
         self._templates: dict[int, RequestTemplate] = {}
+        # Requests awaiting their answers at once (send.py runs each on its own thread); the
+        # sendgrid client opens a fresh connection per request, so they share nothing but this.
+        self.in_flight = settings.in_flight
+        # Held by a request backing off after a 429 or 5xx: every other request waits too.
+        self._backing_off = threading.Lock()
 
     def describe(self) -> str:
         return f"SendGrid ({self.url})"
@@ -469,6 +476,10 @@ class SendGridTransport:
 
         attempt = 0
         while True:
+            with self._backing_off:  # another request was told to slow down: so is this one
+                pass
+            if self.waiter.interrupted:
+                return State.PENDING, None, None  # Ctrl-C: certainly not sent
             try:
                 response = self._client.client.mail.send.post(request_body=body)
             except exceptions.HTTPError as error:
@@ -480,7 +491,7 @@ class SendGridTransport:
                         "SENDGRID_API_KEY in .env and its Mail Send permission"
                     ) from None
                 if status in RETRY_STATUSES and attempt < self.settings.retries:
-                    if not self.waiter.wait(self._delay(error, attempt)):
+                    if not self._back_off(self._delay(error, attempt)):
                         return State.PENDING, None, None  # Ctrl-C: certainly not sent
                     attempt += 1
                     continue
@@ -512,6 +523,19 @@ class SendGridTransport:
             headers = response.headers
             message_id = headers.get("X-Message-Id") if headers is not None else None
             return State.ACCEPTED, message_id, None
+
+    def _back_off(self, seconds: float) -> bool:
+        """Wait `seconds` holding back every request of this transport (a 429 is about the
+        account, not one request); less the time spent waiting for another's back-off.
+        False if interrupted."""
+        if not self._backing_off.acquire(blocking=False):
+            asked = time.monotonic()
+            self._backing_off.acquire()
+            seconds -= time.monotonic() - asked
+        try:
+            return self.waiter.wait(seconds) if seconds > 0 else not self.waiter.interrupted
+        finally:
+            self._backing_off.release()
 
     def _delay(self, error, attempt: int) -> float:
         """Honour Retry-After or X-RateLimit-Reset (a Unix time), else back off with jitter."""
