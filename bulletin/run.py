@@ -206,8 +206,12 @@ def run_due(
             except Busy as busy:
                 result.busy.append(str(busy).split(";")[0])
                 continue
-            with stack.pop_all():
-                item = _consider(message, due, settings, now, timedelta(hours=hours), lock)
+            try:
+                with stack.pop_all():
+                    item = _consider(message, due, settings, now, timedelta(hours=hours), lock)
+            except Busy as busy:  # PostgreSQL: another process holds the rest of the send
+                result.busy.append(str(busy).split(";")[0])
+                continue
             result.considered.append(item)
             if item.verdict == Verdict.INTERRUPTED:
                 break
@@ -304,6 +308,8 @@ def _send(message: Message, settings: Settings, lock: SendLock, *, resumed: bool
             raise InputError(f"{shown} changed while bulletin run was reading it; nothing sent")
         plan = plan_send(checked, settings)
         plan.approval = approval.for_send(checked, settings, name)
+    except Busy:
+        raise
     except approval.Unapproved as unapproved:
         return Considered(
             shown,
@@ -320,6 +326,8 @@ def _send(message: Message, settings: Settings, lock: SendLock, *, resumed: bool
 
     try:
         outcome = deliver(plan, settings, lock)
+    except Busy:
+        raise
     except BulletinError as error:
         verdict = Verdict.INVALID if error.exit_code == ExitCode.INVALID else Verdict.UNSENT
         next_time = "" if isinstance(error, Unsent) else " (see bulletin status)"

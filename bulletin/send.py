@@ -571,6 +571,8 @@ def _execute(
     by_key = {c.email.lower(): c for c in audience}
     secret, base = _public(settings)
     transport = plan.transport
+    if not plan.to_send and not held.exclusive:
+        _refuse_if_others_sending(tracker, send_id, lease)
     if plan.to_send:
         with _interruptible(waiter):
             transport.open()
@@ -589,7 +591,7 @@ def _execute(
                     report,
                     lease,
                 )
-                if report.attempted < plan.to_send and not held.exclusive:
+                if not held.exclusive:  # the send is finished only when theirs are answered
                     report.stale_unknown += _wait_for_others(tracker, send_id, lease, waiter)
             except KeyboardInterrupt:
                 # A second Ctrl-C abandons the requests in flight: whether they went is unknown.
@@ -605,6 +607,23 @@ def _execute(
     report.counts = tracker.counts(send_id)
     report.pending_left = report.counts[State.PENDING]
     return report
+
+
+def _refuse_if_others_sending(tracker: Tracker, send_id: int, lease: Lease) -> None:
+    """Nothing for this process to send while another holds the rest of the send in flight:
+    say so (exit 4, and `bulletin run` stays quiet) instead of "0 accepted"."""
+    if not tracker.others_in_flight(send_id, lease.holder):
+        return
+    others = [h for h in tracker.holders(send_id) if h.holder != lease.holder]
+    live = [h for h in others if h.live]
+    if live:
+        who = ", ".join(f"{h.host} pid {h.pid}" for h in live[:3])
+        raise _busy(f"another bulletin send is running ({who}, sending send #{send_id})")
+    until = min((h.expires_at for h in others), default="")
+    raise _busy(
+        f"another bulletin send is running (send #{send_id}: a sender that stopped answering "
+        f"holds it{f' until {until}' if until else ''}; then its rows become unknown)"
+    )
 
 
 def _wait_for_others(tracker: Tracker, send_id: int, lease: Lease, waiter: Waiter) -> list[str]:

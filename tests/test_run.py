@@ -465,6 +465,8 @@ def test_a_killed_run_is_resumed_by_the_next_without_duplicates(
 ):
     monkeypatch.setenv("BULLETIN_IN_FLIGHT", "1")  # answers scripted request by request
     monkeypatch.setenv("BULLETIN_TIMEOUT", "120")  # the run is killed while it waits
+    # PostgreSQL: the killed run's rows are another holder's until its lease runs out.
+    monkeypatch.setenv("BULLETIN_LEASE_SECONDS", "2")
     schedule_many(workdir)
     sendgrid_env.script(slow(60))
     doomed = start_run(workdir, "--now", "2026-07-06T07:30")
