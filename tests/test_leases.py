@@ -230,3 +230,25 @@ def test_resend_unknown_needs_the_send_to_itself_on_postgresql(
         assert ledger.counts(1)[State.ACCEPTED] == 3  # nothing was sent
         ledger.release_lease(1, other.holder)
     cli("send", "eu-referendum", "--yes", "--resend-unknown")  # alone now: it goes
+
+
+def test_a_sender_with_nothing_left_to_claim_names_the_sender_that_has_it(
+    workdir, cli, postgres_database, monkeypatch
+):
+    """PostgreSQL: everything pending is in another live sender's hands, so this one says so
+    (exit 4) instead of reporting "0 accepted" and completing a send still in flight."""
+    monkeypatch.setenv("BULLETIN_DB", postgres_database)
+    cli("db", "upgrade")
+    cli("send", "eu-referendum", "--yes", "--limit", "3")
+    other = Lease.new(60)  # another machine, mid-request with every recipient left
+    with open_ledger(postgres_database) as ledger:
+        ledger.take_lease(1, other)
+        claimed = ledger.claim(1, 1000, 0, lease=other)
+        assert claimed
+        result = cli("send", "eu-referendum", "--yes", expect=4)
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: another bulletin send is running (")
+        assert f"pid {other.pid}, sending send #1)" in last
+        counts = ledger.counts(1)
+        assert counts[State.SENDING] == len(claimed) and counts[State.ACCEPTED] == 3
+        ledger.release_lease(1, other.holder)
