@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""A million-recipient send: wall time and peak RSS (issue 13's scale target, ≤ 300 MB).
+
+    python bench/scale.py [--recipients 1000000] [--dry-run]
+
+Makes a working folder with `bulletin init --example`, writes that many fictional contacts
+(example.org), and sends the example letter through the loopback SendGrid stand-in
+(tests/servers.py) with its ledger in SQLite, measured as bench/run.py measures (peak RSS of
+the process itself). Prints one line of figures; checks that the stand-in took every address
+exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
+
+from run import (  # noqa: E402
+    API_KEY,
+    MESSAGE,
+    PUBLIC_URL,
+    SECRET,
+    bulletin_command,
+    clean_environment,
+    expect,
+    measure,
+    write_contacts,
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, default=1_000_000)
+    parser.add_argument("--dry-run", action="store_true", help="render only, send nothing")
+    args = parser.parse_args()
+    from servers import SendGridStub
+
+    bulletin = bulletin_command()
+    with tempfile.TemporaryDirectory(prefix="bulletin-scale-") as base:
+        folder = Path(base) / "work"
+        expect(measure([*bulletin, "init", "--example", str(folder)], Path(base), {}), "init")
+        (folder / "contacts" / "coordinators.csv").unlink()
+        started = time.perf_counter()
+        write_contacts(folder / "contacts" / "contacts.csv", args.recipients)
+        print(f"wrote {args.recipients:,} contacts in {time.perf_counter() - started:.1f} s")
+        with SendGridStub(api_key=API_KEY, keep_bodies=False) as stub:
+            env = clean_environment(
+                SENDGRID_API_KEY=API_KEY,
+                BULLETIN_SENDGRID_URL=stub.url,
+                BULLETIN_SECRET=SECRET,
+                BULLETIN_PUBLIC_URL=PUBLIC_URL,
+            )
+            command = [*bulletin, "send", MESSAGE, "--dry-run" if args.dry_run else "--yes"]
+            run = expect(measure(command, folder, env, quiet_stdout=True), "send")
+            if not args.dry_run:
+                got = stub.delivered_emails()
+                if len(got) != args.recipients or max(got.values()) != 1:
+                    print(f"error: the stand-in took {len(got):,} addresses once each")
+                    return 1
+        what = "dry run" if args.dry_run else "SendGrid send, SQLite ledger"
+        print(
+            f"{what}, {args.recipients:,} recipients: {run.seconds:.1f} s, "
+            f"CPU {run.cpu_seconds:.1f} s, peak RSS {run.rss_mb:.0f} MB (target ≤ 300 MB)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
