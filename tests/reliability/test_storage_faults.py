@@ -229,6 +229,7 @@ def test_a_locked_database_is_a_clear_error_mid_send_and_at_the_start(
 ):
     """Another process holds the write lock longer than bulletin waits (BULLETIN_DB_TIMEOUT)."""
     monkeypatch.setenv("BULLETIN_DB_TIMEOUT", "1")  # a setting: no test waits on the clock
+    monkeypatch.setenv("BULLETIN_IN_FLIGHT", "1")  # one request at a time: exactly one is lost
     sg = sendgrid_env
     run(workdir, "suppress", "add", "first@example.org")  # the database exists, in WAL mode
     sg.script(slow(0), slow(0.5))
