@@ -101,6 +101,24 @@ def clean_environment(**extra: str) -> dict[str, str]:
     return env
 
 
+def sendgrid_environment(stub, **extra: str) -> dict[str, str]:
+    """A send through the loopback SendGrid stand-in `stub`, with tracking links."""
+    return clean_environment(
+        SENDGRID_API_KEY=API_KEY,
+        BULLETIN_SENDGRID_URL=stub.url,
+        BULLETIN_SECRET=SECRET,
+        BULLETIN_PUBLIC_URL=PUBLIC_URL,
+        **extra,
+    )
+
+
+def each_once(server, count: int, what: str = "the stand-in took") -> None:
+    """A send did its job: `server` (stand-in or sink) got every one of `count` addresses once."""
+    got = server.delivered_emails()
+    if len(got) != count or max(got.values()) != 1:
+        raise Broken(f"{what} {len(got)} addresses, expected {count} once each")
+
+
 class Spawner:
     """bench/spawn.py: forks the measured commands from a ~10 MB process (see its docstring)."""
 
@@ -810,9 +828,7 @@ class Bench:
                 sink.reset()
 
             def delivered(run: Run) -> None:
-                got = sink.delivered_emails()
-                if len(got) != count or max(got.values()) != 1:
-                    raise Broken(f"the sink has {len(got)} addresses, expected {count} once each")
+                each_once(sink, count, "the sink has")
 
             self.series(
                 row,
@@ -851,21 +867,14 @@ class Bench:
         folder = self.folder(size)
         requests: list[int] = []
         with SendGridStub(api_key=API_KEY, keep_bodies=False) as stub:
-            env = clean_environment(
-                SENDGRID_API_KEY=API_KEY,
-                BULLETIN_SENDGRID_URL=stub.url,
-                BULLETIN_SECRET=SECRET,
-                BULLETIN_PUBLIC_URL=PUBLIC_URL,
-            )
+            env = sendgrid_environment(stub)
 
             def before() -> None:
                 self.forget_sends(folder)
                 stub.reset()
 
             def accepted(run: Run) -> None:
-                got = stub.delivered_emails()
-                if len(got) != count or max(got.values()) != 1:
-                    raise Broken(f"the stand-in took {len(got)} addresses, expected {count} once")
+                each_once(stub, count)
                 requests.append(stub.requests)
 
             self.series(
@@ -907,13 +916,7 @@ class Bench:
         folder = self.folder(size)
         url = self.cluster.url("send")
         with SendGridStub(api_key=API_KEY, keep_bodies=False) as stub:
-            env = clean_environment(
-                SENDGRID_API_KEY=API_KEY,
-                BULLETIN_SENDGRID_URL=stub.url,
-                BULLETIN_SECRET=SECRET,
-                BULLETIN_PUBLIC_URL=PUBLIC_URL,
-                BULLETIN_DB=url,
-            )
+            env = sendgrid_environment(stub, BULLETIN_DB=url)
 
             def before() -> None:
                 self.forget_sends(folder)
@@ -921,9 +924,7 @@ class Bench:
                 stub.reset()
 
             def accepted(run: Run) -> None:
-                got = stub.delivered_emails()
-                if len(got) != count or max(got.values()) != 1:
-                    raise Broken(f"the stand-in took {len(got)} addresses, expected {count} once")
+                each_once(stub, count)
 
             self.series(
                 row,
@@ -956,22 +957,14 @@ class Bench:
             stub.delay = 0.3
 
             def env(in_flight: int) -> dict[str, str]:
-                return clean_environment(
-                    SENDGRID_API_KEY=API_KEY,
-                    BULLETIN_SENDGRID_URL=stub.url,
-                    BULLETIN_SECRET=SECRET,
-                    BULLETIN_PUBLIC_URL=PUBLIC_URL,
-                    BULLETIN_IN_FLIGHT=str(in_flight),
-                )
+                return sendgrid_environment(stub, BULLETIN_IN_FLIGHT=str(in_flight))
 
             def before() -> None:
                 self.forget_sends(folder)
                 stub.reset()
 
             def accepted(run: Run) -> None:
-                got = stub.delivered_emails()
-                if len(got) != count or max(got.values()) != 1:
-                    raise Broken(f"the stand-in took {len(got)} addresses, expected {count} once")
+                each_once(stub, count)
 
             command = [*self.bulletin, "send", MESSAGE, "--yes"]
             self.series(

@@ -24,12 +24,11 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
 from run import (  # noqa: E402
     API_KEY,
     MESSAGE,
-    PUBLIC_URL,
-    SECRET,
     bulletin_command,
-    clean_environment,
+    each_once,
     expect,
     measure,
+    sendgrid_environment,
     write_contacts,
 )
 
@@ -50,19 +49,11 @@ def main() -> int:
         write_contacts(folder / "contacts" / "contacts.csv", args.recipients)
         print(f"wrote {args.recipients:,} contacts in {time.perf_counter() - started:.1f} s")
         with SendGridStub(api_key=API_KEY, keep_bodies=False) as stub:
-            env = clean_environment(
-                SENDGRID_API_KEY=API_KEY,
-                BULLETIN_SENDGRID_URL=stub.url,
-                BULLETIN_SECRET=SECRET,
-                BULLETIN_PUBLIC_URL=PUBLIC_URL,
-            )
+            env = sendgrid_environment(stub)
             command = [*bulletin, "send", MESSAGE, "--dry-run" if args.dry_run else "--yes"]
             run = expect(measure(command, folder, env, quiet_stdout=True), "send")
             if not args.dry_run:
-                got = stub.delivered_emails()
-                if len(got) != args.recipients or max(got.values()) != 1:
-                    print(f"error: the stand-in took {len(got):,} addresses once each")
-                    return 1
+                each_once(stub, args.recipients)
         what = "dry run" if args.dry_run else "SendGrid send, SQLite ledger"
         print(
             f"{what}, {args.recipients:,} recipients: {run.seconds:.1f} s, "
