@@ -42,13 +42,13 @@ def start(workdir: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+def finish(process: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[int, str, str]:
     try:
-        out, err = process.communicate(timeout=TIMEOUT)
+        out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         out, err = process.communicate()
-        pytest.fail(f"bulletin send did not finish in {TIMEOUT} s\n{out}\n{err}")
+        pytest.fail(f"bulletin send did not finish in {timeout} s\n{out}\n{err}")
     return process.returncode, out, err
 
 

@@ -7,15 +7,14 @@ their connections. Both back ends: two different messages send at the same time.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from test_crash import finish as finish_within
+from test_crash import start
 from test_send import STREET, people, street_message, write_contacts
 
 from bulletin.ledger.engine import make_engine
@@ -26,26 +25,8 @@ TIMEOUT = 240  # seconds any one process may take before the test fails
 BIG = 20_000
 
 
-def start(workdir: Path, message: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bulletin", "send", message, "--yes"],
-        cwd=workdir,
-        env=dict(os.environ),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"bulletin send did not finish in {TIMEOUT} s\n{out}\n{err}")
-    return process.returncode, out, err
+    return finish_within(process, TIMEOUT)
 
 
 @pytest.fixture
