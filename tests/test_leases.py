@@ -100,6 +100,29 @@ def test_claims_carry_the_holder_and_renew_its_lease(ledger):
     assert (holder, host, pid, live) == (me.holder, me.host, me.pid, True)
 
 
+def test_batches_renew_the_lease_once_a_quarter_of_its_time_has_gone(ledger):
+    """A claim or a record renews the lease only when it was last renewed a quarter of its
+    time ago or more: a statement saved per batch, and never less than three quarters left."""
+    send_id = _send(ledger)
+    me = Lease.new(0.8)
+    ledger.take_lease(send_id, me)
+    (taken,) = (h.expires_at for h in ledger.holders(send_id))
+    first = ledger.claim(send_id, 2, lease=me)
+    assert [h.expires_at for h in ledger.holders(send_id)] == [taken]  # renewed just now
+    time.sleep(0.25)
+    second = ledger.claim(send_id, 2, after=first[-1].id, lease=me)
+    (renewed,) = (h.expires_at for h in ledger.holders(send_id))
+    assert renewed > taken
+    time.sleep(0.25)
+    ledger.record([(r.id, State.ACCEPTED, "x", None) for r in second], send_id=send_id, lease=me)
+    assert [h.expires_at for h in ledger.holders(send_id)] > [renewed]
+    time.sleep(0.25)
+    ledger.record([], send_id=send_id, lease=me)  # waiting for answers: still renews
+    assert ledger.holders(send_id)[0].live
+    states = {r.id: r.state for r in ledger.delivery_rows(send_id)}
+    assert [states[r.id] for r in first + second] == [State.SENDING] * 2 + [State.ACCEPTED] * 2
+
+
 def test_only_an_expired_holders_rows_become_unknown(ledger):
     send_id = _send(ledger)
     live, dead, me = Lease.new(60), Lease.new(1), Lease.new(60)
@@ -189,7 +212,8 @@ def test_a_claim_that_committed_before_the_connection_went_is_not_lost(postgres_
         send_id, me = _send(ledger, recipients=30), Lease.new(60)
         ledger.take_lease(send_id, me)
         committed = ledger.claim(send_id, 10, lease=me)  # its answer lost: the caller never saw it
-        fired = _kill_own_connection_on(ledger, killer, "INSERT INTO LEASES")  # the next batch's
+        # The next batch's claim (its lease was renewed just now, so it renews nothing).
+        fired = _kill_own_connection_on(ledger, killer, "UPDATE DELIVERIES SET STATE")
         again = ledger.claim(send_id, 10, after=committed[-1].id, lease=me, in_flight=())
         assert fired
         # The retry finds its own `sending` rows that no request carries, and hands them back

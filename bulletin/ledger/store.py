@@ -78,6 +78,7 @@ from bulletin.ledger.states import (
 
 CHUNK = 10_000  # rows per executemany: memory stays flat for any audience
 IN_CHUNK = 500  # values per IN (…)
+ANALYZE_AFTER = 10_000  # PostgreSQL: rows queued at once after which `deliveries` is analysed
 RETRIES = 8  # a batch's transaction is run again this often after a lost PostgreSQL connection
 STALE_ERROR = "the sending process stopped before the transport answered"
 LEFT_ERROR = "left the audience; not sent"
@@ -178,8 +179,9 @@ class Holder(NamedTuple):
     live: bool
 
 
-@dataclass(frozen=True)
-class Claimed:
+class Claimed(NamedTuple):
+    """A recipient row a claim moved to `sending` (a tuple: a batch makes 1,000 of them)."""
+
     id: int
     email: str
     email_key: str
@@ -414,6 +416,10 @@ def _copy_recipients(c: Connection, send_id: int, contacts: Iterable, now: str) 
         cursor.execute(PG_QUEUE_INCOMING, (send_id, now, now))
         added = max(cursor.rowcount, 0)
         cursor.execute("DROP TABLE incoming_recipients")
+        if added >= ANALYZE_AFTER:
+            # Statistics taken before these rows would have the claims scan every pending row
+            # (docs/ledger-plan.md); autovacuum would see to them only later.
+            cursor.execute("ANALYZE deliveries")
     finally:
         cursor.close()
     return added
@@ -480,6 +486,43 @@ FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS v(lo, hi, id)
 WHERE d.id = v.id
 """
 
+# The sending thread's statements: a batch is claimed, recorded and its lease renewed in a
+# handful of driver calls with constant texts (each driver prepares them once). Every call
+# gives up the GIL and must win it back from the request threads building JSON, so fewer,
+# bigger calls cost the send less than SQLAlchemy's one bind parameter per id did.
+SQLITE_PICK = """
+SELECT json_group_array(json_array(id, email, email_key)) FROM (
+    SELECT id, email, email_key FROM deliveries
+    WHERE send_id = ? AND state = ? AND id > ? ORDER BY id LIMIT ?)
+"""
+# Under BEGIN IMMEDIATE, the pending rows in (after, last] are exactly those SQLITE_PICK read.
+SQLITE_TAKE = """
+UPDATE deliveries SET state = ?, updated_at = ?, lease = ?
+WHERE send_id = ? AND state = ? AND id > ? AND id <= ?
+"""
+PG_CLAIM = """
+UPDATE deliveries SET state = %s, updated_at = %s, lease = %s
+WHERE id = ANY(ARRAY(
+    SELECT id FROM deliveries WHERE send_id = %s AND state = %s AND id > %s
+    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED))
+RETURNING id, email, email_key
+"""
+SQLITE_RECORD = """
+UPDATE deliveries SET state = ?, message_id = COALESCE(?, message_id), error = ?, updated_at = ?
+WHERE id IN (SELECT value FROM json_each(?)) AND state = ?
+"""
+PG_RECORD = """
+UPDATE deliveries SET state = %s, message_id = COALESCE(%s, message_id), error = %s,
+    updated_at = %s
+WHERE id = ANY(%s::bigint[]) AND state = %s
+"""
+RENEW = """
+INSERT INTO leases (send_id, holder, host, pid, acquired_at, expires_at)
+VALUES ({p}, {p}, {p}, {p}, {p}, {p})
+ON CONFLICT (send_id, holder) DO UPDATE SET expires_at = excluded.expires_at
+"""
+SQLITE_RENEW, PG_RENEW = RENEW.format(p="?"), RENEW.format(p="%s")
+
 
 # --- the ledger ------------------------------------------------------------------------------
 
@@ -493,6 +536,7 @@ class Ledger:
         self.sqlite = engine.dialect.name == "sqlite"
         self.path = Path(str(engine.url.database)) if self.sqlite else Path(describe(engine))
         self._local = threading.local()
+        self._renewed: dict[tuple[int, str], float] = {}  # (send, holder) → monotonic time
 
     def hashes(self, email: str) -> set[str]:
         """The digests a suppression of `email` may be stored under (plain, and keyed)."""
@@ -783,34 +827,34 @@ class Ledger:
 
     def _renew(self, c: Connection, send_id: int, lease) -> None:
         """Take or renew `lease` (holder, host, pid, seconds) on a send."""
-        if self.sqlite:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        statement = dialect_insert(L).values(
-            send_id=send_id,
-            holder=lease.holder,
-            host=lease.host,
-            pid=lease.pid,
-            acquired_at=lease_time(),
-            expires_at=lease_time(lease.seconds),
+        values = (send_id, lease.holder, lease.host, lease.pid, lease_time())
+        c.exec_driver_sql(
+            SQLITE_RENEW if self.sqlite else PG_RENEW, (*values, lease_time(lease.seconds))
         )
-        c.execute(
-            statement.on_conflict_do_update(
-                index_elements=[L.c.send_id, L.c.holder],
-                set_={"expires_at": statement.excluded.expires_at},
-            )
-        )
+
+    def _renewal_due(self, send_id: int, lease) -> bool:
+        """Whether a batch's transaction should renew `lease`: when this ledger last renewed it
+        a quarter of its time ago or more. Every batch would be as right, at a statement more;
+        this way the lease never has less than three quarters of its time left at a claim."""
+        last = self._renewed.get((send_id, lease.holder))
+        return last is None or time.monotonic() - last >= lease.seconds / 4
+
+    def _renewed_at(self, send_id: int, lease, started: float) -> None:
+        """`lease` was renewed by a transaction begun at `started` that has now committed."""
+        self._renewed[(send_id, lease.holder)] = started
 
     @_retried
     def take_lease(self, send_id: int, lease) -> bool:
         """Join the send's holders; False while `bulletin forget`/`purge` hold the database."""
+        started, joined = time.monotonic(), self._conn is not None
         with self.transaction() as c:
             if not self.sqlite:  # they hold SEND_LOCK exclusively (server_send_lock)
                 free = c.execute(select(func.pg_try_advisory_xact_lock_shared(SEND_LOCK)))
                 if not free.scalar():
                     return False
             self._renew(c, send_id, lease)
+        if not joined:  # committed now (an enclosing transaction commits later)
+            self._renewed_at(send_id, lease, started)
         return True
 
     @_retried
@@ -878,6 +922,7 @@ class Ledger:
                     .values(state=State.UNKNOWN, updated_at=utcnow(), error=STALE_ERROR)
                 )
             c.execute(delete(L).where(L.c.send_id == send_id, L.c.holder == holder))
+        self._renewed.pop((send_id, holder), None)
         return emails
 
     def holders(self, send_id: int) -> list[Holder]:
@@ -924,11 +969,12 @@ class Ledger:
         `sending` rows not `in_flight` (its requests awaiting answers) are that claim's rows.
         """
         record = list(record)
+        renew = lease is not None and self._renewal_due(send_id, lease)
 
         def work(attempt: int) -> list[Claimed]:
             with self.transaction() as c:
                 self._record(c, record)  # only rows still `sending`: right if it ran before
-                if lease is not None:
+                if renew:
                     self._renew(c, send_id, lease)
                 if attempt and lease is not None:
                     mine = c.execute(
@@ -945,59 +991,81 @@ class Ledger:
                         return [Claimed(r.id, r.email, r.email_key) for r in orphans]
                 return self._claim(c, send_id, limit, after, lease)
 
-        return self.again(work)
+        started = time.monotonic()
+        claimed = self.again(work)
+        if renew:
+            self._renewed_at(send_id, lease, started)
+        return claimed
 
     def _claim(self, c: Connection, send_id: int, limit: int, after: int, lease) -> list[Claimed]:
-        picked = (
-            select(D.c.id, D.c.email, D.c.email_key)
-            .where(D.c.send_id == send_id, D.c.state == State.PENDING, D.c.id > after)
-            .order_by(D.c.id)
-            .limit(limit)
-        )
-        if not self.sqlite:  # SQLite's BEGIN IMMEDIATE already serialises claimers
-            picked = picked.with_for_update(skip_locked=True)
-        rows = c.execute(picked).all()
+        """The first `limit` pending rows above `after` become `sending`: on SQLite one read of
+        them as a single JSON value and one UPDATE (BEGIN IMMEDIATE already serialises
+        claimers); on PostgreSQL one UPDATE … RETURNING whose rows are locked SKIP LOCKED, so
+        concurrent claimers take different rows."""
+        holder = lease.holder if lease is not None else None
+        now = utcnow()
+        if not self.sqlite:
+            rows = c.exec_driver_sql(
+                PG_CLAIM,
+                (State.SENDING.value, now, holder, send_id, State.PENDING.value, after, limit),
+            ).all()
+            return sorted(map(Claimed._make, rows))
+        found = c.exec_driver_sql(
+            SQLITE_PICK, (send_id, State.PENDING.value, after, limit)
+        ).scalar_one()
+        rows = sorted(json.loads(found))
         if rows:
-            holder = lease.holder if lease is not None else None
-            c.execute(
-                update(D)
-                .where(D.c.id.in_([r.id for r in rows]))
-                .values(state=State.SENDING, updated_at=utcnow(), lease=holder)
-            )
-        return [Claimed(r.id, r.email, r.email_key) for r in rows]
+            taken = c.exec_driver_sql(
+                SQLITE_TAKE,
+                (
+                    State.SENDING.value,
+                    now,
+                    holder,
+                    send_id,
+                    State.PENDING.value,
+                    after,
+                    rows[-1][0],
+                ),
+            ).rowcount
+            assert taken == len(rows), (taken, len(rows))
+        return list(map(Claimed._make, rows))
 
     def record(self, outcomes: Iterable, *, send_id: int | None = None, lease=None) -> None:
         """Write the transport's outcomes (Outcome, or (id, state, message id, error)); with a
-        `lease` (and its `send_id`), renew it in the same transaction. Run again on a new
-        connection if the connection is lost (only rows still `sending` are written)."""
+        `lease` (and its `send_id`), renew it in the same transaction when due. Run again on a
+        new connection if the connection is lost (only rows still `sending` are written)."""
         outcomes = list(outcomes)
+        renew = lease is not None and send_id is not None and self._renewal_due(send_id, lease)
 
         def work(_attempt: int) -> None:
             with self.transaction() as c:
                 self._record(c, outcomes)
-                if lease is not None and send_id is not None:
+                if renew:
                     self._renew(c, send_id, lease)
 
+        if not outcomes and not renew:
+            return
+        started = time.monotonic()
         self.again(work)
+        if renew:
+            self._renewed_at(send_id, lease, started)
 
-    @staticmethod
-    def _record(c: Connection, outcomes: Iterable) -> None:
-        """One UPDATE per (state, message id, error): a SendGrid batch is usually one."""
+    def _record(self, c: Connection, outcomes: Iterable) -> None:
+        """One UPDATE per (state, message id, error), its ids one parameter (a JSON array on
+        SQLite, an array on PostgreSQL): a SendGrid batch is usually one statement."""
         grouped: dict[tuple, list[int]] = defaultdict(list)
         for item in outcomes:
             delivery_id, state, message_id, error = _outcome(item)
             grouped[(str(state), message_id, error)].append(delivery_id)
         if not grouped:
             return
-        now = utcnow()
+        now, sending = utcnow(), State.SENDING.value
         for (state, message_id, error), ids in grouped.items():
-            values = {"state": state, "error": error, "updated_at": now}
-            if message_id is not None:
-                values["message_id"] = message_id
-            for chunk in _chunks(ids, IN_CHUNK * 2):
-                c.execute(
-                    update(D).where(D.c.id.in_(chunk), D.c.state == State.SENDING).values(values)
-                )
+            if self.sqlite:
+                values = (state, message_id, error, now, json.dumps(ids), sending)
+                c.exec_driver_sql(SQLITE_RECORD, values)
+            else:
+                c.exec_driver_sql(PG_RECORD, (state, message_id, error, now, ids, sending))
 
     # --- reading a send ------------------------------------------------------------------
 
