@@ -516,7 +516,9 @@ def execute(
                 record_send(tracker, message, send_id)  # its public page (issue 21)
             if not tracker.take_lease(send_id, lease):
                 raise _busy("bulletin forget or purge is running against this database")
-            if not tracker.is_purged(send_id):
+            if latest is None:  # just created: it has no rows yet
+                tracker.add_recipients(send_id, plan.recipients)
+            elif not tracker.is_purged(send_id):
                 # Queue only the people the send has no row for, still under the message's
                 # lock: processes that join the send (or a resume) find nearly everyone queued,
                 # and reading its keys is cheaper than inserting them all again.

@@ -218,6 +218,103 @@ def test_a_new_sqlite_database_carries_the_legacy_number_of_its_revision(tmp_pat
     assert migrate.LEGACY_REVISIONS[SCHEMA_VERSION] == migrate.HEAD == head_revision()
 
 
+def _sqlite_schema(path: Path) -> dict:
+    """Everything a SQLite file's schema is: per table its columns in order (type, not null,
+    default, primary key), its constraints (each clause of its CREATE TABLE that is not a
+    column, whitespace aside), foreign keys and indexes (columns, unique, origin, partial);
+    the user_version; the Alembic revision."""
+    import re
+
+    with sqlite3.connect(path) as db:
+        tables = [
+            name
+            for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        described = {}
+        for table in tables:
+            (sql,) = db.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            body = sql[sql.index("(") + 1 : sql.rindex(")")]
+            clauses, depth, part = [], 0, ""
+            for ch in body:  # split at the commas outside parentheses
+                depth += (ch == "(") - (ch == ")")
+                if ch == "," and depth == 0:
+                    clauses.append(part)
+                    part = ""
+                else:
+                    part += ch
+            clauses.append(part)
+            constraints = sorted(
+                " ".join(c.split()) for c in clauses if c.strip().upper().startswith("CONSTRAINT")
+            )
+            indexes = {
+                name: (
+                    unique,
+                    origin,
+                    partial,
+                    db.execute(f"PRAGMA index_info('{name}')").fetchall(),
+                )
+                for _seq, name, unique, origin, partial in db.execute(
+                    f"PRAGMA index_list('{table}')"
+                )
+            }
+            described[table] = {
+                "columns": db.execute(f"PRAGMA table_xinfo('{table}')").fetchall(),
+                "constraints": constraints,
+                "foreign keys": sorted(db.execute(f"PRAGMA foreign_key_list('{table}')")),
+                "indexes": indexes,
+            }
+        index_sql = sorted(
+            (name, re.sub(r"\s+", " ", sql or ""))
+            for name, sql in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+        )
+        return {
+            "tables": described,
+            "index sql": index_sql,
+            "user_version": db.execute("PRAGMA user_version").fetchone()[0],
+            "alembic": db.execute("SELECT version_num FROM alembic_version").fetchall(),
+        }
+
+
+def test_a_new_sqlite_file_is_created_as_running_every_revision_would(tmp_path, engines):
+    """`open_ledger` makes a new SQLite file straight from schema.py and stamps it at the
+    newest revision, without Alembic: the result is the schema the revisions build."""
+    from bulletin.ledger import migrate
+    from bulletin.tracking import SCHEMA_VERSION
+
+    migrated, fresh = tmp_path / "migrated.db", tmp_path / "fresh.db"
+    upgrade(engines(migrated))  # Alembic, every revision from an empty file
+    code = (
+        "import sys; from bulletin.tracking import Tracker; Tracker(sys.argv[1]).close(); "
+        "print('alembic' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(fresh)], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip() == "False"  # made without loading Alembic
+    expected, made = _sqlite_schema(migrated), _sqlite_schema(fresh)
+    assert made == expected
+    assert made["user_version"] == SCHEMA_VERSION
+    assert made["alembic"] == [(migrate.HEAD,)]
+    assert current_revision(engines(fresh)) == head_revision()
+    assert upgrade(engines(fresh)) == migrate.HEAD  # nothing left to run
+    assert _sqlite_schema(fresh) == expected
+
+
+def test_a_file_someone_else_has_just_created_is_not_created_again(tmp_path, engines):
+    from bulletin.ledger import migrate
+
+    path = tmp_path / "bulletin.db"
+    with Tracker(path) as tracker:
+        tracker.suppress("someone@example.org", "asked")
+    assert not migrate.create_fresh(engines(path))
+    with Tracker(path) as tracker:
+        assert tracker.is_suppressed("someone@example.org")
+
+
 def test_a_wave_1_database_at_user_version_3_is_adopted_and_upgraded(legacy_db, engines):
     """The release before the ledger (tracking.py's migration 2 → 3: open/click tracking)."""
     with sqlite3.connect(legacy_db) as db:

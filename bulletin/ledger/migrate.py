@@ -91,6 +91,33 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
         return MigrationContext.configure(connection).get_current_revision() or ""
 
 
+# The table Alembic keeps its revision in, as Alembic itself creates it on SQLite.
+ALEMBIC_VERSION_TABLE = """
+CREATE TABLE alembic_version (
+	version_num VARCHAR(32) NOT NULL,
+	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+)
+"""
+
+
+def create_fresh(engine: Engine) -> bool:
+    """Make an empty SQLite file the newest schema straight from schema.py, stamped at HEAD
+    with HEAD's `user_version`: what running every revision gives (tests/test_ledger_foundation
+    compares the two), without importing Alembic or running five revisions, which were most
+    of a first `bulletin send`'s set-up. False, touching nothing, if the file holds anything
+    (another process may have just created it: the write lock makes that one or the other)."""
+    from bulletin.ledger.legacy import SCHEMA_VERSION
+
+    with transaction(engine, write=True) as connection:
+        if connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar():
+            return False
+        schema.metadata.create_all(connection, checkfirst=False)
+        connection.exec_driver_sql(ALEMBIC_VERSION_TABLE)
+        connection.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD,))
+        connection.exec_driver_sql(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+    return True
+
+
 def adopt_legacy(connection: Connection, engine: Engine) -> str | None:
     """Stamp a pre-Alembic SQLite database at the revision matching its `user_version`.
 

@@ -1617,8 +1617,9 @@ def _ensure_current(engine: Engine) -> None:
                 c.rollback()
         except DBAPIError as error:
             raise explain(error, engine) from None
-        if at != migrate.HEAD:
-            migrate.upgrade(engine)
+        if at == migrate.HEAD or (version == 0 and migrate.create_fresh(engine)):
+            return
+        migrate.upgrade(engine)
         return
     current = migrate.current_revision(engine)
     if current != migrate.HEAD:
