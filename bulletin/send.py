@@ -673,7 +673,7 @@ def _deliver(
             while len(flying) < slots and not exhausted and stop is None and not waiter.interrupted:
                 size = min(transport.batch_size, limit - claimed_total)
                 # Outcomes that arrived since are committed together with this claim.
-                flight = {row.id for rows in flying.values() for row in rows}
+                flight = _InFlight(flying)
                 claimed = tracker.claim(
                     send_id, size, after, record=unrecorded, lease=lease, in_flight=flight
                 )
@@ -709,11 +709,11 @@ def _deliver(
                 stop = stop or error  # no more requests; those in flight still answer
                 continue
             report.attempted += len(claimed)
-            emails = {row.id: row.email for row in claimed}
-            for delivery_id, state, _, message in outcomes:
-                if state == State.ACCEPTED:
-                    report.accepted += 1
-                elif state == State.FAILED:
+            others = [o for o in outcomes if o[1] != State.ACCEPTED]
+            report.accepted += len(outcomes) - len(others)
+            emails = {row.id: row.email for row in claimed} if others else {}
+            for delivery_id, state, _, message in others:
+                if state == State.FAILED:
                     report.failed.append((emails[delivery_id], message or ""))
                 elif state == State.UNKNOWN:
                     report.unknown.append(emails[delivery_id])
@@ -723,6 +723,20 @@ def _deliver(
             tracker.record(unrecorded, send_id=send_id, lease=lease)
     if stop is not None:
         raise stop
+
+
+class _InFlight:
+    """The row ids of the batches awaiting answers, as `claim(in_flight=…)` reads them: only
+    when a lost connection makes it run again, so the set is built then, not every batch."""
+
+    def __init__(self, flying: dict[int, list]) -> None:
+        self.flying = flying
+        self.ids: set[int] | None = None
+
+    def __contains__(self, delivery_id: object) -> bool:
+        if self.ids is None:
+            self.ids = {row.id for rows in self.flying.values() for row in rows}
+        return delivery_id in self.ids
 
 
 def _next_answer(

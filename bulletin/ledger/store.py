@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -958,7 +958,7 @@ class Ledger:
         after: int = 0,
         record: Iterable = (),
         lease=None,
-        in_flight: Collection[int] = (),
+        in_flight: Container[int] = (),
     ) -> list[Claimed]:
         """Atomically move up to `limit` pending recipients (ids above `after`) to `sending`.
 
