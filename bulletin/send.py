@@ -579,20 +579,21 @@ def _execute(
         with _interruptible(waiter):
             transport.open()
             try:
-                _deliver(
-                    tracker,
-                    transport,
-                    compiled,
-                    send_id,
-                    by_key,
-                    secret,
-                    base,
-                    plan.to_send,
-                    waiter,
-                    progress,
-                    report,
-                    lease,
-                )
+                with tracker.keeping_connection():  # one connection for every batch
+                    _deliver(
+                        tracker,
+                        transport,
+                        compiled,
+                        send_id,
+                        by_key,
+                        secret,
+                        base,
+                        plan.to_send,
+                        waiter,
+                        progress,
+                        report,
+                        lease,
+                    )
                 if not held.exclusive:  # the send is finished only when theirs are answered
                     report.stale_unknown += _wait_for_others(tracker, send_id, lease, waiter)
             except KeyboardInterrupt:

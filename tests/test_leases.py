@@ -223,6 +223,35 @@ def test_a_claim_that_committed_before_the_connection_went_is_not_lost(postgres_
     killer.dispose()
 
 
+def test_a_kept_connection_lost_between_or_during_batches_is_replaced(postgres_database):
+    """The sending thread keeps one connection for its batches (no ping per batch): when the
+    server drops it, idle or mid-claim, the claim runs again on a new one, exactly once."""
+    from sqlalchemy import text
+
+    killer = make_engine(postgres_database)
+    upgrade(killer)
+    with open_ledger(postgres_database) as ledger, ledger.keeping_connection():
+        send_id, me = _send(ledger, recipients=30), Lease.new(60)
+        ledger.take_lease(send_id, me)
+        first = ledger.claim(send_id, 10, lease=me)
+        pid = ledger._local.kept.connection.dbapi_connection.info.backend_pid
+        with killer.connect() as other:  # dropped while idle between two batches
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            other.commit()
+        second = ledger.claim(
+            send_id, 10, after=first[-1].id, lease=me, in_flight={r.id for r in first}
+        )
+        fired = _kill_own_connection_on(ledger, killer, "UPDATE DELIVERIES SET STATE")
+        third = ledger.claim(
+            send_id, 10, after=second[-1].id, lease=me, in_flight={r.id for r in first + second}
+        )
+        assert fired
+        ids = [r.id for r in first + second + third]
+        assert len(ids) == len(set(ids)) == 30
+        assert ledger.counts(send_id)[State.SENDING] == 30
+    killer.dispose()
+
+
 def test_status_names_who_is_sending(workdir, cli, db_path):
     import json
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -70,14 +70,17 @@ def describe(engine: Engine) -> str:
 
 
 @contextmanager
-def transaction(engine: Engine, *, write: bool = True) -> Iterator[Connection]:
+def transaction(
+    engine: Engine, *, write: bool = True, kept: Connection | None = None
+) -> Iterator[Connection]:
     """One transaction, committed at the end; database failures come out as DatabaseError.
 
     On SQLite a writing transaction starts with `BEGIN IMMEDIATE` (the write lock up front, as
     tracking.py always did); a reading one with a plain `BEGIN`, which sees one snapshot.
+    It runs on a connection from the pool, or on `kept`, a connection the caller holds open.
     """
     try:
-        with engine.connect() as connection:
+        with nullcontext(kept) if kept is not None else engine.connect() as connection:
             connection = connection.execution_options(**{WRITE: write})
             with connection.begin():
                 yield connection

@@ -6,9 +6,10 @@ does; a caller that needs several in one transaction (events, forget) wraps them
 `ledger.transaction()`, and the helpers join it. Results are dataclasses (`SendRow`,
 `DeliveryRow`, `Counts`, `Suppression`, …), never driver rows.
 
-Bulk work stays bulk: recipients are queued with one `executemany` per 10,000, outcomes are
-written grouped by (state, message id, error) — a SendGrid batch of 1,000 shares one
-`X-Message-Id`, so it is usually one UPDATE — and claims are one SELECT and one UPDATE.
+Bulk work stays bulk: recipients are queued with one `executemany` per 10,000 (PostgreSQL:
+COPY), outcomes are written grouped by (state, message id, error) — a SendGrid batch of 1,000
+shares one `X-Message-Id`, so it is usually one UPDATE, its ids one parameter — and a claim is
+one UPDATE … RETURNING on PostgreSQL, one SELECT and one UPDATE on SQLite.
 """
 
 from __future__ import annotations
@@ -563,8 +564,9 @@ class Ledger:
         if self._conn is not None:
             yield self._conn
             return
+        kept = getattr(self._local, "kept", None)
         try:
-            with transaction(self.engine, write=write) as connection:
+            with transaction(self.engine, write=write, kept=kept) as connection:
                 self._local.connection = connection
                 try:
                     yield connection
@@ -572,6 +574,27 @@ class Ledger:
                     self._local.connection = None
         except DBAPIError as error:  # raised at commit, outside engine.transaction's own guard
             raise explain(error, self.engine) from None
+
+    @contextmanager
+    def keeping_connection(self) -> Iterator[None]:
+        """While the block lasts, this thread's transactions run on one connection (the sending
+        thread's batches): no pool checkout, nor PostgreSQL's liveness ping, per batch. A lost
+        connection fails its transaction as ever; `again` runs that once more, and the kept
+        connection then reconnects."""
+        if getattr(self._local, "kept", None) is not None:
+            yield
+            return
+        try:
+            connection = self.engine.connect()
+        except DBAPIError as error:
+            raise explain(error, self.engine) from None
+        self._local.kept = connection
+        try:
+            yield
+        finally:
+            self._local.kept = None
+            with suppress(DBAPIError):
+                connection.close()
 
     def _read(self):
         return self.transaction(write=False)
