@@ -527,7 +527,8 @@ def execute(
                     send_id, [c for c in plan.recipients if c.email.lower() not in known]
                 )
         try:
-            return _execute(plan, settings, tracker, held, send_id, waiter, progress)
+            created = latest is None
+            return _execute(plan, settings, tracker, held, send_id, waiter, progress, created)
         finally:
             tracker.release_lease(send_id, lease.holder)
 
@@ -540,7 +541,9 @@ def _execute(
     send_id: int,
     waiter: Waiter,
     progress: Callable[[int], None],
+    created: bool = False,
 ) -> Report:
+    """Deliver a send joined under its lease; `created`: this run made it, from this audience."""
     from bulletin import approval
 
     compiled, message, lease = plan.checked.compiled, plan.checked.message, held.lease
@@ -558,8 +561,8 @@ def _execute(
     # The plan confirmed is the audience: plan_send already left out the suppressed, under
     # this same lock; anyone suppressed since (a webhook) is dropped from the ledger below.
     audience = plan.recipients
-    keys = {c.email.lower() for c in audience}
     if plan.resend_unknown:
+        keys = {c.email.lower() for c in audience}
         if not held.exclusive and tracker.other_holders(send_id, lease.holder):
             raise _busy(
                 f"--resend-unknown needs send #{send_id} to itself, and another bulletin "
@@ -569,8 +572,9 @@ def _execute(
         # They are pending again: this run sends them.
         report.stale_unknown = [e for e in report.stale_unknown if e.lower() not in keys]
     report.dropped = tracker.drop_suppressed(send_id)
-    report.left = tracker.remove_left(send_id, keys)
     by_key = {c.email.lower(): c for c in audience}
+    if not created:  # a send made by this run from this audience: nobody has left it
+        report.left = tracker.remove_left(send_id, by_key.keys())
     secret, base = _public(settings)
     transport = plan.transport
     if not plan.to_send and not held.exclusive:

@@ -564,7 +564,7 @@ class Ledger:
         if self._conn is not None:
             yield self._conn
             return
-        kept = getattr(self._local, "kept", None)
+        kept = self._kept() if getattr(self._local, "keep", False) else None
         try:
             with transaction(self.engine, write=write, kept=kept) as connection:
                 self._local.connection = connection
@@ -572,29 +572,42 @@ class Ledger:
                     yield connection
                 finally:
                     self._local.connection = None
-        except DBAPIError as error:  # raised at commit, outside engine.transaction's own guard
-            raise explain(error, self.engine) from None
+        except BaseException as error:
+            if kept is not None:  # whatever state it was left in, the next one starts afresh
+                self._drop_kept()
+            if isinstance(error, DBAPIError):  # raised at commit, outside engine.transaction's
+                raise explain(error, self.engine) from None
+            raise
 
     @contextmanager
     def keeping_connection(self) -> Iterator[None]:
         """While the block lasts, this thread's transactions run on one connection (the sending
-        thread's batches): no pool checkout, nor PostgreSQL's liveness ping, per batch. A lost
-        connection fails its transaction as ever; `again` runs that once more, and the kept
-        connection then reconnects."""
-        if getattr(self._local, "kept", None) is not None:
+        thread's batches): no pool checkout, nor PostgreSQL's liveness ping, per batch. After a
+        failed transaction (a lost connection: `again` runs it once more) it takes a new one."""
+        if getattr(self._local, "keep", False):
             yield
             return
-        try:
-            connection = self.engine.connect()
-        except DBAPIError as error:
-            raise explain(error, self.engine) from None
-        self._local.kept = connection
+        self._local.keep = True
         try:
             yield
         finally:
-            self._local.kept = None
+            self._local.keep = False
+            self._drop_kept()
+
+    def _kept(self) -> Connection:
+        kept = getattr(self._local, "kept", None)
+        if kept is None:
+            try:
+                kept = self._local.kept = self.engine.connect()
+            except DBAPIError as error:
+                raise explain(error, self.engine) from None
+        return kept
+
+    def _drop_kept(self) -> None:
+        kept, self._local.kept = getattr(self._local, "kept", None), None
+        if kept is not None:
             with suppress(DBAPIError):
-                connection.close()
+                kept.close()
 
     def _read(self):
         return self.transaction(write=False)
@@ -768,7 +781,7 @@ class Ledger:
                 )
             return len(ids)
 
-    def remove_left(self, send_id: int, keys: set[str]) -> int:
+    def remove_left(self, send_id: int, keys: Container[str]) -> int:
         """Delete the pending rows of people no longer in the audience (`keys`): never sent.
 
         A pending row records nothing that happened, only an intention; the person left the
