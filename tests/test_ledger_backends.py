@@ -278,3 +278,53 @@ def test_a_reused_test_database_starts_empty_and_numbers_sends_from_one(
     finally:
         holder.close()
         ledger_databases.give_back(name)
+
+
+def test_claims_come_in_id_order_and_records_touch_only_sending_rows(ledger):
+    """A claim is one statement (two on SQLite) and a record one per (state, message id,
+    error), the ids one parameter: they hand back rows in order and write only `sending` rows."""
+    send_id = new_send(ledger)
+    ledger.add_recipients(send_id, people(12))
+    first = ledger.claim(send_id, 5)
+    assert [c.id for c in first] == sorted(c.id for c in first)
+    assert [c.email for c in first] == [f"person{n}@example.org" for n in range(5)]
+    assert [c.email_key for c in first] == [c.email.lower() for c in first]
+    ledger.record([(c.id, State.ACCEPTED, "m1", None) for c in first])
+    # Recorded again (a retried transaction) or with another outcome: rows no longer `sending`
+    # are left as they are.
+    ledger.record([(c.id, State.FAILED, None, "late") for c in first])
+    second = ledger.claim(send_id, 100, first[-1].id)
+    assert len(second) == 7 and second[0].id > first[-1].id
+    ledger.record([(c.id, State.UNKNOWN, None, "timed out") for c in second[:2]])
+    rows = {r.id: r for r in ledger.delivery_rows(send_id)}
+    assert {(rows[c.id].state, rows[c.id].message_id, rows[c.id].error) for c in first} == {
+        (State.ACCEPTED, "m1", None)
+    }
+    assert {(rows[c.id].state, rows[c.id].message_id) for c in second[:2]} == {
+        (State.UNKNOWN, None)
+    }
+    assert {rows[c.id].state for c in second[2:]} == {State.SENDING}
+    assert ledger.claim(send_id, 100, second[-1].id) == []
+
+
+def test_a_large_queue_on_postgresql_is_analysed_for_the_claims(postgres_database, monkeypatch):
+    """Statistics from before a big queue would make each claim read every pending row."""
+    from sqlalchemy import text
+
+    from bulletin.ledger import store
+
+    engine = make_engine(postgres_database)
+    upgrade(engine)
+    monkeypatch.setattr(store, "ANALYZE_AFTER", 20)
+    with open_ledger(postgres_database) as ledger:
+        send_id = new_send(ledger)
+        ledger.add_recipients(send_id, people(10))  # fewer: not analysed
+        with engine.connect() as c:
+            query = text("SELECT reltuples FROM pg_class WHERE relname = 'deliveries'")
+            before = c.execute(query).scalar()
+        ledger.add_recipients(send_id, people(40))
+        with engine.connect() as c:
+            after = c.execute(query).scalar()
+        assert before < 0 and after == 40  # -1: never analysed
+        assert len(ledger.claim(send_id, 100)) == 40
+    engine.dispose()
