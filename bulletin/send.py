@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import itertools
+import operator
 import os
 import queue
 import secrets
@@ -646,6 +647,7 @@ def _wait_for_others(tracker: Tracker, send_id: int, lease: Lease, waiter: Waite
 
 
 Outcomes = list[tuple[int, str, str | None, str | None]]
+STATE = operator.itemgetter(1)  # an outcome's state
 
 
 def _deliver(
@@ -714,8 +716,11 @@ def _deliver(
                 stop = stop or error  # no more requests; those in flight still answer
                 continue
             report.attempted += len(claimed)
-            others = [o for o in outcomes if o[1] != State.ACCEPTED]
-            report.accepted += len(outcomes) - len(others)
+            accepted = operator.countOf(map(STATE, outcomes), State.ACCEPTED)  # no loop in Python
+            report.accepted += accepted
+            others = (
+                [o for o in outcomes if o[1] != State.ACCEPTED] if accepted < len(outcomes) else []
+            )
             emails = {row.id: row.email for row in claimed} if others else {}
             for delivery_id, state, _, message in others:
                 if state == State.FAILED:

@@ -188,6 +188,11 @@ class Claimed(NamedTuple):
     email_key: str
 
 
+# `Claimed._make` without a Python call per row: the sending thread shares the GIL with the
+# request threads, and gives it up every few milliseconds while it runs Python code.
+_claimed = partial(tuple.__new__, Claimed)
+
+
 @dataclass(frozen=True)
 class Suppression(_Fields):
     email_hash: str
@@ -1045,7 +1050,7 @@ class Ledger:
                 PG_CLAIM,
                 (State.SENDING.value, now, holder, send_id, State.PENDING.value, after, limit),
             ).all()
-            return sorted(map(Claimed._make, rows))
+            return sorted(map(_claimed, rows))
         found = c.exec_driver_sql(
             SQLITE_PICK, (send_id, State.PENDING.value, after, limit)
         ).scalar_one()
@@ -1064,7 +1069,7 @@ class Ledger:
                 ),
             ).rowcount
             assert taken == len(rows), (taken, len(rows))
-        return list(map(Claimed._make, rows))
+        return list(map(_claimed, rows))
 
     def record(self, outcomes: Iterable, *, send_id: int | None = None, lease=None) -> None:
         """Write the transport's outcomes (Outcome, or (id, state, message id, error)); with a
@@ -1089,12 +1094,18 @@ class Ledger:
     def _record(self, c: Connection, outcomes: Iterable) -> None:
         """One UPDATE per (state, message id, error), its ids one parameter (a JSON array on
         SQLite, an array on PostgreSQL): a SendGrid batch is usually one statement."""
-        grouped: dict[tuple, list[int]] = defaultdict(list)
-        for item in outcomes:
-            delivery_id, state, message_id, error = _outcome(item)
-            grouped[(str(state), message_id, error)].append(delivery_id)
-        if not grouped:
+        rows = list(outcomes)
+        if not rows:
             return
+        if set(map(type, rows)) != {tuple}:  # Outcome objects (the check is no Python loop)
+            rows = list(map(_outcome, rows))
+        grouped: dict[tuple, list[int]] = defaultdict(list)
+        if len(set(map(itemgetter(1, 2, 3), rows))) == 1:  # the usual batch, without a loop
+            _, state, message_id, error = rows[0]
+            grouped[(str(state), message_id, error)] = list(map(itemgetter(0), rows))
+        else:
+            for delivery_id, state, message_id, error in rows:
+                grouped[(str(state), message_id, error)].append(delivery_id)
         now, sending = utcnow(), State.SENDING.value
         for (state, message_id, error), ids in grouped.items():
             if self.sqlite:
