@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from bulletin import contacts as contacts_module
@@ -109,8 +111,9 @@ def check_message(
 
     `load_contacts` (default contacts.load_contacts) lets the live preview reuse lists whose
     files have not changed since the last check. `transport` (default: the configured one)
-    decides whether sample addresses are a problem. `stream`: read the contacts row by row
-    and keep counts and problems, not the contacts (`bulletin send`, `bulletin run`: issue 13).
+    decides whether sample addresses are a problem. `stream`: lists bigger than
+    BULLETIN_STREAM_ABOVE_MB are read row by row, keeping counts and problems, not the
+    contacts (`bulletin send`, `bulletin run`: issue 13).
     """
     path = resolve_path(name, settings.workdir)
     message, problems = load_message(
@@ -149,6 +152,7 @@ def check_message(
             if _delivers_for_real(settings, transport or settings.transport)
             else None
         )
+        stream = stream and _megabytes(files) > settings.stream_above_mb
         if stream:
             contacts = contacts_module.stream_contacts(files, settings.workdir, contact_list)
         else:
@@ -238,6 +242,15 @@ def check_message(
     elif settings.transport == "sendgrid":
         check_transport_limits(checked, settings, "sendgrid")
     return checked
+
+
+def _megabytes(files: list[Path]) -> float:
+    """The contact files' size together (a file that cannot be read counts as empty)."""
+    total = 0
+    for path in files:
+        with suppress(OSError):
+            total += path.stat().st_size
+    return total / 2**20
 
 
 def _checks_limits(transport: str, compiled: CompiledEmail | None, message: Message) -> bool:
