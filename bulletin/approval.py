@@ -149,7 +149,7 @@ def current_version(checked: Checked, settings: Settings) -> Version:
         ),
         text=raw.decode("utf-8-sig", "replace").replace("\r\n", "\n"),
         definition=audience_definition(message.audience, message.contacts),
-        audience=len(checked.recipients),
+        audience=checked.recipient_count,
     )
 
 

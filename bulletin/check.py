@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from bulletin import contacts as contacts_module
 from bulletin.accessibility import accessibility_problems
@@ -57,14 +61,33 @@ class Checked:
     # Links a contact's values would make unsafe: `check` fails on them; `send` leaves such a
     # link out (render.safe_url) rather than stop a whole bulletin for one bad cell (issue 12).
     link_problems: list[Problem] = field(default_factory=list)
+    recipient_count: int = 0  # the emailable audience
+    postal_count: int = 0
+    # Over the emailable audience's lower-cased addresses, in order: a send that reads the
+    # lists again (streamed) checks it finds the same people.
+    audience_digest: str = ""
+    # Streamed (`check_message(stream=True)`): reads the emailable audience again, from the
+    # files; `audience` is then left empty and a million-row list is never held (issue 13).
+    source: Callable[[], Iterator[Contact]] | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     @property
+    def streamed(self) -> bool:
+        return self.source is not None
+
+    def iter_recipients(self) -> Iterator[Contact]:
+        """The emailable audience, in order: from memory, or read again when streamed."""
+        if self.source is not None:
+            return self.source()
+        return (c for c in self.audience if c.email)
+
+    @property
     def recipients(self) -> list[Contact]:
-        return [c for c in self.audience if c.email]
+        """The emailable audience as a list (streamed: read into memory; small uses only)."""
+        return list(self.iter_recipients())
 
     @property
     def postal(self) -> list[Contact]:
@@ -82,12 +105,15 @@ def check_message(
     include_contacts: bool = True,
     load_contacts: Callable[..., ContactList] | None = None,
     transport: str | None = None,
+    stream: bool = False,
 ) -> Checked:
     """Validate front matter, placeholders, templates and the audience's contacts.
 
     `load_contacts` (default contacts.load_contacts) lets the live preview reuse lists whose
     files have not changed since the last check. `transport` (default: the configured one)
-    decides whether sample addresses are a problem.
+    decides whether sample addresses are a problem. `stream`: lists bigger than
+    BULLETIN_STREAM_ABOVE_MB are read row by row, keeping counts and problems, not the
+    contacts (`bulletin send`, `bulletin run`: issue 13).
     """
     path = resolve_path(name, settings.workdir)
     message, problems = load_message(
@@ -111,14 +137,43 @@ def check_message(
     contact_list = ContactList()
     audience: list[Contact] = []
     link_problems: list[Problem] = []
+    letters: list[Problem] = []
+    counted = _Counted()
+    source = None
+    limits: tuple[list[Problem], list[Problem]] | None = None
     if include_contacts:
         files, file_problems = contacts_module.expand(message.contacts, settings.workdir)
         problems += [
             Problem(message.shown, message.line_of("contacts"), p.text) for p in file_problems
         ]
-        contact_list = (load_contacts or contacts_module.load_contacts)(files, settings.workdir)
-        problems += contact_list.problems
         audience_filter = {field_key(k): v for k, v in message.audience.items()}
+        reserved_transport = (
+            transport or settings.transport
+            if _delivers_for_real(settings, transport or settings.transport)
+            else None
+        )
+        stream = stream and _megabytes(files) > settings.stream_above_mb
+        if stream:
+            contacts = contacts_module.stream_contacts(files, settings.workdir, contact_list)
+        else:
+            contact_list = (load_contacts or contacts_module.load_contacts)(files, settings.workdir)
+            contacts = iter(contact_list.contacts)
+        emailable = _audience_pass(
+            contacts,
+            audience_filter,
+            compiled if files else None,
+            reserved_transport,
+            counted,
+            None if stream else audience,
+        )
+        if _checks_limits(settings.transport, compiled, message):
+            from bulletin.transports.sendgrid import limit_problems
+
+            limits = limit_problems(compiled, emailable, settings)
+        else:
+            for _ in emailable:
+                pass
+        problems += contact_list.problems
         missing = [c for c in audience_filter if files and c not in contact_list.columns]
         for column in missing:
             problems.append(
@@ -128,17 +183,14 @@ def check_message(
                     f"audience: no contact list has a column {column!r}",
                 )
             )
-        problems += _audience_value_problems(message, audience_filter, contact_list, missing)
-        audience = [c for c in contact_list.contacts if contacts_module.matches(c, audience_filter)]
+        problems += _audience_value_problems(message, audience_filter, counted.values, missing)
         if compiled is not None and files:
             problems += _placeholder_problems(message, compiled, contact_list)
-            problems += _subject_field_problems(compiled, audience)
-            link_problems = _link_problems(compiled, audience)
-        if _delivers_for_real(settings, transport or settings.transport):
-            problems += _reserved_domain_problems(
-                [c for c in audience if c.email], transport or settings.transport
-            )
-        if files and not contact_list.problems and not missing and not audience:
+            problems += counted.subject_problems
+            link_problems = counted.link_problems
+        if reserved_transport is not None:
+            problems += _reserved_domain_problems(counted.reserved, reserved_transport)
+        if files and not contact_list.problems and not missing and not counted.members:
             problems.append(
                 Problem(
                     message.shown,
@@ -146,6 +198,14 @@ def check_message(
                     "the audience is empty: no contact matches it",
                 )
             )
+        letters = counted.letter_problems
+        if stream:
+            workdir = settings.workdir
+
+            def source() -> Iterator[Contact]:
+                again = contacts_module.stream_contacts(files, workdir, ContactList())
+                return (c for c in again if c.email and contacts_module.matches(c, audience_filter))
+
     problems += _public_fallback_problems(message, compiled, contact_list)
     if compiled is not None:
         link_problems += image_problems(compiled, settings.workdir)
@@ -160,7 +220,6 @@ def check_message(
                 "(or set BULLETIN_ORGANISATION / BULLETIN_UNIT)",
             )
         )
-    letters = address_problems([c for c in audience if c.postal_only])
     checked = Checked(
         message,
         compiled,
@@ -170,10 +229,108 @@ def check_message(
         warnings,
         letter_problems=letters,
         link_problems=link_problems,
+        recipient_count=counted.recipients,
+        postal_count=counted.postal,
+        audience_digest=counted.digest.hexdigest(),
+        source=source,
     )
-    if settings.transport == "sendgrid":
+    if limits is not None:
+        checked.limits_checked = "sendgrid"
+        checked.problems += limits[0]
+        checked.warnings += limits[1]
+        checked.over_limits += limits[1]
+    elif settings.transport == "sendgrid":
         check_transport_limits(checked, settings, "sendgrid")
     return checked
+
+
+def _megabytes(files: list[Path]) -> float:
+    """The contact files' size together (a file that cannot be read counts as empty)."""
+    total = 0
+    for path in files:
+        with suppress(OSError):
+            total += path.stat().st_size
+    return total / 2**20
+
+
+def _checks_limits(transport: str, compiled: CompiledEmail | None, message: Message) -> bool:
+    """Are SendGrid's limits checked as the audience is read (`check_transport_limits`)?"""
+    return transport == "sendgrid" and compiled is not None and message.sender is not None
+
+
+@dataclass
+class _Counted:
+    """What one pass over the contacts found, kept without keeping the contacts (issue 13)."""
+
+    members: int = 0  # in the audience, emailable or not
+    recipients: int = 0
+    postal: int = 0
+    digest: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
+    values: dict[str, dict[str, str]] = field(default_factory=dict)  # audience column's values
+    subject_problems: list[Problem] = field(default_factory=list)
+    link_problems: list[Problem] = field(default_factory=list)
+    letter_problems: list[Problem] = field(default_factory=list)
+    # File → (its first reserved-domain contact, how many): `_reserved_domain_problems`.
+    reserved: dict[str, tuple[Contact, int]] = field(default_factory=dict)
+
+
+def _audience_pass(
+    contacts: Iterator[Contact],
+    audience_filter: dict[str, tuple[str, ...]],
+    compiled: CompiledEmail | None,
+    reserved_transport: str | None,
+    counted: _Counted,
+    keep: list[Contact] | None,
+) -> Iterator[Contact]:
+    """Check each contact as it is read; yield the emailable audience (for SendGrid's limits).
+
+    Counts, the audience's digest (the send reads the lists again and must find the same
+    people: `Checked.audience_digest`) and every per-contact problem go into `counted`; the
+    contacts themselves only into `keep`, when given.
+    """
+    from bulletin.address import fit_contact
+
+    values = counted.values
+    for column in audience_filter:
+        values[column] = {}
+    subject_keys = compiled.subject_keys if compiled is not None else ()
+    links = compiled is not None and bool(compiled.slots.links)
+    update = counted.digest.update
+    for contact in contacts:
+        for column, real in values.items():  # every contact's, in the audience or not
+            value = contact.get(column).strip()
+            if value:
+                real.setdefault(value.casefold(), value)
+        if not contacts_module.matches(contact, audience_filter):
+            continue
+        counted.members += 1
+        if keep is not None:
+            keep.append(contact)
+        for key in subject_keys:
+            if has_line_break(contact.get(key)):
+                counted.subject_problems.append(
+                    Problem(
+                        contact.file,
+                        contact.line,
+                        f"{key} contains a line break and is used in the subject",
+                    )
+                )
+        if links:
+            counted.link_problems += _link_problems(compiled, contact)
+        if contact.email:
+            counted.recipients += 1
+            update(contact.email.lower().encode() + b"\n")
+            if reserved_transport is not None and is_reserved(contact.email):
+                first, count = counted.reserved.get(contact.file, (contact, 0))
+                counted.reserved[contact.file] = (first, count + 1)
+            yield contact
+        else:
+            counted.postal += 1
+            fit = fit_contact(contact)
+            if not fit.ok:
+                counted.letter_problems.append(
+                    Problem(contact.file, contact.line, f"letter refused: {fit.problem}")
+                )
 
 
 def check_transport_limits(checked: Checked, settings: Settings, transport: str) -> None:
@@ -185,7 +342,7 @@ def check_transport_limits(checked: Checked, settings: Settings, transport: str)
         return
     from bulletin.transports.sendgrid import limit_problems
 
-    problems, warnings = limit_problems(checked.compiled, checked.recipients, settings)
+    problems, warnings = limit_problems(checked.compiled, checked.iter_recipients(), settings)
     checked.problems += problems
     checked.warnings += warnings
     checked.over_limits += warnings
@@ -231,22 +388,20 @@ def _delivers_for_real(settings: Settings, transport: str) -> bool:
         return True  # a name, even localhost: a local relay delivers for real
 
 
-def _reserved_domain_problems(recipients: list[Contact], transport: str) -> list[Problem]:
+def _reserved_domain_problems(
+    by_file: dict[str, tuple[Contact, int]], transport: str
+) -> list[Problem]:
     """One problem per contact list holding sample addresses the transport would really mail."""
-    by_file: dict[str, list[Contact]] = {}
-    for contact in recipients:
-        if is_reserved(contact.email):
-            by_file.setdefault(str(contact.file), []).append(contact)
     return [
         Problem(
-            found[0].file,
-            found[0].line,
-            f"{len(found)} address(es) on reserved example domains (such as "
-            f"{found[0].email.rpartition('@')[2]}) would be sent through {transport}: these "
+            first.file,
+            first.line,
+            f"{count} address(es) on reserved example domains (such as "
+            f"{first.email.rpartition('@')[2]}) would be sent through {transport}: these "
             "are sample contacts, not real people; take them out of the audience "
             "(bulletin init --example put them there)",
         )
-        for found in by_file.values()
+        for first, count in by_file.values()
     ]
 
 
@@ -285,7 +440,7 @@ def _scaffold_problems(message: Message) -> list[Problem]:
 def _audience_value_problems(
     message: Message,
     audience: dict[str, tuple[str, ...]],
-    contact_list: ContactList,
+    values: dict[str, dict[str, str]],
     missing: list[str],
 ) -> list[Problem]:
     """Every audience value that matches no contact, with the nearest real values (issue 11).
@@ -298,11 +453,7 @@ def _audience_value_problems(
     for column, allowed in audience.items():
         if column in missing:
             continue
-        real: dict[str, str] = {}  # casefolded → as written in the first row that has it
-        for contact in contact_list.contacts:
-            value = contact.get(column).strip()
-            if value:
-                real.setdefault(value.casefold(), value)
+        real = values[column]  # casefolded → as written in the first row that has it
         for value in allowed:
             if value.strip().casefold() in real:
                 continue
@@ -384,28 +535,16 @@ def _public_fallback_problems(
     return problems
 
 
-def _subject_field_problems(compiled: CompiledEmail, audience: list[Contact]) -> list[Problem]:
-    return [
-        Problem(c.file, c.line, f"{key} contains a line break and is used in the subject")
-        for c in audience
-        for key in compiled.subject_keys
-        if has_line_break(c.get(key))
-    ]
-
-
-def _link_problems(compiled: CompiledEmail, audience: list[Contact]) -> list[Problem]:
+def _link_problems(compiled: CompiledEmail, contact: Contact) -> list[Problem]:
     """A contact's values that would make a link's final URL a refused scheme (issue 12)."""
-    if not compiled.slots.links:
-        return []
     return [
         Problem(
-            c.file,
-            c.line,
+            contact.file,
+            contact.line,
             f"a link would become {scrub_text(url)[:60]!r} for this contact: only https, http, "
             "mailto and tel links are allowed (it is left out when sent)",
         )
-        for c in audience
-        for url in compiled.unsafe_links(c)
+        for url in compiled.unsafe_links(contact)
     ]
 
 

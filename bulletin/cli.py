@@ -489,7 +489,7 @@ def _summary_lines(plan) -> list[str]:
         f"Subject:   {message.subject}",
         f"From:      {message.sender}",
         f"Transport: {plan.transport.describe()}",
-        f"Audience:  {len(plan.recipients)} email recipient(s)"
+        f"Audience:  {plan.recipient_count} email recipient(s)"
         + (
             f"; {plan.postal_only} postal-only not emailed (use bulletin print)"
             if plan.postal_only
@@ -510,7 +510,7 @@ def _summary_lines(plan) -> list[str]:
         lines.append(f"Limit:     {plan.to_send} now (--limit), {plan.due - plan.to_send} later")
     from bulletin.approval import summary_line
 
-    if approved := summary_line(plan.approval, len(plan.checked.recipients)):
+    if approved := summary_line(plan.approval, plan.checked.recipient_count):
         lines.append(approved)  # the audience at approval beside the audience now (issue 17)
     lines.append(f"To send:   {plan.to_send} recipient(s)")
     return lines
@@ -623,7 +623,8 @@ def send(
             "--dry-run sends nothing; use one or the other", param_hint="--test"
         )
     config = settings()
-    checked = check_message(message, config, transport=transport)
+    # Streamed (issue 13): the contacts are read row by row here, and again as they are queued.
+    checked = check_message(message, config, transport=transport, stream=True)
     for duplicate in checked.contact_list.duplicates:
         note(str(duplicate))
     # The lock comes first (issue 11): a second send refuses before it reads or touches any row,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import re
@@ -205,41 +206,101 @@ def display_path(path: Path, workdir: Path) -> str:
 def load_contacts(files: Iterable[Path], workdir: Path | None = None) -> ContactList:
     """Load every file into one list: duplicates across files are sent once and reported."""
     result = ContactList()
-    seen: dict[str, Contact] = {}
+    result.contacts = list(stream_contacts(files, workdir, result))
+    return result
+
+
+def stream_contacts(
+    files: Iterable[Path], workdir: Path | None, result: ContactList
+) -> Iterator[Contact]:
+    """The contacts of every file, row by row, as `load_contacts` would list them.
+
+    Problems, duplicates, columns and files go into `result` as they are found (complete once
+    the stream is exhausted); `result.contacts` is left alone, so a million-row list is read
+    without holding it (issue 13). Duplicates are found with one 64-bit digest per address
+    (with its row's place), not the address itself.
+    """
+    seen: dict[int, int] = {}  # hash(lower-cased address) → file number << 32 | line
+    shown_names: list[str] = []
     check_address = _validator()
     for path in files:
         shown = display_path(path, workdir) if workdir else str(path)
         result.files.append(path)
-        _load_file(path, shown, result, seen, check_address)
-    return result
+        shown_names.append(shown)
+        yield from _load_file(path, shown, result, seen, shown_names, check_address)
 
 
 def _load_file(
-    path: Path, shown: str, result: ContactList, seen: dict[str, Contact], check_address
-) -> None:
+    path: Path,
+    shown: str,
+    result: ContactList,
+    seen: dict[int, int],
+    shown_names: list[str],
+    check_address,
+) -> Iterator[Contact]:
     try:
-        data = path.read_bytes()
+        encoding, nul = _encoding_of(path)
+        if nul:
+            lines = _lines_without_nul(path.read_bytes(), shown, result)
+        else:  # read as it is parsed: a million-row file is never whole in memory (issue 13)
+            handle = path.open(encoding=encoding, newline="")
     except OSError as error:
         result.problems.append(Problem(shown, None, f"cannot read: {error.strerror}"))
         return
+    if nul:
+        yield from _load_lines(lines, shown, result, seen, shown_names, check_address)
+        return
+    with handle:
+        yield from _load_lines(handle, shown, result, seen, shown_names, check_address)
+
+
+def _encoding_of(path: Path) -> tuple[str, bool]:
+    """The encoding `decode` would choose for the file, and whether it holds a NUL byte: read
+    in pieces, so only one piece is in memory."""
+    nul = False
+    for encoding in ("utf-8-sig", "cp1252"):
+        decoder = codecs.getincrementaldecoder(encoding)()
+        try:
+            with path.open("rb") as handle:
+                while piece := handle.read(1 << 20):
+                    nul = nul or b"\x00" in piece
+                    decoder.decode(piece)
+            decoder.decode(b"", True)
+        except UnicodeDecodeError:
+            continue
+        return encoding, nul
+    return "latin-1", nul
+
+
+def _lines_without_nul(data: bytes, shown: str, result: ContactList) -> Iterator[str]:
+    """A file holding NUL bytes, whole: each NUL's line reported, the NULs then dropped."""
     text, _encoding = decode(data)
-    if "\x00" in text:
-        # Number lines as the csv reader does (\n, \r\n, \r), not str.splitlines (\x0c, \u2028…).
-        for number, line in enumerate(_lines(text), 1):
-            if "\x00" in line:
-                result.problems.append(
-                    Problem(
-                        shown,
-                        number,
-                        "contains a NUL byte; re-export the file from the spreadsheet as CSV",
-                    )
+    # Number lines as the csv reader does (\n, \r\n, \r), not str.splitlines (\x0c, \u2028…).
+    for number, line in enumerate(_lines(text), 1):
+        if "\x00" in line:
+            result.problems.append(
+                Problem(
+                    shown,
+                    number,
+                    "contains a NUL byte; re-export the file from the spreadsheet as CSV",
                 )
-        text = text.replace("\x00", "")
-    del data
-    reader = csv.reader(_lines(text))
+            )
+    return _lines(text.replace("\x00", ""))
+
+
+def _load_lines(
+    lines: Iterable[str],
+    shown: str,
+    result: ContactList,
+    seen: dict[int, int],
+    shown_names: list[str],
+    check_address,
+) -> Iterator[Contact]:
+    reader = csv.reader(lines)
     header: list[str] | None = None
     keys: list[str] = []
     previous_end = 0
+    file_number = (len(shown_names) - 1) << 32
     while True:
         try:
             row = next(reader)
@@ -259,7 +320,24 @@ def _load_file(
                 return
             result.columns.update(k for k in keys if k)
             continue
-        _load_row(row, keys, shown, start, result, seen, check_address)
+        contact = _load_row(row, keys, shown, start, result, check_address)
+        if contact is None:
+            continue
+        if contact.email:
+            digest = hash(contact.email.lower())
+            first = seen.get(digest)
+            if first is not None:
+                where = f"{shown_names[first >> 32]}:{first & 0xFFFFFFFF}"
+                result.duplicates.append(
+                    Problem(
+                        shown,
+                        start,
+                        f"{contact.email} is also on {where}; it will be sent one copy",
+                    )
+                )
+                continue
+            seen[digest] = file_number | start
+        yield contact
     if header is None:
         result.problems.append(
             Problem(shown, None, "empty file: the first row must be a header with an email column")
@@ -311,9 +389,9 @@ def _load_row(
     shown: str,
     line: int,
     result: ContactList,
-    seen: dict[str, Contact],
     check_address,
-) -> None:
+) -> Contact | None:
+    """The row's contact, or None with its problem in `result`; duplicates are the caller's."""
     if len(row) > len(keys) and any(cell.strip() for cell in row[len(keys) :]):
         result.problems.append(
             Problem(
@@ -322,7 +400,7 @@ def _load_row(
                 f"{len(row)} fields but the header has {len(keys)}; check for a stray comma",
             )
         )
-        return
+        return None
     # Interned: a ward, role or first name repeated down a 100,000-row list is stored once
     # (issue 7: a quarter of the peak memory of a big send).
     if "" in keys:
@@ -340,7 +418,7 @@ def _load_row(
                 "addresses reach email headers and must be on one line",
             )
         )
-        return
+        return None
     email = values.get("email", "")
     if email:
         normalised, error = check_address(email)
@@ -348,15 +426,8 @@ def _load_row(
             result.problems.append(
                 Problem(shown, line, f"{email!r} is not a valid email address: {error}")
             )
-            return
+            return None
         values["email"] = email = normalised
-        key = email.lower()
-        if key in seen:
-            first = seen[key]
-            result.duplicates.append(
-                Problem(shown, line, f"{email} is also on {first.where}; it will be sent one copy")
-            )
-            return
     elif not (values.get("address") and values.get("postcode")):
         result.problems.append(
             Problem(
@@ -365,11 +436,8 @@ def _load_row(
                 "no email address (a postal-only contact needs both address and postcode)",
             )
         )
-        return
-    contact = Contact(email, values, shown, line)  # positional: 100,000 times a send
-    if email:
-        seen[key] = contact
-    result.contacts.append(contact)
+        return None
+    return Contact(email, values, shown, line)  # positional: 100,000 times a send
 
 
 def matches(contact: Contact, audience: Mapping[str, Iterable[str]]) -> bool:

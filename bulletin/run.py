@@ -303,7 +303,7 @@ def _send(message: Message, settings: Settings, lock: SendLock, *, resumed: bool
 
     shown, name = message.shown, _command_name(message, settings)
     try:
-        checked = check_message(str(message.path), settings)
+        checked = check_message(str(message.path), settings, stream=True)
         if checked.message is not None and checked.message.content_hash != message.content_hash:
             raise InputError(f"{shown} changed while bulletin run was reading it; nothing sent")
         plan = plan_send(checked, settings)

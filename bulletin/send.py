@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import itertools
+import json
 import operator
 import os
 import queue
@@ -18,7 +19,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,12 +202,13 @@ class Plan:
     """What a send will do, shown before asking for confirmation.
 
     Computed once, per recipient, against the ledger of the send it resumes: `to_send` is the
-    number the person confirms, and `execute` never sends more than that.
+    number the person confirms, and `execute` never sends more than that. The audience is not
+    held: `audience()` reads it again (issue 13: a million recipients in flat memory).
     """
 
     checked: Checked
     transport: Transport
-    recipients: list[Contact]  # emailable audience after suppressions
+    recipient_count: int = 0  # emailable audience after suppressions
     suppressed: int = 0
     duplicates: int = 0
     invalid_skipped: list[Problem] = field(default_factory=list)
@@ -220,18 +222,48 @@ class Plan:
     limit: int | None = None
     resend_unknown: bool = False
     approval: Any = None  # approval.Standing of this version, set before `execute` (issue 17)
+    # The do-not-send list's digests as planned (those people are left out of `audience()`).
+    suppressed_hashes: frozenset[str] = frozenset()
+    hashes: Callable[[str], set[str]] | None = None  # the ledger's `hashes`, keyed like them
 
     @property
     def due(self) -> int:
         """Everyone this send still owes a copy, before `--limit`."""
         if self.resume is None:
-            return len(self.recipients)
+            return self.recipient_count
         return self.pending + self.joined + (self.unknown if self.resend_unknown else 0)
 
     @property
     def to_send(self) -> int:
         """The number confirmed and then sent (at most: a later suppression only lowers it)."""
         return self.due if self.limit is None else min(self.due, self.limit)
+
+    def audience(self) -> Iterator[Contact]:
+        """The emailable audience after suppressions, in order, read again (streamed)."""
+        recipients = self.checked.iter_recipients()
+        suppressed, hashes = self.suppressed_hashes, self.hashes
+        if not suppressed or hashes is None:
+            return recipients
+        return (c for c in recipients if not hashes(c.email) & suppressed)
+
+    @property
+    def recipients(self) -> list[Contact]:
+        """`audience()` as a list: for small audiences (tests, a test copy)."""
+        return list(self.audience())
+
+
+class AudienceKeys:
+    """The audience's lower-cased addresses as 64-bit digests: a resume's `in` test without
+    holding a million strings (a collision could only keep a leaver's pending row)."""
+
+    def __init__(self, contacts: Iterable[Contact]) -> None:
+        self._digests = {hash(c.email.lower()) for c in contacts}
+
+    def __contains__(self, key: object) -> bool:
+        return hash(key) in self._digests
+
+    def __len__(self) -> int:
+        return len(self._digests)
 
 
 @dataclass
@@ -294,47 +326,51 @@ def plan_send(
             "set BULLETIN_SECRET and BULLETIN_PUBLIC_URL in .env: every email "
             "carries a signed unsubscribe link"
         )
-    recipients = checked.recipients
     plan = Plan(
         checked,
         transport,
-        recipients,
         duplicates=len(checked.contact_list.duplicates),
         invalid_skipped=invalid,
-        postal_only=len(checked.postal),
+        postal_only=checked.postal_count,
         limit=limit,
         resend_unknown=resend_unknown,
     )
     tracker = _tracker_if_exists(settings)
     if tracker is None:
+        plan.recipient_count = checked.recipient_count
         return plan
     with tracker:
         suppressed = tracker.suppressed_hashes()
         if suppressed:  # else no need to hash 100,000 addresses twice each
-            plan.recipients = [c for c in recipients if not tracker.hashes(c.email) & suppressed]
-        plan.suppressed = len(recipients) - len(plan.recipients)
+            plan.suppressed_hashes, plan.hashes = frozenset(suppressed), tracker.hashes
+            plan.recipient_count = sum(1 for _ in plan.audience())
+        else:
+            plan.recipient_count = checked.recipient_count
+        plan.suppressed = checked.recipient_count - plan.recipient_count
         latest = _send_to_resume(tracker, checked, new_send)
         if latest is not None:
             plan.resume = latest
-            _count_against_ledger(plan, tracker, {c.email.lower() for c in recipients})
+            _count_against_ledger(plan, tracker)
     return plan
 
 
-def _count_against_ledger(plan: Plan, tracker: Tracker, audience: set[str]) -> None:
+def _count_against_ledger(plan: Plan, tracker: Tracker) -> None:
     """Sort each audience member by their row in the resumed send (issue 11).
 
     People who joined since have no row and are owed a copy; people who left are never sent
     (`execute` removes their pending rows); a purged send's rows are gone, so nobody is owed.
+    A resume holds the send's states and the audience's digests: more memory than a fresh send.
     """
     send = plan.resume
     assert send is not None
     if tracker.is_purged(send.id):
         if not send.completed_at:
             raise InputError(purged_text(send.id))
-        plan.already_done = len(plan.recipients)
+        plan.already_done = plan.recipient_count
         return
     ledger = tracker.recipient_states(send.id)
-    for contact in plan.recipients:
+    audience = AudienceKeys(plan.checked.iter_recipients())  # the suppressed too: not "left"
+    for contact in plan.audience():
         state = ledger.get(contact.email.lower())
         if state is None:
             plan.joined += 1
@@ -395,7 +431,7 @@ def dry_run(plan: Plan, settings: Settings) -> Report:
     compiled = plan.checked.compiled
     secret, base = _public(settings)
     report = Report(send_id=None)
-    for number, contact in enumerate(plan.recipients, 1):
+    for number, contact in enumerate(plan.audience(), 1):
         url = unsubscribe_url(base, make_token(secret, 0, number, contact.email))
         compiled.render(contact, url)
         report.attempted += 1
@@ -420,7 +456,7 @@ def send_test(plan: Plan, settings: Settings, address: str) -> str:
         address = valid.ascii_email or valid.normalized
     except EmailNotValidError as error:
         raise InputError(f"--test {address}: {error}") from None
-    first = plan.recipients[0] if plan.recipients else None
+    first = next(plan.audience(), None)
     if first is None:
         raise InputError("the audience is empty: nobody to personalise the test copy as")
     contact = StaffCopy(email=address, fields=first.fields, file=first.file, line=first.line)
@@ -517,21 +553,72 @@ def execute(
                 record_send(tracker, message, send_id)  # its public page (issue 21)
             if not tracker.take_lease(send_id, lease):
                 raise _busy("bulletin forget or purge is running against this database")
-            if latest is None:  # just created: it has no rows yet
-                tracker.add_recipients(send_id, plan.recipients)
-            elif not tracker.is_purged(send_id):
+            if not tracker.is_purged(send_id):
                 # Queue only the people the send has no row for, still under the message's
                 # lock: processes that join the send (or a resume) find nearly everyone queued,
                 # and reading its keys is cheaper than inserting them all again.
-                known = tracker.recipient_states(send_id)
+                known = tracker.recipient_states(send_id) if latest is not None else {}
                 tracker.add_recipients(
-                    send_id, [c for c in plan.recipients if c.email.lower() not in known]
+                    send_id, _to_queue(plan, known), fields=merge_fields(checked.compiled)
                 )
+                del known
         try:
-            created = latest is None
-            return _execute(plan, settings, tracker, held, send_id, waiter, progress, created)
+            return _execute(
+                plan, settings, tracker, held, send_id, waiter, progress, resumed=latest is not None
+            )
         finally:
             tracker.release_lease(send_id, lease.holder)
+
+
+def merge_fields(compiled) -> list[str]:
+    """The contact fields a copy of this message is built from: its placeholders' (layouts
+    included) and the To header's name. Queued with each row (`deliveries.fields`)."""
+    used = {key for key, _ in compiled.slots.keys if not key.startswith("@")}
+    return sorted((used | {"first_name", "last_name"}) - {"email"})  # email: its own column
+
+
+def _to_queue(plan: Plan, known: Container[str]) -> Iterator[Contact]:
+    """The plan's audience read again, less the people the send has a row for.
+
+    The lists are read a second time, so they are checked to hold the same people, in the same
+    order, as the plan counted: else nothing is queued (the caller's transaction rolls back)."""
+    digest = hashlib.blake2b(digest_size=16)
+    suppressed, hashes = plan.suppressed_hashes, plan.hashes
+    for contact in plan.checked.iter_recipients():
+        key = contact.email.lower()
+        digest.update(key.encode() + b"\n")
+        if suppressed and hashes is not None and hashes(contact.email) & suppressed:
+            continue
+        if key not in known:
+            yield contact
+    if plan.checked.audience_digest and digest.hexdigest() != plan.checked.audience_digest:
+        raise InputError(
+            "the contact lists changed while the send was being planned; nothing was sent. "
+            "Run the same command again to plan it anew"
+        )
+
+
+class _ListedContacts:
+    """email key → Contact, read from the lists on first use: for rows queued without their
+    merge values (by a bulletin before revision 0006). Only such a resume holds the audience."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+        self._by_key: dict[str, Contact] | None = None
+
+    def get(self, key: str) -> Contact | None:
+        if self._by_key is None:
+            self._by_key = {c.email.lower(): c for c in self._plan.audience()}
+        return self._by_key.get(key)
+
+
+def _contact_for(row, listed) -> Contact | None:
+    """The contact a claimed row's copy is built for: from the merge values queued with it."""
+    if row.fields is None:
+        return listed.get(row.email_key)
+    values = json.loads(row.fields)
+    values["email"] = row.email
+    return Contact(row.email, values, "ledger", row.id)
 
 
 def _execute(
@@ -542,9 +629,11 @@ def _execute(
     send_id: int,
     waiter: Waiter,
     progress: Callable[[int], None],
-    created: bool = False,
+    *,
+    resumed: bool = True,
 ) -> Report:
-    """Deliver a send joined under its lease; `created`: this run made it, from this audience."""
+    """Deliver a send joined under its lease; `resumed`: it existed before this run (else this
+    run made it from this audience)."""
     from bulletin import approval
 
     compiled, message, lease = plan.checked.compiled, plan.checked.message, held.lease
@@ -561,9 +650,9 @@ def _execute(
     report.stale_unknown = tracker.resolve_stale(send_id, lease.holder, everyone=held.exclusive)
     # The plan confirmed is the audience: plan_send already left out the suppressed, under
     # this same lock; anyone suppressed since (a webhook) is dropped from the ledger below.
-    audience = plan.recipients
-    if plan.resend_unknown:
-        keys = {c.email.lower() for c in audience}
+    # A send created just now holds only its audience's rows: nobody left, nothing unknown.
+    keys: Container[str] = AudienceKeys(plan.audience()) if resumed else ()
+    if plan.resend_unknown and resumed:
         if not held.exclusive and tracker.other_holders(send_id, lease.holder):
             raise _busy(
                 f"--resend-unknown needs send #{send_id} to itself, and another bulletin "
@@ -573,9 +662,9 @@ def _execute(
         # They are pending again: this run sends them.
         report.stale_unknown = [e for e in report.stale_unknown if e.lower() not in keys]
     report.dropped = tracker.drop_suppressed(send_id)
-    by_key = {c.email.lower(): c for c in audience}
-    if not created:  # a send made by this run from this audience: nobody has left it
-        report.left = tracker.remove_left(send_id, by_key.keys())
+    report.left = tracker.remove_left(send_id, keys) if resumed else 0
+    del keys
+    by_key = _ListedContacts(plan)
     secret, base = _public(settings)
     transport = plan.transport
     if not plan.to_send and not held.exclusive:
@@ -655,7 +744,7 @@ def _deliver(
     transport: Transport,
     compiled,
     send_id: int,
-    by_key: dict[str, Contact],
+    by_key: _ListedContacts,
     secret: str,
     base: str,
     limit: int,
@@ -799,7 +888,7 @@ def _batch(
     compiled,
     send_id: int,
     claimed: list,
-    by_key: dict[str, Contact],
+    by_key: _ListedContacts,
     secret: str,
     base: str,
 ) -> tuple[list[Outgoing], Outcomes]:
@@ -807,7 +896,7 @@ def _batch(
     items: list[Outgoing] = []
     outcomes: Outcomes = []
     for row in claimed:
-        contact = by_key.get(row.email_key)
+        contact = _contact_for(row, by_key)
         if contact is None:
             outcomes.append(
                 (row.id, State.FAILED, None, "no longer in the audience or the contact lists")

@@ -32,6 +32,7 @@ BULLETIN_FROM=bromley.neighbourhoods@example.org
 # BULLETIN_DB_TIMEOUT=10                 # seconds to wait for another process's database lock
 # BULLETIN_IN_FLIGHT=4                   # SendGrid requests awaiting an answer at once (1-16)
 # BULLETIN_LEASE_SECONDS=60              # a sender silent this long is taken for dead
+# BULLETIN_STREAM_ABOVE_MB=12           # contact lists bigger than this are streamed, not held
 # BULLETIN_OUTBOX=outbox
 # BULLETIN_TIMEOUT=30
 # BULLETIN_RETRIES=5                     # retries of a 429 or 5xx answer

@@ -393,7 +393,7 @@ def test_release_0_1_database_is_adopted_and_keeps_every_row(legacy_db, engines)
     assert counts(engine) == FIXTURE_COUNTS
     assert raw_rows(legacy_db) == before
     with sqlite3.connect(legacy_db) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 8  # 0.1.0 now refuses it
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 9  # 0.1.0 now refuses it
         margaret = db.execute(
             "SELECT email, ward, state, opened, clicked FROM deliveries WHERE id = 1"
         ).fetchone()

@@ -171,6 +171,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (send_id, holder)
     );
     """,
+    # 8 → 9: revision 0006 (each queued recipient's merge values, for a streamed send).
+    """
+    ALTER TABLE deliveries ADD COLUMN fields TEXT;
+    """,
 ]
 
 # `PRAGMA user_version` the newest revision leaves in a SQLite file.

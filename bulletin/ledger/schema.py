@@ -80,6 +80,7 @@ deliveries = Table(
     Column("last_clicked_at", Text),
     Column("cause", Text),  # revision 0003: why bulletin dropped it (states.Cause)
     Column("lease", Text),  # revision 0005: the holder that claimed a `sending` row
+    Column("fields", Text),  # revision 0006: JSON of the merge values its copy is built from
     UniqueConstraint("send_id", "email_key"),
     Index("deliveries_state", "send_id", "state"),
     Index("deliveries_message_id", "message_id"),

@@ -28,7 +28,7 @@ from functools import partial
 from itertools import islice
 from operator import itemgetter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -84,7 +84,14 @@ RETRIES = 8  # a batch's transaction is run again this often after a lost Postgr
 STALE_ERROR = "the sending process stopped before the transport answered"
 LEFT_ERROR = "left the audience; not sent"
 # Columns of `deliveries` that came from a contact list, blanked by `forget`.
-PERSONAL = {"email": "", "first_name": "", "last_name": "", "ward": "", "error": None}
+PERSONAL = {
+    "email": "",
+    "first_name": "",
+    "last_name": "",
+    "ward": "",
+    "error": None,
+    "fields": None,
+}
 
 D = schema.deliveries
 S = schema.sends
@@ -163,6 +170,7 @@ class DeliveryRow(_Fields):
     last_clicked_at: str | None
     cause: str | None = None
     lease: str | None = None  # the holder that claimed it (revision 0005)
+    fields: str | None = None  # JSON of its merge values (revision 0006)
 
     @property
     def suppressed(self) -> bool:
@@ -186,6 +194,7 @@ class Claimed(NamedTuple):
     id: int
     email: str
     email_key: str
+    fields: str | None = None  # JSON of the merge values queued with it (revision 0006)
 
 
 # `Claimed._make` without a Python call per row: the sending thread shares the GIL with the
@@ -405,7 +414,40 @@ SQLITE_EVENT_STATEMENTS = {
 }
 
 
-def _copy_recipients(c: Connection, send_id: int, contacts: Iterable, now: str) -> int:
+def _pending_rows(c: Connection, send_id: int, page: int = 10_000) -> Iterator[Any]:
+    """(id, email_key) of a send's pending rows, read a page at a time: a million-row send's
+    are never all in memory (issue 13)."""
+    after = 0
+    while True:
+        rows = c.execute(
+            select(D.c.id, D.c.email_key)
+            .where(D.c.send_id == send_id, D.c.state == State.PENDING, D.c.id > after)
+            .order_by(D.c.id)
+            .limit(page)
+        ).all()
+        yield from rows
+        if len(rows) < page:
+            return
+        after = rows[-1].id
+
+
+def _merge_values(fields: Sequence[str]) -> Callable[[Any], str | None]:
+    """A contact → JSON of its non-empty values of `fields` (None without fields)."""
+    if not fields:
+        return lambda contact: None
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    keys = tuple(fields)
+
+    def merge(contact) -> str:
+        get = contact.fields.get
+        return dumps({key: value for key in keys if (value := get(key))})
+
+    return merge
+
+
+def _copy_recipients(
+    c: Connection, send_id: int, contacts: Iterable, now: str, merge: Callable[[Any], str | None]
+) -> int:
     """PostgreSQL's queueing: COPY the audience into a temporary table (streamed, so memory
     stays flat), then one INSERT … SELECT … ON CONFLICT DO NOTHING. Row by row, even pipelined,
     100,000 recipients took seconds longer (bench/ledger_insert.py, docs/ledger-plan.md §7).
@@ -417,7 +459,15 @@ def _copy_recipients(c: Connection, send_id: int, contacts: Iterable, now: str) 
         with cursor.copy(PG_COPY_INCOMING) as copy:
             for position, p in enumerate(contacts):
                 copy.write_row(
-                    (position, p.email, p.email.lower(), p.first_name, p.last_name, p.get("ward"))
+                    (
+                        position,
+                        p.email,
+                        p.email.lower(),
+                        p.first_name,
+                        p.last_name,
+                        p.get("ward"),
+                        merge(p),
+                    )
                 )
         cursor.execute(PG_QUEUE_INCOMING, (send_id, now, now))
         added = max(cursor.rowcount, 0)
@@ -433,16 +483,18 @@ def _copy_recipients(c: Connection, send_id: int, contacts: Iterable, now: str) 
 
 PG_INCOMING = """
 CREATE TEMPORARY TABLE incoming_recipients (
-    position bigint, email text, email_key text, first_name text, last_name text, ward text
+    position bigint, email text, email_key text, first_name text, last_name text, ward text,
+    fields text
 ) ON COMMIT DROP
 """
 PG_COPY_INCOMING = """
-COPY incoming_recipients (position, email, email_key, first_name, last_name, ward) FROM STDIN
+COPY incoming_recipients (position, email, email_key, first_name, last_name, ward, fields)
+FROM STDIN
 """
 PG_QUEUE_INCOMING = """
-INSERT INTO deliveries (send_id, email, email_key, first_name, last_name, ward, created_at,
-                        updated_at)
-SELECT %s, email, email_key, first_name, last_name, ward, %s, %s
+INSERT INTO deliveries (send_id, email, email_key, first_name, last_name, ward, fields,
+                        created_at, updated_at)
+SELECT %s, email, email_key, first_name, last_name, ward, fields, %s, %s
 FROM incoming_recipients ORDER BY position
 ON CONFLICT DO NOTHING
 """
@@ -497,8 +549,8 @@ WHERE d.id = v.id
 # gives up the GIL and must win it back from the request threads building JSON, so fewer,
 # bigger calls cost the send less than SQLAlchemy's one bind parameter per id did.
 SQLITE_PICK = """
-SELECT json_group_array(json_array(id, email, email_key)) FROM (
-    SELECT id, email, email_key FROM deliveries
+SELECT json_group_array(json_array(id, email, email_key, fields)) FROM (
+    SELECT id, email, email_key, fields FROM deliveries
     WHERE send_id = ? AND state = ? AND id > ? ORDER BY id LIMIT ?)
 """
 # Under BEGIN IMMEDIATE, the pending rows in (after, last] are exactly those SQLITE_PICK read.
@@ -511,7 +563,7 @@ UPDATE deliveries SET state = %s, updated_at = %s, lease = %s
 WHERE id = ANY(ARRAY(
     SELECT id FROM deliveries WHERE send_id = %s AND state = %s AND id > %s
     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED))
-RETURNING id, email, email_key
+RETURNING id, email, email_key, fields
 """
 SQLITE_RECORD = """
 UPDATE deliveries SET state = ?, message_id = COALESCE(?, message_id), error = ?, updated_at = ?
@@ -710,11 +762,17 @@ class Ledger:
 
     # --- queueing and claiming -----------------------------------------------------------
 
-    def add_recipients(self, send_id: int, contacts: Iterable) -> int:
-        """Queue the audience as pending; recipients already recorded are left as they are."""
+    def add_recipients(self, send_id: int, contacts: Iterable, fields: Sequence[str] = ()) -> int:
+        """Queue the audience as pending; recipients already recorded are left as they are.
+
+        `contacts` is read once, in chunks (a generator keeps a million-row send's memory
+        flat). With `fields`, each row keeps those of its contact's values as JSON, what its
+        copy is built from (`Claimed.fields`).
+        """
         if self.is_purged(send_id):
             raise InputError(purged_text(send_id))
         now = utcnow()
+        merge = _merge_values(fields)
         columns = (
             "send_id",
             "email",
@@ -724,33 +782,47 @@ class Ledger:
             "ward",
             "created_at",
             "updated_at",
+            "fields",  # the table's order: the driver takes them positionally
         )
         statement = self._insert_ignore(D).values({name: bindparam(name) for name in columns})
         added = 0
         with self.transaction() as c:
             if not self.sqlite:
-                return _copy_recipients(c, send_id, contacts, now)
+                return _copy_recipients(c, send_id, contacts, now, merge)
             # Straight to the driver's executemany with plain tuples: SQLAlchemy's per-row
             # parameter handling costs a third more on 100,000 rows (bench/ledger_insert.py).
             compiled = statement.compile(dialect=c.dialect)
             positional = bool(compiled.positional)
             assert not positional or tuple(compiled.positiontup or ()) == columns
-            for chunk in _chunks(contacts, CHUNK):
-                rows = [
-                    (
-                        send_id,
-                        p.email,
-                        p.email.lower(),
-                        p.first_name,
-                        p.last_name,
-                        p.get("ward"),
-                        now,
-                        now,
+            rows_of = (
+                (
+                    send_id,
+                    p.email,
+                    p.email.lower(),
+                    p.first_name,
+                    p.last_name,
+                    p.get("ward"),
+                    now,
+                    now,
+                    merge(p),
+                )
+                for p in contacts
+            )
+            # On the driver's cursor: a result of SQLAlchemy's keeps its chunk in a reference
+            # cycle, which can outlive many chunks (a million-row send's memory, issue 13).
+            cursor = c.connection.driver_connection.cursor()
+            try:
+                # A chunk's rows held, not its contacts, and not the chunk before (`_chunks`
+                # would keep it while reading the next).
+                while rows := list(islice(rows_of, CHUNK)):
+                    params = (
+                        rows if positional else [dict(zip(columns, r, strict=True)) for r in rows]
                     )
-                    for p in chunk
-                ]
-                params = rows if positional else [dict(zip(columns, r, strict=True)) for r in rows]
-                added += max(c.exec_driver_sql(str(compiled), params).rowcount, 0)
+                    cursor.executemany(str(compiled), params)
+                    added += max(cursor.rowcount, 0)
+                    del rows, params  # before the next chunk is read: one chunk held, not two
+            finally:
+                cursor.close()
         return added
 
     queue = add_recipients
@@ -794,12 +866,7 @@ class Ledger:
         come back, a later resume adds them again.
         """
         with self.transaction() as c:
-            rows = c.execute(
-                select(D.c.id, D.c.email_key).where(
-                    D.c.send_id == send_id, D.c.state == State.PENDING
-                )
-            ).all()
-            gone = [r.id for r in rows if r.email_key not in keys]
+            gone = [r.id for r in _pending_rows(c, send_id) if r.email_key not in keys]
             for chunk in _chunks(gone, IN_CHUNK):
                 # A stray event matched by address pins a row (events.delivery_id): keep it.
                 c.execute(
@@ -830,13 +897,8 @@ class Ledger:
             reasons = dict(c.execute(select(X.c.email_hash, X.c.reason)).all())
             if not reasons:
                 return 0
-            pending = c.execute(
-                select(D.c.id, D.c.email_key).where(
-                    D.c.send_id == send_id, D.c.state == State.PENDING
-                )
-            ).all()
             grouped: dict[str, list[int]] = defaultdict(list)
-            for row in pending:
+            for row in _pending_rows(c, send_id):
                 found = [reasons[h] for h in self.hashes(row.email_key) if h in reasons]
                 if found:
                     grouped[found[0]].append(row.id)
@@ -1019,7 +1081,7 @@ class Ledger:
                     self._renew(c, send_id, lease)
                 if attempt and lease is not None:
                     mine = c.execute(
-                        select(D.c.id, D.c.email, D.c.email_key)
+                        select(D.c.id, D.c.email, D.c.email_key, D.c.fields)
                         .where(
                             D.c.send_id == send_id,
                             D.c.state == State.SENDING,
@@ -1029,7 +1091,7 @@ class Ledger:
                     ).all()
                     orphans = [r for r in mine if r.id not in in_flight]
                     if orphans:
-                        return [Claimed(r.id, r.email, r.email_key) for r in orphans]
+                        return [Claimed(r.id, r.email, r.email_key, r.fields) for r in orphans]
                 return self._claim(c, send_id, limit, after, lease)
 
         started = time.monotonic()
