@@ -15,9 +15,10 @@ import socket
 import threading
 import time
 import urllib.error
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from html import escape, unescape
+from json.encoder import encode_basestring_ascii
 
 from bulletin.config import Settings
 from bulletin.contacts import Contact
@@ -45,6 +46,7 @@ MAX_SUBSTITUTION_BYTES = 10_000
 MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_REQUEST_BYTES = 30_000_000  # "less than 30MB": the decimal, stricter reading
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 # custom_args as large as a send can make them (send.py: the send's and the delivery's ids).
 LARGEST_CUSTOM_ARGS = {"bulletin_send": "9" * 12, "bulletin_delivery": "9" * 15}
 _ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
@@ -86,20 +88,8 @@ class Keys:
         names = self.html if kind == "h" else self.text
         return "".join(p if isinstance(p, str) else names[p] for p in parts)
 
-    def substitutions(self, values: Sequence[str]) -> dict[str, str]:
-        substitutions = {key: values[i] for i, key in self.text.items()}
-        for i, key in self.html.items():  # a loop, not a second dict to merge: 25% less
-            substitutions[key] = escape(values[i])
-        return substitutions
-
 
 # --- limits: one rule for `check` and for the transport (issue 19) --------------------------
-
-
-def substitution_bytes(keys: Keys, substitutions: dict[str, str]) -> int:
-    """What SendGrid counts against its 10,000 bytes: every key and every value, in UTF-8."""
-    joined = "".join(substitutions.values())
-    return keys.key_bytes + (len(joined) if joined.isascii() else len(joined.encode()))
 
 
 def substitution_error(size: int) -> str | None:
@@ -132,13 +122,15 @@ def keys_error(keys: Keys) -> str | None:
 
 
 def request_groups(
-    base: int, sizes: Sequence[int], limit: int = MAX_REQUEST_BYTES
+    base: int, sizes: Sequence[int], limit: int | None = None
 ) -> tuple[list[list[int]], list[int]]:
-    """Personalizations (by index, of JSON sizes `sizes`) grouped into requests under `limit`.
+    """Personalizations (by index, of JSON sizes `sizes`) grouped into requests under `limit`
+    (default MAX_REQUEST_BYTES).
 
     `base` is the size of the request without them. Returns the groups and the indexes that
     would not fit in a request even alone.
     """
+    limit = MAX_REQUEST_BYTES if limit is None else limit
     groups: list[list[int]] = []
     alone: list[int] = []
     current: list[int] = []
@@ -155,16 +147,6 @@ def request_groups(
     if current:
         groups.append(current)
     return groups, alone
-
-
-def _size_bound(personalization: dict, substitution_bytes: int) -> int:
-    """A cheap upper bound of a personalization's JSON size (\\uXXXX: ≤ 6 bytes a byte)."""
-    to = personalization["to"][0]
-    strings = len(to["email"]) + len(to.get("name", "")) + len(personalization.get("subject", ""))
-    headers = personalization.get("headers") or {}
-    strings += sum(map(len, headers.values())) + sum(map(len, personalization["custom_args"]))
-    strings += sum(map(len, personalization["custom_args"].values()))
-    return 6 * substitution_bytes + 12 * strings + 512
 
 
 def request_size(body: dict) -> int:
@@ -204,11 +186,10 @@ def limit_problems(
         url = unsubscribe_url(public, make_token("x", 10**12 - 1, 10**15 - 1, contact.email))
         link = _longest_feedback_url(compiled, public, contact)
         item = Outgoing(0, contact, url, LARGEST_CUSTOM_ARGS, feedback_url=link)
-        personalization, error, size = template.personalization(keys, item)
-        if error is None and base + _size_bound(personalization, size) > MAX_REQUEST_BYTES:
-            size = len(json.dumps(personalization))
-            if request_groups(base, [size])[1]:
-                error = f"too large for one SendGrid request ({base + size:,} bytes, limit 30 MB)"
+        personalization, error, _ = template.personalization(keys, item)
+        if error is None and request_groups(base, [len(personalization)])[1]:
+            size = len(personalization)
+            error = f"too large for one SendGrid request ({base + size:,} bytes, limit 30 MB)"
         if error:
             warnings.append(Problem(contact.file, contact.line, f"{error}; it will not be sent"))
     return problems, warnings
@@ -316,39 +297,148 @@ class RequestTemplate:
 
     def personalization(
         self, keys: Keys, item: Outgoing, subject: str = ""
-    ) -> tuple[dict | None, str | None, int]:
-        """One recipient's personalization, or why SendGrid would refuse it; and its
-        substitutions' size."""
-        # Once per recipient, 100,000 times a send: kept lean (issue 7 profile).
-        substitutions = keys.substitutions(
-            self.compiled.values(item.contact, item.unsubscribe_url, item.feedback_url)
-        )
-        size = substitution_bytes(keys, substitutions)
-        error = substitution_error(size)
-        if error:
-            return None, error, size
-        email, name = item.contact.email, item.contact.name
-        if has_line_break(email + name):
-            return None, "line break in the name or address", size
-        custom_args = {k: str(v) for k, v in item.custom_args.items()}
-        if sum(map(len, custom_args)) + sum(map(len, custom_args.values())) > 1000:  # else small
-            error = custom_args_error(custom_args)
+    ) -> tuple[str | None, str | None, int]:
+        """One recipient's personalization as JSON text, or why SendGrid would refuse it; and
+        its substitutions' size."""
+        return next(self.personalizations(keys, [item], subject))[1:]
+
+    def personalizations(
+        self, keys: Keys, batch: Sequence[Outgoing], subject: str = ""
+    ) -> Iterator[tuple[Outgoing, str | None, str | None, int]]:
+        """(item, personalization, error, substitution bytes) for each recipient of `batch`.
+
+        The personalization is the JSON text `json.dumps` writes for the dict SendGrid's
+        reference describes, byte for byte (tests/test_sendgrid_requests.py builds both), made
+        from fragments: 100,000 times a send, a dict and its json.dumps cost twice as much.
+        Each recipient's substitution values are joined by NULs, HTML-escaped and encoded in one
+        call each, then cut apart at the encoded NULs; a value holding a NUL or a backslash
+        (whose escape could look like one) takes the long way, one value at a time.
+        """
+        values_of = self.compiled.values
+        text_slots, html_slots = self.text_slots, self.html_slots
+        names = [keys.text[i] for i in text_slots] + [keys.html[i] for i in html_slots]
+        count, key_bytes = len(names), keys.key_bytes
+        named = [f'"{name}": ' for name in names]  # keys are [~A-Za-z0-9_-]: nothing to escape
+        # '"~t0_…~": ', then '", "~t1_…~": "', …: what surrounds the encoded values, which
+        # each bring one quote: the first its opening one, the last its closing one.
+        frame: list[str] = [""] * (2 * count)
+        frame[0::2] = named[:1] + [f'", {n}"' for n in named[1:]]
+        request_subject = subject or keys.fill(self.compiled.subject, "t")
+        for item in batch:
+            contact = item.contact
+            values = values_of(contact, item.unsubscribe_url, item.feedback_url)
+            text = [values[i] for i in text_slots]
+            html = [escape(_NUL.join([values[i] for i in html_slots]))] if html_slots else []
+            joined = _NUL.join(text + html)
+            size = key_bytes + len(joined if joined.isascii() else joined.encode()) - count + 1
+            if not count:
+                size, substitutions = key_bytes, ""
+            elif joined.count(_NUL) == count - 1 and "\\" not in joined:
+                frame[1::2] = _encode(joined).split(_ENCODED_NUL)
+                substitutions = "".join(frame)
+            else:  # the long way: no NUL or backslash to confuse with the ones joining values
+                substitution_values = text + [escape(values[i]) for i in html_slots]
+                size = key_bytes + len("".join(substitution_values).encode())
+                substitutions = ", ".join(
+                    map(str.__add__, named, map(_encode, substitution_values))
+                )
+            if size > MAX_SUBSTITUTION_BYTES:
+                yield item, None, substitution_error(size), size
+                continue
+            email, name = contact.email, contact.name
+            if has_line_break(email + name):
+                yield item, None, "line break in the name or address", size
+                continue
+            custom_args = {k: str(v) for k, v in item.custom_args.items()}
+            small = sum(map(len, custom_args)) + sum(map(len, custom_args.values())) <= 1000
+            error = None if small else custom_args_error(custom_args)
             if error:
-                return None, error, size
-        to = {"email": email}
-        if name:
-            to["name"] = name
-        personalization = {"to": [to], "substitutions": substitutions, "custom_args": custom_args}
-        if item.unsubscribe_url:
-            personalization["headers"] = {
-                "List-Unsubscribe": f"<{item.unsubscribe_url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            }
-        if item.subject_prefix:
-            personalization["subject"] = item.subject_prefix + (
-                subject or keys.fill(self.compiled.subject, "t")
+                yield item, None, error, size
+                continue
+            extra = ""
+            if item.unsubscribe_url:
+                extra = _HEADERS % _encode(f"<{item.unsubscribe_url}>")
+            if item.subject_prefix:
+                extra += ', "subject": ' + _encode(item.subject_prefix + request_subject)
+            personalization = _PERSONALIZATION % (
+                _encode(email),
+                ', "name": ' + _encode(name) if name else "",
+                substitutions,
+                ", ".join([f"{_encode(k)}: {_encode(v)}" for k, v in custom_args.items()]),
+                extra,
             )
-        return personalization, None, size
+            yield item, personalization, None, size
+
+    def requests(
+        self, keys: Keys, batch: Sequence[Outgoing]
+    ) -> tuple[list[Outcome], list[tuple[list[Outgoing], str]]]:
+        """The outcomes of the recipients SendGrid would refuse, and the requests for the others
+        (nearly always one): the recipients each carries and its JSON text, byte for byte
+        what `json.dumps(dict(body, personalizations=[…]))` writes."""
+        body = self.body(keys)
+        outcomes: list[Outcome] = []
+        personalizations: list[str] = []
+        included: list[Outgoing] = []
+        for item, personalization, error, _ in self.personalizations(keys, batch, body["subject"]):
+            if error:
+                outcomes.append(Outcome(item.delivery_id, State.FAILED, error=error))
+            else:
+                personalizations.append(personalization)
+                included.append(item)
+        if not personalizations:
+            return outcomes, []
+        head = json.dumps(body)
+        base = len(head) + len(', "personalizations": []')
+        sizes = list(map(len, personalizations))
+        if base + sum(sizes) + len(sizes) <= MAX_REQUEST_BYTES:  # nearly always
+            groups = [range(len(personalizations))]
+        else:
+            groups, alone = request_groups(base, sizes)
+            for index in alone:
+                outcomes.append(
+                    Outcome(
+                        included[index].delivery_id,
+                        State.FAILED,
+                        error=f"too large for one SendGrid request ({base + sizes[index]:,} "
+                        "bytes, limit 30 MB)",
+                    )
+                )
+        head = head[:-1] + ', "personalizations": ['
+        requests = [
+            (
+                [included[i] for i in group],
+                head + ", ".join([personalizations[i] for i in group]) + "]}",
+            )
+            for group in groups
+        ]
+        return outcomes, requests
+
+
+# A personalization as json.dumps writes {"to": [{"email", "name"?}], "substitutions",
+# "custom_args", "headers"?, "subject"?} (default separators, ASCII).
+_PERSONALIZATION = '{"to": [{"email": %s%s}], "substitutions": {%s}, "custom_args": {%s}%s}'
+_HEADERS = (
+    ', "headers": {"List-Unsubscribe": %s, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}'
+)
+_NUL, _ENCODED_NUL = "\x00", "\\u0000"
+_encode = encode_basestring_ascii  # how json.dumps writes a str (its C encoder)
+
+
+class _RequestText(str):
+    """A request's JSON text, for python_http_client: `encode` gives bytes whose str() is
+    their size. The client formats its DEBUG line with the whole body, whatever the log level
+    (`'PAYLOAD: {data}'.format(data=request.data)`): the repr of a megabyte of bytes, 8 ms a
+    request, with the recipients' addresses in it."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return _RequestBytes(str.encode(self, encoding, errors))
+
+
+class _RequestBytes(bytes):
+    def __str__(self) -> str:
+        return f"<{len(self):,} bytes of JSON>"
+
+    __repr__ = __str__
 
 
 def tracking_settings(settings: Settings) -> dict:
@@ -416,6 +506,10 @@ class SendGridTransport:
 
         self._client = SendGridAPIClient(api_key=self.settings.sendgrid_api_key, host=self.url)
         self._client.client.timeout = self.settings.timeout
+        # The body goes as the JSON text we wrote (python_http_client json.dumps a body only
+        # when the Content-Type is exactly application/json); the charset is what SendGrid's
+        # own C# library sends, and the text is ASCII.
+        self._client.client.request_headers["Content-Type"] = JSON_CONTENT_TYPE
 
     def close(self) -> None:
         self._client = None
@@ -432,46 +526,19 @@ class SendGridTransport:
         error = keys_error(keys)
         if error:
             raise Unsent(f"{compiled.message.shown}: {error}")
-        body = template.body(keys)
-        outcomes: list[Outcome] = []
-        personalizations, included, bound = [], [], 0
-        for item in batch:
-            personalization, error, size = template.personalization(keys, item, body["subject"])
-            if error:
-                outcomes.append(Outcome(item.delivery_id, State.FAILED, error=error))
-            else:
-                personalizations.append(personalization)
-                included.append(item)
-                bound += _size_bound(personalization, size)
-        if not personalizations:
-            return outcomes
-        base = request_size(body) + len(', "personalizations": []')
-        if base + bound <= MAX_REQUEST_BYTES:  # nearly always: no need to measure
-            groups = [list(range(len(personalizations)))]
-        else:
-            sizes = [len(json.dumps(p)) for p in personalizations]
-            groups, alone = request_groups(base, sizes)
-            for index in alone:
-                outcomes.append(
-                    Outcome(
-                        included[index].delivery_id,
-                        State.FAILED,
-                        error=f"too large for one SendGrid request ({base + sizes[index]:,} "
-                        "bytes, limit 30 MB)",
-                    )
-                )
-        for group in groups:
-            request = dict(body, personalizations=[personalizations[i] for i in group])
+        outcomes, requests = template.requests(keys, batch)
+        for items, request in requests:
             try:
                 state, message_id, error = self._post(request)
             except Unsent as stop:
                 stop.outcomes = outcomes  # recipients finished before the transport stopped
                 raise
-            outcomes += [Outcome(included[i].delivery_id, state, message_id, error) for i in group]
+            outcomes += [Outcome(item.delivery_id, state, message_id, error) for item in items]
         return outcomes
 
-    def _post(self, body: dict) -> tuple[State, str | None, str | None]:
-        """Send one request, retrying only when SendGrid certainly did not accept it."""
+    def _post(self, body: str) -> tuple[State, str | None, str | None]:
+        """Send one request (its JSON text), retrying only when SendGrid certainly did not
+        accept it."""
         from python_http_client import exceptions
 
         attempt = 0
@@ -481,7 +548,7 @@ class SendGridTransport:
             if self.waiter.interrupted:
                 return State.PENDING, None, None  # Ctrl-C: certainly not sent
             try:
-                response = self._client.client.mail.send.post(request_body=body)
+                response = self._client.client.mail.send.post(request_body=_RequestText(body))
             except exceptions.HTTPError as error:
                 status = error.status_code
                 detail = _error_text(error)
