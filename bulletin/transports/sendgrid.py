@@ -308,40 +308,29 @@ class RequestTemplate:
         """(item, personalization, error, substitution bytes) for each recipient of `batch`.
 
         The personalization is the JSON text `json.dumps` writes for the dict SendGrid's
-        reference describes, byte for byte (tests/test_sendgrid_requests.py builds both), made
-        from fragments: 100,000 times a send, a dict and its json.dumps cost twice as much.
-        Each recipient's substitution values are joined by NULs, HTML-escaped and encoded in one
-        call each, then cut apart at the encoded NULs; a value holding a NUL or a backslash
-        (whose escape could look like one) takes the long way, one value at a time.
+        reference describes, byte for byte (tests/test_sendgrid_requests.py builds both).
+        100,000 times a send, that dict and its json.dumps cost twice as much as this: a
+        recipient's strings (address, name, substitution values, custom_args, unsubscribe
+        header, subject) are joined by backquotes, encoded in one call and cut apart again,
+        then set into a frame of the JSON around them, made once per shape of personalization.
+        A recipient whose strings hold a backquote takes the long way: one encoding a string.
         """
         values_of = self.compiled.values
         text_slots, html_slots = self.text_slots, self.html_slots
+        count, key_bytes = len(text_slots) + len(html_slots), keys.key_bytes
         names = [keys.text[i] for i in text_slots] + [keys.html[i] for i in html_slots]
-        count, key_bytes = len(names), keys.key_bytes
-        named = [f'"{name}": ' for name in names]  # keys are [~A-Za-z0-9_-]: nothing to escape
-        # '"~t0_…~": ', then '", "~t1_…~": "', …: what surrounds the encoded values, which
-        # each bring one quote: the first its opening one, the last its closing one.
-        frame: list[str] = [""] * (2 * count)
-        frame[0::2] = named[:1] + [f'", {n}"' for n in named[1:]]
         request_subject = subject or keys.fill(self.compiled.subject, "t")
+        frames: dict[tuple, tuple[list[str], int]] = {}
         for item in batch:
             contact = item.contact
             values = values_of(contact, item.unsubscribe_url, item.feedback_url)
             text = [values[i] for i in text_slots]
-            html = [escape(_NUL.join([values[i] for i in html_slots]))] if html_slots else []
-            joined = _NUL.join(text + html)
-            size = key_bytes + len(joined if joined.isascii() else joined.encode()) - count + 1
-            if not count:
-                size, substitutions = key_bytes, ""
-            elif joined.count(_NUL) == count - 1 and "\\" not in joined:
-                frame[1::2] = _encode(joined).split(_ENCODED_NUL)
-                substitutions = "".join(frame)
-            else:  # the long way: no NUL or backslash to confuse with the ones joining values
-                substitution_values = text + [escape(values[i]) for i in html_slots]
-                size = key_bytes + len("".join(substitution_values).encode())
-                substitutions = ", ".join(
-                    map(str.__add__, named, map(_encode, substitution_values))
-                )
+            html = [escape(_SEPARATOR.join([values[i] for i in html_slots]))] if html_slots else []
+            substitutions = _SEPARATOR.join(text + html)  # `count` values, apart
+            size = key_bytes + (
+                len(substitutions) if substitutions.isascii() else len(substitutions.encode())
+            )
+            size -= max(count - 1, 0)  # the separators
             if size > MAX_SUBSTITUTION_BYTES:
                 yield item, None, substitution_error(size), size
                 continue
@@ -349,25 +338,39 @@ class RequestTemplate:
             if has_line_break(email + name):
                 yield item, None, "line break in the name or address", size
                 continue
-            custom_args = {k: str(v) for k, v in item.custom_args.items()}
-            small = sum(map(len, custom_args)) + sum(map(len, custom_args.values())) <= 1000
-            error = None if small else custom_args_error(custom_args)
-            if error:
-                yield item, None, error, size
-                continue
-            extra = ""
-            if item.unsubscribe_url:
-                extra = _HEADERS % _encode(f"<{item.unsubscribe_url}>")
-            if item.subject_prefix:
-                extra += ', "subject": ' + _encode(item.subject_prefix + request_subject)
-            personalization = _PERSONALIZATION % (
-                _encode(email),
-                ', "name": ' + _encode(name) if name else "",
-                substitutions,
-                ", ".join([f"{_encode(k)}: {_encode(v)}" for k, v in custom_args.items()]),
-                extra,
+            custom_args = item.custom_args
+            shape = (
+                bool(name),
+                tuple(custom_args),
+                bool(item.unsubscribe_url),
+                item.subject_prefix != "",
             )
-            yield item, personalization, None, size
+            frame = frames.get(shape)
+            if frame is None:
+                frame = frames[shape] = _frame(names, *shape)
+            arguments = list(map(str, custom_args.values()))
+            if 6 * sum(map(len, arguments)) + frame[1] >= MAX_CUSTOM_ARGS_BYTES:  # else small
+                error = custom_args_error(dict(zip(custom_args, arguments, strict=True)))
+                if error:
+                    yield item, None, error, size
+                    continue
+            head = [email, name] if name else [email]
+            tail = arguments
+            if item.unsubscribe_url:
+                tail.append(f"<{item.unsubscribe_url}>")
+            if item.subject_prefix:
+                tail.append(item.subject_prefix + request_subject)
+            pieces, _ = frame
+            joined = _SEPARATOR.join([*head, substitutions, *tail] if count else head + tail)
+            if joined.count(_SEPARATOR) == len(pieces) // 2 - 1:
+                pieces[1::2] = _encode(joined).split(_SEPARATOR)
+            else:  # the long way: a string holds a backquote
+                html = [escape(values[i]) for i in html_slots]
+                encoded = [_encode(string)[1:-1] for string in head + text + html + tail]
+                encoded[0] = '"' + encoded[0]
+                encoded[-1] += '"'
+                pieces[1::2] = encoded
+            yield item, "".join(pieces), None, size
 
     def requests(
         self, keys: Keys, batch: Sequence[Outgoing]
@@ -414,13 +417,54 @@ class RequestTemplate:
         return outcomes, requests
 
 
-# A personalization as json.dumps writes {"to": [{"email", "name"?}], "substitutions",
-# "custom_args", "headers"?, "subject"?} (default separators, ASCII).
-_PERSONALIZATION = '{"to": [{"email": %s%s}], "substitutions": {%s}, "custom_args": {%s}%s}'
-_HEADERS = (
-    ', "headers": {"List-Unsubscribe": %s, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}'
-)
-_NUL, _ENCODED_NUL = "\x00", "\\u0000"
+def _frame(
+    names: Sequence[str],
+    has_name: bool,
+    custom_keys: tuple[str, ...],
+    has_unsubscribe: bool,
+    has_subject: bool,
+) -> tuple[list[str], int]:
+    """The JSON text around a personalization's strings, as json.dumps writes the dict
+    {"to": [{"email", "name"?}], "substitutions", "custom_args", "headers"?, "subject"?}
+    (default separators, ASCII): literal text at even indexes, each string's place at the
+    odd ones, where the strings encoded together and cut apart at the separators go. Such
+    a piece brings its own quotes only at the ends; the literals between take the rest.
+
+    And the constant part of a bound of the custom_args' compact UTF-8 JSON size (a
+    character is at most 6 bytes there: \\u001f).
+    """
+    layout: list[str | None] = ['{"to": [{"email": ', None]
+    if has_name:
+        layout += [', "name": ', None]
+    layout.append('}], "substitutions": {')
+    for n, name in enumerate(names):  # keys are [~A-Za-z0-9_-]: nothing to escape
+        layout += [f'{", " if n else ""}"{name}": ', None]
+    layout.append('}, "custom_args": {')
+    for n, key in enumerate(custom_keys):
+        layout += [f"{', ' if n else ''}{_encode(key)}: ", None]
+    layout.append("}")
+    if has_unsubscribe:
+        layout += [
+            ', "headers": {"List-Unsubscribe": ',
+            None,
+            ', "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}',
+        ]
+    if has_subject:
+        layout += [', "subject": ', None]
+    layout.append("}")
+    pieces: list[str] = []
+    literal = ""
+    for part in layout:
+        if part is None:
+            pieces += [f'"{literal}"' if pieces else literal, ""]
+            literal = ""
+        else:
+            literal += part
+    pieces.append(literal)
+    return pieces, 2 + 6 * (len(custom_keys) + sum(map(len, custom_keys)))
+
+
+_SEPARATOR = "`"  # printable, left alone by html.escape and JSON; rare in addresses and names
 _encode = encode_basestring_ascii  # how json.dumps writes a str (its C encoder)
 
 
