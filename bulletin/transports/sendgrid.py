@@ -362,8 +362,9 @@ class RequestTemplate:
                 tail.append(item.subject_prefix + request_subject)
             pieces, _ = frame
             joined = _SEPARATOR.join([*head, substitutions, *tail] if count else head + tail)
-            if joined.count(_SEPARATOR) == len(pieces) // 2 - 1:
-                pieces[1::2] = _encode(joined).split(_SEPARATOR)
+            encoded = _encode(joined).split(_SEPARATOR)  # JSON writes a backquote as it is
+            if len(encoded) * 2 + 1 == len(pieces):
+                pieces[1::2] = encoded
             else:  # the long way: a string holds a backquote
                 html = [escape(values[i]) for i in html_slots]
                 encoded = [_encode(string)[1:-1] for string in head + text + html + tail]
@@ -392,21 +393,20 @@ class RequestTemplate:
             return outcomes, []
         head = json.dumps(body)
         base = len(head) + len(', "personalizations": []')
+        head = head[:-1] + ', "personalizations": ['
         sizes = list(map(len, personalizations))
         if base + sum(sizes) + len(sizes) <= MAX_REQUEST_BYTES:  # nearly always
-            groups = [range(len(personalizations))]
-        else:
-            groups, alone = request_groups(base, sizes)
-            for index in alone:
-                outcomes.append(
-                    Outcome(
-                        included[index].delivery_id,
-                        State.FAILED,
-                        error=f"too large for one SendGrid request ({base + sizes[index]:,} "
-                        "bytes, limit 30 MB)",
-                    )
+            return outcomes, [(included, head + ", ".join(personalizations) + "]}")]
+        groups, alone = request_groups(base, sizes)
+        for index in alone:
+            outcomes.append(
+                Outcome(
+                    included[index].delivery_id,
+                    State.FAILED,
+                    error=f"too large for one SendGrid request ({base + sizes[index]:,} "
+                    "bytes, limit 30 MB)",
                 )
-        head = head[:-1] + ', "personalizations": ['
+            )
         requests = [
             (
                 [included[i] for i in group],
