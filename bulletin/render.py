@@ -143,7 +143,9 @@ class Slots:
         Once per recipient, 100,000 times a send: every slot is first read as a field, then
         our URLs and the links (made of the slots before them) are put in their places.
         """
-        plan = self._plan()
+        plan = self._made
+        if plan is None or plan.count != len(self.keys):
+            plan = self._plan()
         get = contact.fields.get if contact is not None else _NO_FIELDS.get
         out = [get(key) or fallback for key, fallback in self.keys]
         for index in plan.unsubscribe:
@@ -151,8 +153,10 @@ class Slots:
         for index in plan.feedback:
             out[index] = feedback_url
         verdicts = self._verdicts
-        for index, link in plan.links:
-            url = link.format(*out)
+        for index, slot, tail, link in plan.links:
+            # A slot and the text after it (`{{ feedback_url }}&a=useful`): 4 times faster
+            # than str.format.
+            url = link.format(*out) if slot is None else out[slot] + tail
             if not url.startswith(_ALLOWED_PREFIXES):
                 allowed = verdicts.get(url)
                 if allowed is None:  # remembered: a link to "" + "&a=useful" in every dry run
@@ -173,7 +177,7 @@ class Slots:
                 unsubscribe=tuple(i for i, (k, _) in enumerate(self.keys) if k == UNSUBSCRIBE),
                 feedback=tuple(i for i, (k, _) in enumerate(self.keys) if k == FEEDBACK),
                 links=tuple(
-                    (i, pattern(self.links[int(k[len(URL_OF) :])]))
+                    (i, *_slot_and_tail(self.links[int(k[len(URL_OF) :])]))
                     for i, (k, _) in enumerate(self.keys)
                     if k.startswith(URL_OF)
                 ),
@@ -253,7 +257,16 @@ class _SlotPlan:
     count: int  # slots when made
     unsubscribe: tuple[int, ...]
     feedback: tuple[int, ...]
-    links: tuple[tuple[int, str], ...]  # (slot, its parts as a str.format pattern)
+    # (slot, the link's slot and the text after it, or None and "", its str.format pattern)
+    links: tuple[tuple[int, int | None, str, str], ...]
+
+
+def _slot_and_tail(parts: Sequence[Part]) -> tuple[int | None, str, str]:
+    """A link's parts as (slot, tail, pattern): `out[slot] + tail` when the link is one slot
+    and perhaps text after it, else `pattern.format(*out)`."""
+    if parts and isinstance(parts[0], int) and all(isinstance(p, str) for p in parts[1:]):
+        return parts[0], "".join(parts[1:]), pattern(parts)
+    return None, "", pattern(parts)
 
 
 _NO_FIELDS: dict[str, str] = {}

@@ -37,7 +37,7 @@ from bulletin.errors import (
     Problem,
 )
 from bulletin.feedback import feedback_url
-from bulletin.feedback import make_token as make_feedback_token
+from bulletin.feedback import link_maker as feedback_link_maker
 from bulletin.files import open_private
 from bulletin.ledger.keys import purged_text
 from bulletin.ledger.states import State
@@ -47,6 +47,7 @@ from bulletin.tracking import DatabaseError, Tracker
 if TYPE_CHECKING:
     from bulletin.ledger.store import Counts, SendRow
 from bulletin.transports import Outgoing, Transport, Unsent, Waiter, make_transport
+from bulletin.unsubscribe import link_maker as unsubscribe_link_maker
 from bulletin.unsubscribe import make_token, unsubscribe_url
 
 
@@ -417,13 +418,14 @@ def _public(settings: Settings) -> tuple[str, str]:
     return settings.secret or secrets.token_urlsafe(32), settings.public_url or DEV_PUBLIC_URL
 
 
-def _feedback_link(
-    compiled, secret: str, base: str, send_id: int, delivery_id: int, contact: Contact
-) -> str:
-    """This delivery's signed "Was this useful?" link (issue 18); none if the message asks not."""
+def _feedback_links(
+    compiled, secret: str, base: str, send_id: int
+) -> Callable[[int, str], str] | None:
+    """`link(delivery_id, email)`: a delivery's signed "Was this useful?" link (issue 18);
+    None if the message asks not."""
     if compiled.message.feedback is None:
-        return ""
-    return feedback_url(base, make_feedback_token(secret, send_id, delivery_id, contact.email))
+        return None
+    return feedback_link_maker(secret, base, send_id)
 
 
 def dry_run(plan: Plan, settings: Settings) -> Report:
@@ -895,6 +897,9 @@ def _batch(
     """The messages of one claimed batch, and the outcomes of rows that cannot be sent."""
     items: list[Outgoing] = []
     outcomes: Outcomes = []
+    unsubscribe_link = unsubscribe_link_maker(secret, base, send_id)
+    feedback_link = _feedback_links(compiled, secret, base, send_id)
+    send = str(send_id)
     for row in claimed:
         contact = _contact_for(row, by_key)
         if contact is None:
@@ -902,14 +907,15 @@ def _batch(
                 (row.id, State.FAILED, None, "no longer in the audience or the contact lists")
             )
             continue
-        token = make_token(secret, send_id, row.id, contact.email)
+        email = contact.email
         items.append(
             Outgoing(
                 row.id,
                 contact,
-                unsubscribe_url(base, token),
-                {"bulletin_send": str(send_id), "bulletin_delivery": str(row.id)},
-                feedback_url=_feedback_link(compiled, secret, base, send_id, row.id, contact),
+                unsubscribe_link(row.id, email),
+                {"bulletin_send": send, "bulletin_delivery": str(row.id)},
+                "",
+                feedback_link(row.id, email) if feedback_link else "",
             )
         )
     return items, outcomes

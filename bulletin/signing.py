@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+from collections.abc import Callable
 from functools import lru_cache
 
 _BLOCK = 64  # SHA-256's block size in bytes
@@ -46,7 +47,26 @@ def hmac_sha256(secret: str, message: bytes) -> bytes:
 def delivery_signature(
     purpose: str, secret: str, send_id: int, delivery_id: int, email: str
 ) -> str:
-    message = f"{purpose}:{send_id}:{delivery_id}:{email.strip().lower()}".encode()
-    digest = hmac_sha256(secret, message)[:16]
-    # 16 bytes are 22 base64 characters and "==": the padding cut, as rstrip("=") did.
-    return binascii.b2a_base64(digest, newline=False)[:22].translate(_URLSAFE).decode("ascii")
+    return delivery_signer(purpose, secret, send_id)(delivery_id, email)
+
+
+def delivery_signer(purpose: str, secret: str, send_id: int) -> Callable[[int, str], str]:
+    """`sign(delivery_id, email)`: delivery_signature for one purpose, secret and send.
+
+    For a batch: the inner state has already taken `PURPOSE:SEND:`, and each signature costs
+    one call instead of five.
+    """
+    keyed_inner, outer = _keyed(secret)
+    inner = keyed_inner.copy()
+    inner.update(f"{purpose}:{send_id}:".encode())
+    b2a, urlsafe = binascii.b2a_base64, _URLSAFE
+
+    def sign(delivery_id: int, email: str) -> str:
+        state = inner.copy()
+        state.update(f"{delivery_id}:{email.strip().lower()}".encode())
+        result = outer.copy()
+        result.update(state.digest())
+        # 16 bytes are 22 base64 characters and "==": the padding cut, as rstrip("=") did.
+        return b2a(result.digest()[:16], newline=False)[:22].translate(urlsafe).decode("ascii")
+
+    return sign

@@ -779,6 +779,9 @@ class SendGridStub:
     def _check(self, h: _Handler, raw: bytes) -> tuple[int, bytes, Any]:
         if h.headers.get("Authorization") != f"Bearer {self.api_key}":
             return 401, AUTH_ERROR_BODY, None
+        # The real API has refused a charset too (sendgrid-csharp #910, java-http-client #4).
+        if h.headers.get("Content-Type") != "application/json":
+            return 415, _errors_body("Content-Type should be application/json."), None
         try:
             parsed = json.loads(raw)
         except ValueError:

@@ -268,13 +268,3 @@ def test_the_example_renders_as_before(settings):
         assert (rendered.subject, rendered.html, rendered.text) == reference_render(
             checked.compiled, contact, "https://bulletin.example.org/u?t=1", "f"
         )
-
-
-def test_substitution_bytes_count_utf8_whether_ascii_or_not():
-    from bulletin.transports.sendgrid import Keys, substitution_bytes
-
-    keys = Keys.draw([0, 1], [0], "")
-    for values in (["Ann", "https://example.org/u?t=1"], ["Zoë", "日本"], ["", ""]):
-        substitutions = keys.substitutions(values)
-        expected = keys.key_bytes + len("".join(substitutions.values()).encode())
-        assert substitution_bytes(keys, substitutions) == expected

@@ -179,9 +179,15 @@ def test_wrong_key_is_401(sg: SendGridStub) -> None:
 def test_missing_auth_header_and_bad_json(sg: SendGridStub) -> None:
     url = sg.url + "/v3/mail/send"
     assert requests.post(url, json=mail(), timeout=5).status_code == 401
-    resp = requests.post(url, data=b"{nope", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    json_type = {**auth, "Content-Type": "application/json"}
+    resp = requests.post(url, data=b"{nope", headers=json_type, timeout=5)
     assert resp.status_code == 400
     assert "errors" in resp.json()
+    body = json.dumps(mail()).encode()
+    for other in ("text/plain", "application/json; charset=utf-8"):  # exactly application/json
+        resp = requests.post(url, data=body, headers={**auth, "Content-Type": other}, timeout=5)
+        assert resp.status_code == 415
     assert sg.accepted == []
 
 

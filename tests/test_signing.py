@@ -65,3 +65,23 @@ def test_keyed_suppression_hashes_are_unchanged():
     for email in ("Ann@Example.org", " zoë@bücher.example ", "b@example.net"):
         expected = hmac.new(SECRET.encode(), email_key(email).encode(), hashlib.sha256).hexdigest()
         assert keyed_hash(email, SECRET) == "k1:" + expected
+
+
+def test_a_batchs_links_are_the_links_made_one_at_a_time():
+    """send.py signs a batch with link makers (made once a batch): the same links."""
+    rng = random.Random(2)
+    public = "https://bulletin.example.org/"
+    for send_id in (1, 42, 10**12 - 1):
+        unsubscribe_link = unsubscribe.link_maker(SECRET, public, send_id)
+        feedback_link = feedback.link_maker(SECRET, public, send_id)
+        for _ in range(300):
+            email = rng.choice([" Ann@Example.org ", "zoë@example.org", "b@example.net", ""])
+            delivery_id = rng.randrange(10**15)
+            assert unsubscribe_link(delivery_id, email) == unsubscribe.unsubscribe_url(
+                public, unsubscribe.make_token(SECRET, send_id, delivery_id, email)
+            )
+            assert feedback_link(delivery_id, email) == feedback.feedback_url(
+                public, feedback.make_token(SECRET, send_id, delivery_id, email)
+            )
+            signature = reference("unsubscribe", SECRET, send_id, delivery_id, email)
+            assert unsubscribe_link(delivery_id, email).endswith(f".{signature}")

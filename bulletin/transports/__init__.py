@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import NamedTuple, Protocol
 
 from bulletin.config import Settings
 from bulletin.contacts import Contact
@@ -22,18 +22,21 @@ from bulletin.render import CompiledEmail
 from bulletin.tracking import State
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
+    """One recipient of a batch; a tuple, made 100,000 times a send (a third of a frozen
+    dataclass's cost)."""
+
     delivery_id: int
     contact: Contact
     unsubscribe_url: str
-    custom_args: dict[str, str] = field(default_factory=dict)
+    custom_args: Mapping[str, str] = MappingProxyType({})  # read-only: one shared default
     subject_prefix: str = ""
     feedback_url: str = ""  # the "Was this useful?" page for this delivery (issue 18)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """What became of one recipient; a tuple, made 100,000 times a send."""
+
     delivery_id: int
     state: State
     message_id: str | None = None

@@ -15,9 +15,11 @@ import socket
 import threading
 import time
 import urllib.error
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from html import escape, unescape
+from json.encoder import encode_basestring_ascii
 
 from bulletin.config import Settings
 from bulletin.contacts import Contact
@@ -86,20 +88,8 @@ class Keys:
         names = self.html if kind == "h" else self.text
         return "".join(p if isinstance(p, str) else names[p] for p in parts)
 
-    def substitutions(self, values: Sequence[str]) -> dict[str, str]:
-        substitutions = {key: values[i] for i, key in self.text.items()}
-        for i, key in self.html.items():  # a loop, not a second dict to merge: 25% less
-            substitutions[key] = escape(values[i])
-        return substitutions
-
 
 # --- limits: one rule for `check` and for the transport (issue 19) --------------------------
-
-
-def substitution_bytes(keys: Keys, substitutions: dict[str, str]) -> int:
-    """What SendGrid counts against its 10,000 bytes: every key and every value, in UTF-8."""
-    joined = "".join(substitutions.values())
-    return keys.key_bytes + (len(joined) if joined.isascii() else len(joined.encode()))
 
 
 def substitution_error(size: int) -> str | None:
@@ -132,13 +122,15 @@ def keys_error(keys: Keys) -> str | None:
 
 
 def request_groups(
-    base: int, sizes: Sequence[int], limit: int = MAX_REQUEST_BYTES
+    base: int, sizes: Sequence[int], limit: int | None = None
 ) -> tuple[list[list[int]], list[int]]:
-    """Personalizations (by index, of JSON sizes `sizes`) grouped into requests under `limit`.
+    """Personalizations (by index, of JSON sizes `sizes`) grouped into requests under `limit`
+    (default MAX_REQUEST_BYTES).
 
     `base` is the size of the request without them. Returns the groups and the indexes that
     would not fit in a request even alone.
     """
+    limit = MAX_REQUEST_BYTES if limit is None else limit
     groups: list[list[int]] = []
     alone: list[int] = []
     current: list[int] = []
@@ -155,16 +147,6 @@ def request_groups(
     if current:
         groups.append(current)
     return groups, alone
-
-
-def _size_bound(personalization: dict, substitution_bytes: int) -> int:
-    """A cheap upper bound of a personalization's JSON size (\\uXXXX: ≤ 6 bytes a byte)."""
-    to = personalization["to"][0]
-    strings = len(to["email"]) + len(to.get("name", "")) + len(personalization.get("subject", ""))
-    headers = personalization.get("headers") or {}
-    strings += sum(map(len, headers.values())) + sum(map(len, personalization["custom_args"]))
-    strings += sum(map(len, personalization["custom_args"].values()))
-    return 6 * substitution_bytes + 12 * strings + 512
 
 
 def request_size(body: dict) -> int:
@@ -204,11 +186,10 @@ def limit_problems(
         url = unsubscribe_url(public, make_token("x", 10**12 - 1, 10**15 - 1, contact.email))
         link = _longest_feedback_url(compiled, public, contact)
         item = Outgoing(0, contact, url, LARGEST_CUSTOM_ARGS, feedback_url=link)
-        personalization, error, size = template.personalization(keys, item)
-        if error is None and base + _size_bound(personalization, size) > MAX_REQUEST_BYTES:
-            size = len(json.dumps(personalization))
-            if request_groups(base, [size])[1]:
-                error = f"too large for one SendGrid request ({base + size:,} bytes, limit 30 MB)"
+        personalization, error, _ = template.personalization(keys, item)
+        if error is None and request_groups(base, [len(personalization)])[1]:
+            size = len(personalization)
+            error = f"too large for one SendGrid request ({base + size:,} bytes, limit 30 MB)"
         if error:
             warnings.append(Problem(contact.file, contact.line, f"{error}; it will not be sent"))
     return problems, warnings
@@ -316,39 +297,175 @@ class RequestTemplate:
 
     def personalization(
         self, keys: Keys, item: Outgoing, subject: str = ""
-    ) -> tuple[dict | None, str | None, int]:
-        """One recipient's personalization, or why SendGrid would refuse it; and its
-        substitutions' size."""
-        # Once per recipient, 100,000 times a send: kept lean (issue 7 profile).
-        substitutions = keys.substitutions(
-            self.compiled.values(item.contact, item.unsubscribe_url, item.feedback_url)
-        )
-        size = substitution_bytes(keys, substitutions)
-        error = substitution_error(size)
-        if error:
-            return None, error, size
-        email, name = item.contact.email, item.contact.name
-        if has_line_break(email + name):
-            return None, "line break in the name or address", size
-        custom_args = {k: str(v) for k, v in item.custom_args.items()}
-        if sum(map(len, custom_args)) + sum(map(len, custom_args.values())) > 1000:  # else small
-            error = custom_args_error(custom_args)
-            if error:
-                return None, error, size
-        to = {"email": email}
-        if name:
-            to["name"] = name
-        personalization = {"to": [to], "substitutions": substitutions, "custom_args": custom_args}
-        if item.unsubscribe_url:
-            personalization["headers"] = {
-                "List-Unsubscribe": f"<{item.unsubscribe_url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            }
-        if item.subject_prefix:
-            personalization["subject"] = item.subject_prefix + (
-                subject or keys.fill(self.compiled.subject, "t")
+    ) -> tuple[str | None, str | None, int]:
+        """One recipient's personalization as JSON text, or why SendGrid would refuse it; and
+        its substitutions' size."""
+        return next(self.personalizations(keys, [item], subject))[1:]
+
+    def personalizations(
+        self, keys: Keys, batch: Sequence[Outgoing], subject: str = ""
+    ) -> Iterator[tuple[Outgoing, str | None, str | None, int]]:
+        """(item, personalization, error, substitution bytes) for each recipient of `batch`.
+
+        The personalization is the JSON text `json.dumps` writes for the dict SendGrid's
+        reference describes, byte for byte (tests/test_sendgrid_requests.py builds both).
+        100,000 times a send, that dict and its json.dumps cost twice as much as this: a
+        recipient's strings (address, name, substitution values, custom_args, unsubscribe
+        header, subject) are joined by backquotes, encoded in one call and cut apart again,
+        then set into a frame of the JSON around them, made once per shape of personalization.
+        A recipient whose strings hold a backquote takes the long way: one encoding a string.
+        """
+        values_of = self.compiled.values
+        text_slots, html_slots = self.text_slots, self.html_slots
+        count, key_bytes = len(text_slots) + len(html_slots), keys.key_bytes
+        names = [keys.text[i] for i in text_slots] + [keys.html[i] for i in html_slots]
+        request_subject = subject or keys.fill(self.compiled.subject, "t")
+        frames: dict[tuple, tuple[list[str], int]] = {}
+        for item in batch:
+            contact = item.contact
+            values = values_of(contact, item.unsubscribe_url, item.feedback_url)
+            text = [values[i] for i in text_slots]
+            html = [escape(_SEPARATOR.join([values[i] for i in html_slots]))] if html_slots else []
+            substitutions = _SEPARATOR.join(text + html)  # `count` values, apart
+            size = key_bytes + (
+                len(substitutions) if substitutions.isascii() else len(substitutions.encode())
             )
-        return personalization, None, size
+            size -= max(count - 1, 0)  # the separators
+            if size > MAX_SUBSTITUTION_BYTES:
+                yield item, None, substitution_error(size), size
+                continue
+            email, name = contact.email, contact.name
+            if has_line_break(email + name):
+                yield item, None, "line break in the name or address", size
+                continue
+            custom_args = item.custom_args
+            shape = (
+                bool(name),
+                tuple(custom_args),
+                bool(item.unsubscribe_url),
+                item.subject_prefix != "",
+            )
+            frame = frames.get(shape)
+            if frame is None:
+                frame = frames[shape] = _frame(names, *shape)
+            arguments = list(map(str, custom_args.values()))
+            if 6 * sum(map(len, arguments)) + frame[1] >= MAX_CUSTOM_ARGS_BYTES:  # else small
+                error = custom_args_error(dict(zip(custom_args, arguments, strict=True)))
+                if error:
+                    yield item, None, error, size
+                    continue
+            head = [email, name] if name else [email]
+            tail = arguments
+            if item.unsubscribe_url:
+                tail.append(f"<{item.unsubscribe_url}>")
+            if item.subject_prefix:
+                tail.append(item.subject_prefix + request_subject)
+            pieces, _ = frame
+            joined = _SEPARATOR.join([*head, substitutions, *tail] if count else head + tail)
+            encoded = _encode(joined).split(_SEPARATOR)  # JSON writes a backquote as it is
+            if len(encoded) * 2 + 1 == len(pieces):
+                pieces[1::2] = encoded
+            else:  # the long way: a string holds a backquote
+                html = [escape(values[i]) for i in html_slots]
+                encoded = [_encode(string)[1:-1] for string in head + text + html + tail]
+                encoded[0] = '"' + encoded[0]
+                encoded[-1] += '"'
+                pieces[1::2] = encoded
+            yield item, "".join(pieces), None, size
+
+    def requests(
+        self, keys: Keys, batch: Sequence[Outgoing]
+    ) -> tuple[list[Outcome], list[tuple[list[Outgoing], str]]]:
+        """The outcomes of the recipients SendGrid would refuse, and the requests for the others
+        (nearly always one): the recipients each carries and its JSON text, byte for byte
+        what `json.dumps(dict(body, personalizations=[…]))` writes."""
+        body = self.body(keys)
+        outcomes: list[Outcome] = []
+        personalizations: list[str] = []
+        included: list[Outgoing] = []
+        for item, personalization, error, _ in self.personalizations(keys, batch, body["subject"]):
+            if error:
+                outcomes.append(Outcome(item.delivery_id, State.FAILED, error=error))
+            else:
+                personalizations.append(personalization)
+                included.append(item)
+        if not personalizations:
+            return outcomes, []
+        head = json.dumps(body)
+        base = len(head) + len(', "personalizations": []')
+        head = head[:-1] + ', "personalizations": ['
+        sizes = list(map(len, personalizations))
+        if base + sum(sizes) + len(sizes) <= MAX_REQUEST_BYTES:  # nearly always
+            return outcomes, [(included, head + ", ".join(personalizations) + "]}")]
+        groups, alone = request_groups(base, sizes)
+        for index in alone:
+            outcomes.append(
+                Outcome(
+                    included[index].delivery_id,
+                    State.FAILED,
+                    error=f"too large for one SendGrid request ({base + sizes[index]:,} "
+                    "bytes, limit 30 MB)",
+                )
+            )
+        requests = [
+            (
+                [included[i] for i in group],
+                head + ", ".join([personalizations[i] for i in group]) + "]}",
+            )
+            for group in groups
+        ]
+        return outcomes, requests
+
+
+def _frame(
+    names: Sequence[str],
+    has_name: bool,
+    custom_keys: tuple[str, ...],
+    has_unsubscribe: bool,
+    has_subject: bool,
+) -> tuple[list[str], int]:
+    """The JSON text around a personalization's strings, as json.dumps writes the dict
+    {"to": [{"email", "name"?}], "substitutions", "custom_args", "headers"?, "subject"?}
+    (default separators, ASCII): literal text at even indexes, each string's place at the
+    odd ones, where the strings encoded together and cut apart at the separators go. Such
+    a piece brings its own quotes only at the ends; the literals between take the rest.
+
+    And the constant part of a bound of the custom_args' compact UTF-8 JSON size (a
+    character is at most 6 bytes there: \\u001f).
+    """
+    layout: list[str | None] = ['{"to": [{"email": ', None]
+    if has_name:
+        layout += [', "name": ', None]
+    layout.append('}], "substitutions": {')
+    for n, name in enumerate(names):  # keys are [~A-Za-z0-9_-]: nothing to escape
+        layout += [f'{", " if n else ""}"{name}": ', None]
+    layout.append('}, "custom_args": {')
+    for n, key in enumerate(custom_keys):
+        layout += [f"{', ' if n else ''}{_encode(key)}: ", None]
+    layout.append("}")
+    if has_unsubscribe:
+        layout += [
+            ', "headers": {"List-Unsubscribe": ',
+            None,
+            ', "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}',
+        ]
+    if has_subject:
+        layout += [', "subject": ', None]
+    layout.append("}")
+    pieces: list[str] = []
+    literal = ""
+    for part in layout:
+        if part is None:
+            pieces += [f'"{literal}"' if pieces else literal, ""]
+            literal = ""
+        else:
+            literal += part
+    pieces.append(literal)
+    return pieces, 2 + 6 * (len(custom_keys) + sum(map(len, custom_keys)))
+
+
+_SEPARATOR = "`"  # printable, left alone by html.escape and JSON; rare in addresses and names
+_encode = encode_basestring_ascii  # how json.dumps writes a str (its C encoder)
 
 
 def tracking_settings(settings: Settings) -> dict:
@@ -432,46 +549,19 @@ class SendGridTransport:
         error = keys_error(keys)
         if error:
             raise Unsent(f"{compiled.message.shown}: {error}")
-        body = template.body(keys)
-        outcomes: list[Outcome] = []
-        personalizations, included, bound = [], [], 0
-        for item in batch:
-            personalization, error, size = template.personalization(keys, item, body["subject"])
-            if error:
-                outcomes.append(Outcome(item.delivery_id, State.FAILED, error=error))
-            else:
-                personalizations.append(personalization)
-                included.append(item)
-                bound += _size_bound(personalization, size)
-        if not personalizations:
-            return outcomes
-        base = request_size(body) + len(', "personalizations": []')
-        if base + bound <= MAX_REQUEST_BYTES:  # nearly always: no need to measure
-            groups = [list(range(len(personalizations)))]
-        else:
-            sizes = [len(json.dumps(p)) for p in personalizations]
-            groups, alone = request_groups(base, sizes)
-            for index in alone:
-                outcomes.append(
-                    Outcome(
-                        included[index].delivery_id,
-                        State.FAILED,
-                        error=f"too large for one SendGrid request ({base + sizes[index]:,} "
-                        "bytes, limit 30 MB)",
-                    )
-                )
-        for group in groups:
-            request = dict(body, personalizations=[personalizations[i] for i in group])
+        outcomes, requests = template.requests(keys, batch)
+        for items, request in requests:
             try:
                 state, message_id, error = self._post(request)
             except Unsent as stop:
                 stop.outcomes = outcomes  # recipients finished before the transport stopped
                 raise
-            outcomes += [Outcome(included[i].delivery_id, state, message_id, error) for i in group]
+            outcomes += [Outcome(item.delivery_id, state, message_id, error) for item in items]
         return outcomes
 
-    def _post(self, body: dict) -> tuple[State, str | None, str | None]:
-        """Send one request, retrying only when SendGrid certainly did not accept it."""
+    def _post(self, body: str) -> tuple[State, str | None, str | None]:
+        """Send one request (its JSON text), retrying only when SendGrid certainly did not
+        accept it."""
         from python_http_client import exceptions
 
         attempt = 0
@@ -481,7 +571,7 @@ class SendGridTransport:
             if self.waiter.interrupted:
                 return State.PENDING, None, None  # Ctrl-C: certainly not sent
             try:
-                response = self._client.client.mail.send.post(request_body=body)
+                response = self._send(body)
             except exceptions.HTTPError as error:
                 status = error.status_code
                 detail = _error_text(error)
@@ -523,6 +613,27 @@ class SendGridTransport:
             headers = response.headers
             message_id = headers.get("X-Message-Id") if headers is not None else None
             return State.ACCEPTED, message_id, None
+
+    def _send(self, body: str):
+        """POST one request's JSON text to /v3/mail/send through the `sendgrid` client's
+        python_http_client: its URL, API key and headers, its errors and its Response.
+
+        Its `post` would json.dumps the text again (it takes a str as it is only under
+        another Content-Type, and SendGrid wants exactly application/json), then format its
+        DEBUG line with the whole body, whatever the log level: 8 ms a request of 1,000. So
+        this is the urllib request `post` builds, with our text, sent by the client's own
+        `_make_request`.
+        """
+        from python_http_client.client import Response
+
+        client = self._client.client.mail.send
+        request = urllib.request.Request(
+            client._build_url(None),
+            data=body.encode(),
+            headers={**client.request_headers, "Content-Type": "application/json"},
+            method="POST",
+        )
+        return Response(client._make_request(urllib.request.build_opener(), request))
 
     def _back_off(self, seconds: float) -> bool:
         """Wait `seconds` holding back every request of this transport (a 429 is about the
