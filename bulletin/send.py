@@ -572,11 +572,15 @@ def execute(
             tracker.release_lease(send_id, lease.holder)
 
 
+# Contact fields every delivery row has a column for (the To name and the ward).
+LEDGER_COLUMNS = frozenset({"email", "first_name", "last_name", "ward"})
+
+
 def merge_fields(compiled) -> list[str]:
-    """The contact fields a copy of this message is built from: its placeholders' (layouts
-    included) and the To header's name. Queued with each row (`deliveries.fields`)."""
+    """The contact fields a copy of this message is built from (its placeholders', layouts
+    included) beyond the row's own columns: queued with each row (`deliveries.fields`)."""
     used = {key for key, _ in compiled.slots.keys if not key.startswith("@")}
-    return sorted((used | {"first_name", "last_name"}) - {"email"})  # email: its own column
+    return sorted(used - LEDGER_COLUMNS)  # those are the row's own columns
 
 
 def _to_queue(plan: Plan, known: Container[str]) -> Iterator[Contact]:
@@ -618,8 +622,14 @@ def _contact_for(row, listed) -> Contact | None:
     """The contact a claimed row's copy is built for: from the merge values queued with it."""
     if row.fields is None:
         return listed.get(row.email_key)
-    values = json.loads(row.fields)
-    values["email"] = row.email
+    values = {
+        "email": row.email,
+        "first_name": row.first_name or "",
+        "last_name": row.last_name or "",
+        "ward": row.ward or "",
+    }
+    if row.fields:
+        values.update(json.loads(row.fields))
     return Contact(row.email, values, "ledger", row.id)
 
 

@@ -24,6 +24,7 @@ from bulletin.check import check_message
 from bulletin.config import load_settings
 from bulletin.contacts import Contact
 from bulletin.fields import has_line_break
+from bulletin.ledger.store import Claimed
 from bulletin.send import _batch
 from bulletin.tracking import State
 from bulletin.transports import Outgoing, Waiter
@@ -245,7 +246,7 @@ Nothing personal here, but the links.
 
 def items_for(compiled, contacts: list[Contact], send_id: int = 123) -> list[Outgoing]:
     """What `send` gives the transport (send.py's _batch), plus the other callers' shapes."""
-    rows = [_Row(n + 1, c.email, c.email.lower()) for n, c in enumerate(contacts)]
+    rows = [Claimed(n + 1, c.email, c.email.lower()) for n, c in enumerate(contacts)]  # by_key
     by_key = {c.email.lower(): c for c in contacts}
     items, outcomes = _batch(compiled, send_id, rows, by_key, SECRET, PUBLIC)
     assert not outcomes
@@ -267,11 +268,6 @@ def items_for(compiled, contacts: list[Contact], send_id: int = 123) -> list[Out
         Outgoing(9007, extra[6], "u", {"bulletin_note": "x" * 9979}),
     ]
     return items
-
-
-class _Row:
-    def __init__(self, id: int, email: str, email_key: str) -> None:
-        self.id, self.email, self.email_key = id, email, email_key
 
 
 def _template(workdir, name: str, **environ: str):

@@ -194,7 +194,10 @@ class Claimed(NamedTuple):
     id: int
     email: str
     email_key: str
-    fields: str | None = None  # JSON of the merge values queued with it (revision 0006)
+    fields: str | None = None  # JSON of its other merge values ("": none; None: before 0006)
+    first_name: str = ""
+    last_name: str = ""
+    ward: str = ""
 
 
 # `Claimed._make` without a Python call per row: the sending thread shares the GIL with the
@@ -431,10 +434,11 @@ def _pending_rows(c: Connection, send_id: int, page: int = 10_000) -> Iterator[A
         after = rows[-1].id
 
 
-def _merge_values(fields: Sequence[str]) -> Callable[[Any], str | None]:
-    """A contact → JSON of its non-empty values of `fields` (None without fields)."""
+def _merge_values(fields: Sequence[str]) -> Callable[[Any], str]:
+    """A contact → JSON of its non-empty values of `fields`, the merge values its row's own
+    columns (names, ward) do not hold; "" when there are none (most messages)."""
     if not fields:
-        return lambda contact: None
+        return lambda contact: ""
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     keys = tuple(fields)
 
@@ -549,8 +553,9 @@ WHERE d.id = v.id
 # gives up the GIL and must win it back from the request threads building JSON, so fewer,
 # bigger calls cost the send less than SQLAlchemy's one bind parameter per id did.
 SQLITE_PICK = """
-SELECT json_group_array(json_array(id, email, email_key, fields)) FROM (
-    SELECT id, email, email_key, fields FROM deliveries
+SELECT json_group_array(json_array(id, email, email_key, fields, first_name, last_name, ward))
+FROM (
+    SELECT id, email, email_key, fields, first_name, last_name, ward FROM deliveries
     WHERE send_id = ? AND state = ? AND id > ? ORDER BY id LIMIT ?)
 """
 # Under BEGIN IMMEDIATE, the pending rows in (after, last] are exactly those SQLITE_PICK read.
@@ -563,7 +568,7 @@ UPDATE deliveries SET state = %s, updated_at = %s, lease = %s
 WHERE id = ANY(ARRAY(
     SELECT id FROM deliveries WHERE send_id = %s AND state = %s AND id > %s
     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED))
-RETURNING id, email, email_key, fields
+RETURNING id, email, email_key, fields, first_name, last_name, ward
 """
 SQLITE_RECORD = """
 UPDATE deliveries SET state = ?, message_id = COALESCE(?, message_id), error = ?, updated_at = ?
@@ -1081,7 +1086,15 @@ class Ledger:
                     self._renew(c, send_id, lease)
                 if attempt and lease is not None:
                     mine = c.execute(
-                        select(D.c.id, D.c.email, D.c.email_key, D.c.fields)
+                        select(
+                            D.c.id,
+                            D.c.email,
+                            D.c.email_key,
+                            D.c.fields,
+                            D.c.first_name,
+                            D.c.last_name,
+                            D.c.ward,
+                        )
                         .where(
                             D.c.send_id == send_id,
                             D.c.state == State.SENDING,
@@ -1091,7 +1104,7 @@ class Ledger:
                     ).all()
                     orphans = [r for r in mine if r.id not in in_flight]
                     if orphans:
-                        return [Claimed(r.id, r.email, r.email_key, r.fields) for r in orphans]
+                        return [Claimed(*r) for r in orphans]
                 return self._claim(c, send_id, limit, after, lease)
 
         started = time.monotonic()
