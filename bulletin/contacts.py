@@ -8,6 +8,7 @@ import glob
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from pathlib import Path
 from sys import intern
 
@@ -217,10 +218,11 @@ def stream_contacts(
 
     Problems, duplicates, columns and files go into `result` as they are found (complete once
     the stream is exhausted); `result.contacts` is left alone, so a million-row list is read
-    without holding it (issue 13). Duplicates are found with one 64-bit digest per address
-    (with its row's place), not the address itself.
+    without holding it (issue 13). Duplicates are found with one 128-bit digest per address
+    (with its row's place), not the address itself: at that width two addresses never share
+    one in practice, so nobody is skipped as someone else's duplicate.
     """
-    seen: dict[int, int] = {}  # hash(lower-cased address) → file number << 32 | line
+    seen: dict[bytes, int] = {}  # digest of the lower-cased address → file number << 32 | line
     shown_names: list[str] = []
     check_address = _validator()
     for path in files:
@@ -234,7 +236,7 @@ def _load_file(
     path: Path,
     shown: str,
     result: ContactList,
-    seen: dict[int, int],
+    seen: dict[bytes, int],
     shown_names: list[str],
     check_address,
 ) -> Iterator[Contact]:
@@ -292,7 +294,7 @@ def _load_lines(
     lines: Iterable[str],
     shown: str,
     result: ContactList,
-    seen: dict[int, int],
+    seen: dict[bytes, int],
     shown_names: list[str],
     check_address,
 ) -> Iterator[Contact]:
@@ -324,7 +326,7 @@ def _load_lines(
         if contact is None:
             continue
         if contact.email:
-            digest = hash(contact.email.lower())
+            digest = blake2b(contact.email.lower().encode(), digest_size=16).digest()
             first = seen.get(digest)
             if first is not None:
                 where = f"{shown_names[first >> 32]}:{first & 0xFFFFFFFF}"
