@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bulletin.check import Checked, check_transport_limits
 from bulletin.config import Settings
-from bulletin.contacts import Contact
+from bulletin.contacts import Contact, address_digest
 from bulletin.errors import (
     BulletinError,
     ConfigError,
@@ -254,14 +254,14 @@ class Plan:
 
 
 class AudienceKeys:
-    """The audience's lower-cased addresses as 64-bit digests: a resume's `in` test without
-    holding a million strings (a collision could only keep a leaver's pending row)."""
+    """The audience's lower-cased addresses as digests (`address_digest`): a resume's `in`
+    test without holding a million strings."""
 
     def __init__(self, contacts: Iterable[Contact]) -> None:
-        self._digests = {hash(c.email.lower()) for c in contacts}
+        self._digests = {address_digest(c.email.lower()) for c in contacts}
 
     def __contains__(self, key: object) -> bool:
-        return hash(key) in self._digests
+        return isinstance(key, str) and address_digest(key) in self._digests
 
     def __len__(self) -> int:
         return len(self._digests)
