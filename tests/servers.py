@@ -730,9 +730,17 @@ class SendGridStub:
             self.arrivals.append(time.monotonic())
             self.at_once += 1
             self.most_at_once = max(self.most_at_once, self.at_once)
+        h.awaiting = True
         try:
             self._mail_send(h, fault, n)
         finally:
+            self._answered(h)
+
+    def _answered(self, h: _Handler) -> None:
+        """`h`'s request stops counting as at once just before its answer (or drop) goes: a
+        client that sends its next request on reading the answer is not counted twice."""
+        if getattr(h, "awaiting", False):
+            h.awaiting = False
             with self._lock:
                 self.at_once -= 1
 
@@ -844,6 +852,7 @@ class SendGridStub:
         headers: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> None:
+        h.server.stub._answered(h)
         h.send_response(code)
         if body:
             h.send_header("Content-Type", content_type)
@@ -857,6 +866,7 @@ class SendGridStub:
     @staticmethod
     def _drop(h: _Handler, reset: bool) -> None:
         """Close the connection with no response: FIN, or RST if ``reset``."""
+        h.server.stub._answered(h)
         h.close_connection = True
         sock = h.connection
         try:
