@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -799,7 +800,7 @@ def _deliver(
                 items, outcomes = _batch(compiled, send_id, claimed, by_key, secret, base)
                 threading.Thread(
                     target=_request,
-                    args=(transport, compiled, items, outcomes, ticket, answers),
+                    args=(_prepared(transport, compiled, items), items, outcomes, ticket, answers),
                     name=f"bulletin-request-{ticket}",
                     daemon=True,  # a second Ctrl-C abandons it: its rows become unknown
                 ).start()
@@ -864,9 +865,26 @@ def _next_answer(
             renewed = time.monotonic()
 
 
+def _prepared(transport: Transport, compiled, items: list[Outgoing]) -> Callable[[], list]:
+    """The batch's request, built now if the transport can (SendGrid: see its `prepare`);
+    what is returned sends it, on a request thread."""
+    if not items:
+        return list
+    prepare = getattr(transport, "prepare", None)
+    if prepare is None:
+        return partial(transport.send, compiled, items)
+    try:
+        return prepare(compiled, items)
+    except Exception as error:  # built on this thread, reported as if it had gone to send
+        return partial(_raise, error)
+
+
+def _raise(error: BaseException) -> list:
+    raise error
+
+
 def _request(
-    transport: Transport,
-    compiled,
+    send: Callable[[], list],
     items: list[Outgoing],
     outcomes: Outcomes,
     ticket: int,
@@ -877,7 +895,7 @@ def _request(
     `Unsent`: nothing in the batch went but the recipients in `error.outcomes`; the rest are
     put back to pending, certainly not sent."""
     try:
-        results = transport.send(compiled, items) if items else []
+        results = send()
     except Unsent as error:
         done = {o.delivery_id for o in error.outcomes}
         finished = [(o.delivery_id, o.state, o.message_id, o.error) for o in error.outcomes]

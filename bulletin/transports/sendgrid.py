@@ -16,8 +16,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from html import escape, unescape
 from json.encoder import encode_basestring_ascii
 
@@ -544,12 +545,26 @@ class SendGridTransport:
         return cached
 
     def send(self, compiled: CompiledEmail, batch: list[Outgoing]) -> list[Outcome]:
+        return self.prepare(compiled, batch)()
+
+    def prepare(
+        self, compiled: CompiledEmail, batch: list[Outgoing]
+    ) -> Callable[[], list[Outcome]]:
+        """Build the batch's requests now; the function returned posts them, and may run on
+        another thread. send.py builds on its sending thread and posts on request threads:
+        several threads building at once spend as much time passing Python's lock between
+        them as building (100,000 recipients, 4 in flight: 3 s of 13)."""
         template = self._template(compiled)
         keys = template.keys()  # a fresh token for every request
         error = keys_error(keys)
         if error:
-            raise Unsent(f"{compiled.message.shown}: {error}")
+            return partial(_refuse, f"{compiled.message.shown}: {error}")
         outcomes, requests = template.requests(keys, batch)
+        return partial(self._post_all, outcomes, requests)
+
+    def _post_all(
+        self, outcomes: list[Outcome], requests: list[tuple[list[Outgoing], str]]
+    ) -> list[Outcome]:
         for items, request in requests:
             try:
                 state, message_id, error = self._post(request)
@@ -665,6 +680,10 @@ class SendGridTransport:
             except ValueError:
                 pass
         return backoff(attempt, cap)
+
+
+def _refuse(text: str) -> list[Outcome]:
+    raise Unsent(text)
 
 
 def _reason(error: BaseException) -> str:
