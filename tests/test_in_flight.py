@@ -137,9 +137,10 @@ def test_a_sender_waiting_on_its_requests_keeps_its_lease(workdir, sendgrid_env,
     assert code == 0, err
 
 
-def test_requests_are_built_on_the_sending_thread(workdir, sendgrid_env, monkeypatch):
-    """Request threads only post: several threads building at once cost more in passing
-    Python's lock between them than the building itself."""
+def test_requests_are_built_one_at_a_time(workdir, sendgrid_env, monkeypatch):
+    """Request threads build their batches one at a time (the sending thread claims the next
+    meanwhile): several building at once cost more in passing Python's lock between them than
+    the building itself."""
     import threading
 
     from bulletin.transports.sendgrid import RequestTemplate
@@ -149,17 +150,28 @@ def test_requests_are_built_on_the_sending_thread(workdir, sendgrid_env, monkeyp
     name = street_message(workdir, people(4500))
     settings = load_settings(workdir)
     plan = plan_send(check_message(name, settings), settings)
+    building_now, most = [0], [0]
     builders: set[str] = set()
+    guard = threading.Lock()
     requests = RequestTemplate.requests
 
     def building(self, keys, batch):
-        builders.add(threading.current_thread().name)
-        return requests(self, keys, batch)
+        with guard:
+            building_now[0] += 1
+            most[0] = max(most[0], building_now[0])
+            builders.add(threading.current_thread().name)
+        time.sleep(0.05)  # a slow build: others would start meanwhile if they could
+        try:
+            return requests(self, keys, batch)
+        finally:
+            with guard:
+                building_now[0] -= 1
 
     monkeypatch.setattr(RequestTemplate, "requests", building)
     report = execute(plan, settings)
     assert report.accepted == 4500
-    assert builders == {threading.current_thread().name}
-    assert sendgrid_env.most_at_once >= 2  # still overlapping
+    assert most[0] == 1 and len(builders) == 5  # each on its own request thread
+    assert threading.current_thread().name not in builders
+    assert sendgrid_env.most_at_once >= 2  # the requests themselves still overlap
     delivered = sendgrid_env.delivered_emails()
     assert len(delivered) == 4500 and set(delivered.values()) == {1}
