@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +363,12 @@ def address_problems(contacts: list[Contact]) -> list[Problem]:
 
 def is_reserved(address: str) -> bool:
     """Is the address on a domain reserved for examples (example.org, *.test, …)?"""
-    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return _reserved_domain(address.rpartition("@")[2])
+
+
+@lru_cache(maxsize=4096)  # a list's domains repeat: asked once per contact of a big list
+def _reserved_domain(domain: str) -> bool:
+    domain = domain.lower().rstrip(".")
     return domain.rpartition(".")[2] in RESERVED_TLDS or any(
         domain == d or domain.endswith("." + d) for d in RESERVED_DOMAINS
     )

@@ -222,6 +222,9 @@ class Slots:
             )
             slots = tuple(self.keys[slot] for slot in used)
             verdicts.append((slots, pattern(numbered), {}))
+        if all(verdict[0] is None for verdict in verdicts):  # no link holds a contact's field
+            same = [verdict[1] for verdict in verdicts if verdict[1] is not None]
+            return lambda contact: list(same)
 
         def unsafe(contact: Contact | None) -> list[str]:
             get = contact.fields.get if contact is not None else _NO_FIELDS.get

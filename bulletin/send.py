@@ -243,10 +243,14 @@ class Plan:
     def audience(self) -> Iterator[Contact]:
         """The emailable audience after suppressions, in order, read again (streamed)."""
         recipients = self.checked.iter_recipients()
-        suppressed, hashes = self.suppressed_hashes, self.hashes
-        if not suppressed or hashes is None:
+        if not self.suppressed_hashes or self.hashes is None:
             return recipients
-        return (c for c in recipients if not hashes(c.email) & suppressed)
+        return (c for c in recipients if not self.is_suppressed(c))
+
+    def is_suppressed(self, contact: Contact) -> bool:
+        """On the do-not-send list as planned."""
+        suppressed, hashes = self.suppressed_hashes, self.hashes
+        return bool(suppressed) and hashes is not None and bool(hashes(contact.email) & suppressed)
 
     @property
     def recipients(self) -> list[Contact]:
@@ -590,11 +594,10 @@ def _to_queue(plan: Plan, known: Container[str]) -> Iterator[Contact]:
     The lists are read a second time, so they are checked to hold the same people, in the same
     order, as the plan counted: else nothing is queued (the caller's transaction rolls back)."""
     digest = hashlib.blake2b(digest_size=16)
-    suppressed, hashes = plan.suppressed_hashes, plan.hashes
-    for contact in plan.checked.iter_recipients():
+    for contact in plan.checked.iter_recipients():  # everyone: the digest is of all of them
         key = contact.email.lower()
         digest.update(key.encode() + b"\n")
-        if suppressed and hashes is not None and hashes(contact.email) & suppressed:
+        if plan.is_suppressed(contact):
             continue
         if key not in known:
             yield contact

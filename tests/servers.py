@@ -82,6 +82,7 @@ __all__ = [
     "expand_request",
     "free_port",
     "garbage",
+    "held",
     "rate_limited",
     "slow",
     "status",
@@ -491,6 +492,7 @@ class Fault:
     seconds: float = 0.0
     reset: bool = False
     reset_in: float | None = None  # status: add X-RateLimit-Reset = now + reset_in when answering
+    gate: threading.Event | None = None  # slow: answer as soon as the test sets it
 
     def __str__(self) -> str:
         if self.kind in ("status", "garbage"):
@@ -543,6 +545,12 @@ def rate_limited(reset_in: float = 1, retry_after: int | None = 1, limit: int = 
 def slow(seconds: float) -> Fault:
     """Read the request, log it as accepted, sleep ``seconds``, then answer normally."""
     return Fault("slow", seconds=seconds)
+
+
+def held(gate: threading.Event, at_most: float = 60) -> Fault:
+    """Like ``slow``, but answer when the test sets ``gate`` (at most ``at_most`` seconds):
+    a request held open for as long as the test needs, however loaded the machine."""
+    return Fault("slow", seconds=at_most, gate=gate)
 
 
 def drop_after_read(reset: bool = False) -> Fault:
@@ -770,9 +778,14 @@ class SendGridStub:
         if fault is None:
             pass
         elif fault.kind == "slow":
-            if self._stopping.wait(fault.seconds):
-                self._drop(h, reset=False)
-                return
+            deadline = time.monotonic() + fault.seconds
+            while not (fault.gate is not None and fault.gate.is_set()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if self._stopping.wait(min(left, 0.05 if fault.gate is not None else left)):
+                    self._drop(h, reset=False)
+                    return
         elif fault.kind == "drop_after_read":
             self._drop(h, fault.reset)
             return

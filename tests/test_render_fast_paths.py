@@ -200,6 +200,22 @@ def test_a_link_made_only_of_our_urls_is_still_checked_when_its_literals_are_uns
     assert slots.values(person(), "https://bulletin.example.org/u", "")[-1] == ""  # javahttps:
 
 
+def test_links_without_a_contact_field_are_judged_once_for_everyone():
+    slots = Slots()
+    unsubscribe, feedback = slots.token_for(UNSUBSCRIBE), slots.token_for(FEEDBACK)
+    slots.guard_urls(
+        f'<a href="https://example.org/">a</a><a href="{unsubscribe}">b</a>'
+        f'<a href="java{unsubscribe}script:x">c</a><a href="{feedback}&amp;a=1">d</a>'
+    )
+    for fields in ({}, {"website": "javascript:y"}, {"first_name": "Ann"}):
+        contact = person(**fields)
+        assert slots.unsafe_links(contact) == reference_unsafe_links(slots, contact)
+        assert slots.unsafe_links(contact) == ["javascript:x"]
+    found = slots.unsafe_links(person())
+    found.append("changed by a caller")
+    assert slots.unsafe_links(person()) == ["javascript:x"]  # each caller gets its own list
+
+
 def test_slots_added_after_a_first_use_are_seen():
     slots = Slots()
     slots.guard_urls(f'<a href="{slots.token_for("website")}">x</a>')

@@ -14,12 +14,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from backends import Backend
-from servers import slow, status
+from servers import held, slow, status
 
 from bulletin.config import load_settings
 from bulletin.errors import ExitCode
@@ -434,9 +435,10 @@ def schedule_many(workdir: Path) -> None:
 
 
 def test_a_second_run_during_a_slow_send_exits_quietly(workdir, sendgrid_env, monkeypatch, backend):
-    monkeypatch.setenv("BULLETIN_TIMEOUT", "30")  # slow, not lost: the answer comes in 4 s
+    monkeypatch.setenv("BULLETIN_TIMEOUT", "60")  # slow, not lost: answered once both ran
     schedule(workdir, "monday", "2026-07-06T07:30")
-    sendgrid_env.script(slow(4))
+    answer = threading.Event()
+    sendgrid_env.script(held(answer))
     first = start_run(workdir, "--now", "2026-07-06T07:30")
     try:
         assert sendgrid_env.wait_accepted(1, timeout=20), first.communicate(timeout=5)
@@ -452,6 +454,7 @@ def test_a_second_run_during_a_slow_send_exits_quietly(workdir, sendgrid_env, mo
         assert out.endswith("; this run did nothing\n")
         assert first.poll() is None  # both came and went during the first run's request
     finally:
+        answer.set()
         out, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
     assert out.startswith("Sent messages/monday.md (send #1): 34 accepted")
